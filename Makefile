@@ -1,0 +1,37 @@
+# trio-things: `make serve` and `make test` work on a fresh machine (they set up .venv first).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: setup serve test lint typecheck pytest docs clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,docs]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## Serve the built-in demo Things (or CONFIG=path/to/config.toml) on 127.0.0.1:8000.
+serve: setup
+	$(BIN)/trio-things serve $(CONFIG)
+
+## Lint, type-check, build the docs (warnings are errors) and run every test.
+test: lint typecheck docs pytest
+
+lint: setup
+	$(BIN)/ruff check trio_things tests
+
+typecheck: setup
+	$(BIN)/mypy --strict trio_things
+
+pytest: setup
+	$(BIN)/pytest -q
+
+docs: setup
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+
+clean:
+	rm -rf $(VENV) docs/_build .mypy_cache .pytest_cache .ruff_cache

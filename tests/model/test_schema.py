@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import datetime
+import enum
+from typing import Annotated, Literal
+
+import attrs
+import pytest
+
+from trio_things.errors import InvalidValue, ThingDefinitionError
+from trio_things.model.schema import Schema, schema_for
+
+
+class Colour(enum.Enum):
+    RED = "red"
+    GREEN = "green"
+
+
+@attrs.frozen
+class Point:
+    """A point."""
+
+    x: float
+    y: Annotated[float, Schema(minimum=0, unit="mm")] = 0.0
+    label: str | None = attrs.field(default=None, metadata={"description": "a name"})
+
+
+@pytest.mark.parametrize(("tp", "expected"), [
+    (bool, {"type": "boolean"}),
+    (int, {"type": "integer"}),
+    (float, {"type": "number"}),
+    (str, {"type": "string"}),
+    (None, {"type": "null"}),
+    (list[int], {"type": "array", "items": {"type": "integer"}}),
+    (tuple[str, ...], {"type": "array", "items": {"type": "string"}}),
+    (Literal["a", "b"], {"type": "string", "enum": ["a", "b"]}),
+    (Colour, {"type": "string", "enum": ["red", "green"]}),
+    (datetime.datetime, {"type": "string", "format": "date-time"}),
+    (int | None, {"oneOf": [{"type": "integer"}, {"type": "null"}]}),
+    (Annotated[float, Schema(minimum=1, maximum=2, unit="V")],
+     {"type": "number", "minimum": 1, "maximum": 2, "unit": "V"}),
+])
+def test_schema_for_types(tp: object, expected: dict[str, object]) -> None:
+    assert schema_for(tp).to_json() == expected
+
+
+def test_attrs_class_becomes_closed_object() -> None:
+    schema = schema_for(Point)
+    assert schema.to_json() == {
+        "type": "object",
+        "title": "Point",
+        "description": "A point.",
+        "properties": {
+            "x": {"type": "number"},
+            "y": {"type": "number", "minimum": 0, "unit": "mm"},
+            "label": {"oneOf": [{"type": "string"}, {"type": "null"}],
+                      "description": "a name"},
+        },
+        "required": ["x"],
+    }
+    schema.validate({"x": 1, "y": 2.5, "label": None})
+    with pytest.raises(InvalidValue, match=r"point\.y: -1 is less than the minimum 0"):
+        schema.validate({"x": 1, "y": -1}, "point")
+    with pytest.raises(InvalidValue, match="required field 'x' is missing"):
+        schema.validate({"y": 1}, "point")
+    with pytest.raises(InvalidValue, match="unexpected field 'z'"):
+        schema.validate({"x": 1, "z": 1}, "point")
+
+
+@pytest.mark.parametrize(("terms", "value", "message"), [
+    (Schema(maximum=10), 11, "greater than the maximum 10"),
+    (Schema(exclusive_minimum=0), 0, "not greater than 0"),
+    (Schema(exclusive_maximum=1), 1, "not less than 1"),
+    (Schema(multiple_of=0.5), 0.75, "not a multiple of 0.5"),
+])
+def test_number_constraints(terms: Schema, value: float, message: str) -> None:
+    schema = schema_for(float, terms)
+    with pytest.raises(InvalidValue, match=message):
+        schema.validate(value, "x")
+
+
+def test_multiple_of_tolerates_float_rounding() -> None:
+    schema_for(float, Schema(multiple_of=0.1)).validate(0.3, "x")
+
+
+@pytest.mark.parametrize(("terms", "value", "message"), [
+    (Schema(min_length=2), "a", "shorter than 2"),
+    (Schema(max_length=2), "abc", "longer than 2"),
+    (Schema(pattern="^[a-z]+$"), "ABC", "does not match"),
+    (Schema(enum=("a", "b")), "c", "not one of"),
+])
+def test_string_constraints(terms: Schema, value: str, message: str) -> None:
+    with pytest.raises(InvalidValue, match=message):
+        schema_for(str, terms).validate(value, "s")
+
+
+def test_array_constraints_and_item_paths() -> None:
+    schema = schema_for(list[Annotated[int, Schema(minimum=0)]], Schema(max_items=3))
+    with pytest.raises(InvalidValue, match="more than 3 items"):
+        schema.validate([1, 2, 3, 4], "xs")
+    with pytest.raises(InvalidValue, match=r"xs\[1\]: -1 is less than"):
+        schema.validate([1, -1], "xs")
+
+
+@pytest.mark.parametrize(("tp", "value"), [
+    (int, True), (int, 1.5), (int, "1"), (float, "1.0"), (float, False), (bool, 1),
+    (str, 1), (list[int], {"a": 1}), (Point, [1, 2]), (datetime.datetime, "yesterday"),
+])
+def test_wrong_types_are_rejected(tp: object, value: object) -> None:
+    with pytest.raises(InvalidValue):
+        schema_for(tp).validate(value, "v")
+
+
+def test_integer_accepts_integral_floats() -> None:
+    schema_for(int).validate(3.0, "n")
+
+
+def test_enum_does_not_confuse_bool_and_int() -> None:
+    with pytest.raises(InvalidValue):
+        schema_for(Literal[1, 2]).validate(True, "n")
+
+
+@pytest.mark.parametrize("tp", [set[int], dict[int, str], tuple[int, str], object, complex])
+def test_types_without_json_form_are_definition_errors(tp: object) -> None:
+    with pytest.raises(ThingDefinitionError):
+        schema_for(tp)
+
+
+def test_invalid_regex_is_rejected_when_declared() -> None:
+    with pytest.raises(Exception, match=r"unterminated|missing"):
+        Schema(pattern="[")

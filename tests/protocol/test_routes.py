@@ -1,0 +1,119 @@
+"""The HTTP layout, tested without a server: every route and every status it can answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from trio_things.demo import Counter, Thermometer
+from trio_things.errors import (
+    BadRequest,
+    MethodNotAllowed,
+    NotFound,
+    RemoteProtocolError,
+    UnsupportedMediaType,
+)
+from trio_things.protocol import commands as c
+from trio_things.protocol.problems import ProblemDetails
+from trio_things.protocol.routes import decode_request, server_base
+
+THINGS = {"thermometer": Thermometer.affordances, "counter": Counter.affordances}
+BASE = "http://h/"
+
+
+def route(method: str, target: str, body: bytes = b"",
+          content_type: str | None = "application/json") -> c.Command:
+    return decode_request(method=method, target=target, body=body, content_type=content_type,
+                          base=BASE, things=THINGS)
+
+
+@pytest.mark.parametrize(("method", "target", "body", "expected"), [
+    ("GET", "/", b"", c.ListThings(base=BASE)),
+    ("GET", "/things/", b"", c.ListThings(base=BASE)),
+    ("GET", "/thing_descriptions/", b"", c.ReadAllThingDescriptions(base=BASE)),
+    ("GET", "/.well-known/wot", b"", c.Discover(base=BASE)),
+    ("GET", "/action_invocations/", b"", c.QueryAllActions()),
+    ("GET", "/action_invocations/abc", b"", c.QueryAction(invocation_id="abc")),
+    ("GET", "/action_invocations/abc/output", b"",
+     c.QueryAction(invocation_id="abc", output_only=True)),
+    ("DELETE", "/action_invocations/abc", b"", c.CancelAction(invocation_id="abc")),
+    ("GET", "/counter/", b"", c.ReadThingDescription(thing="counter", base=BASE)),
+    ("GET", "/counter", b"", c.ReadThingDescription(thing="counter", base=BASE)),
+    ("HEAD", "/counter/", b"", c.ReadThingDescription(thing="counter", base=BASE)),
+    ("GET", "/counter/properties", b"", c.ReadAllProperties(thing="counter")),
+    ("GET", "/thermometer/properties?names=setpoint,temperature", b"",
+     c.ReadMultipleProperties(thing="thermometer", names=("setpoint", "temperature"))),
+    ("PUT", "/counter/properties", b'{"count": 3}',
+     c.WriteMultipleProperties(thing="counter", values={"count": 3})),
+    ("GET", "/counter/actions", b"", c.QueryAllActions(thing="counter")),
+    ("POST", "/counter/actions/increment", b"",
+     c.InvokeAction(thing="counter", name="increment", input={}, wait=True)),
+    ("GET", "/thermometer/events/overheated", b"",
+     c.SubscribeEvent(thing="thermometer", name="overheated")),
+    ("GET", "/counter/count", b"", c.ReadProperty(thing="counter", name="count")),
+    ("PUT", "/counter/count", b"7", c.WriteProperty(thing="counter", name="count", value=7)),
+    ("POST", "/counter/increment", b'{"by": 2}',
+     c.InvokeAction(thing="counter", name="increment", input={"by": 2})),
+    ("GET", "/counter/increment", b"", c.QueryAllActions(thing="counter", action="increment")),
+])
+def test_routes(method: str, target: str, body: bytes, expected: c.Command) -> None:
+    assert route(method, target, body) == expected
+
+
+@pytest.mark.parametrize(("method", "target", "error", "status"), [
+    ("GET", "/nope/", NotFound, 404),
+    ("GET", "/counter/nope", NotFound, 404),
+    ("GET", "/counter/a/b/c", NotFound, 404),
+    ("GET", "/counter/..%2Fthermometer", NotFound, 404),
+    ("GET", "/../counter/", NotFound, 404),
+    ("GET", "/counter/actions/nope", NotFound, 404),
+    ("GET", "/counter/events/nope", NotFound, 404),
+    ("PUT", "/thermometer/temperature", MethodNotAllowed, 405),
+    ("DELETE", "/counter/count", MethodNotAllowed, 405),
+    ("POST", "/counter/", MethodNotAllowed, 405),
+    ("PATCH", "/action_invocations/abc", MethodNotAllowed, 405),
+    ("GET", "/counter/actions/increment", MethodNotAllowed, 405),
+])
+def test_route_errors(method: str, target: str, error: type[RemoteProtocolError],
+                      status: int) -> None:
+    with pytest.raises(error) as info:
+        route(method, target, b"1")
+    assert info.value.status == status
+
+
+def test_read_only_write_names_allowed_methods() -> None:
+    with pytest.raises(MethodNotAllowed, match="read-only") as info:
+        route("PUT", "/thermometer/temperature", b"1")
+    problem = ProblemDetails.from_error(info.value)
+    assert problem.allow == ("GET", "HEAD")
+    assert problem.to_json()["status"] == 405
+
+
+@pytest.mark.parametrize(("body", "content_type", "error"), [
+    (b"{not json", "application/json", BadRequest),
+    (b"", "application/json", BadRequest),
+    (b"7", "text/plain", UnsupportedMediaType),
+    (b"count=7", "application/x-www-form-urlencoded", UnsupportedMediaType),
+])
+def test_bad_bodies(body: bytes, content_type: str, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        route("PUT", "/counter/count", body, content_type)
+
+
+@pytest.mark.parametrize("content_type", [
+    "application/json; charset=utf-8", "application/td+json", None])
+def test_json_media_types(content_type: str | None) -> None:
+    command: Any = route("PUT", "/counter/count", b"7", content_type)
+    assert command.value == 7
+
+
+def test_write_multiple_needs_an_object() -> None:
+    with pytest.raises(BadRequest, match="JSON object"):
+        route("PUT", "/counter/properties", b"[1]")
+
+
+def test_server_base_uses_host_header_but_not_nonsense() -> None:
+    assert server_base("example:81", "127.0.0.1:8000") == "http://example:81/"
+    assert server_base(None, "127.0.0.1:8000") == "http://127.0.0.1:8000/"
+    assert server_base("evil/path", "127.0.0.1:8000") == "http://127.0.0.1:8000/"

@@ -1,0 +1,96 @@
+"""``trio-things`` as a user runs it: real processes, real loopback sockets, port 0."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+COMMAND = [sys.executable, "-m", "trio_things.cli"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*COMMAND, *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`trio-things serve --port 0` with the demo Things; yields (process, root URL)."""
+    process = subprocess.Popen([*COMMAND, "serve", "--port", "0"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()  # blocks until the server listens (or dies)
+        assert first.startswith("trio-things: serving 2 Thing(s) at http://127.0.0.1:"), first
+        root = first.rsplit(" ", 1)[1].strip()
+        lines = [process.stdout.readline().split() for _ in range(2)]
+        assert lines == [["thermometer", f"{root}thermometer/"], ["counter", f"{root}counter/"]]
+        yield process, root
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+
+
+def test_serve_answers_http_and_stops_on_ctrl_c(
+        served: tuple[subprocess.Popen[str], str]) -> None:
+    process, root = served
+    with urllib.request.urlopen(f"{root}thermometer/", timeout=10) as response:
+        td = orjson.loads(response.read())
+    assert td["title"] == "Thermometer"
+    assert td["base"] == root
+    started = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=10) == 0
+    # Measured, not asserted as a speed: a generous bound only catches a hang.
+    assert time.monotonic() - started < 5
+    assert process.stderr is not None
+    assert "Traceback" not in process.stderr.read()
+
+
+def test_sigterm_also_shuts_down_cleanly(served: tuple[subprocess.Popen[str], str]) -> None:
+    process, _ = served
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=10) == 0
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ("[things.x]\nclass = 'nosuchmodule:Thing'\n", "thing 'x': cannot import 'nosuchmodule'"),
+    ("[things\n", "not valid TOML"),
+    ("", "names no Things"),
+])
+def test_bad_config_is_one_line_and_exit_2(tmp_path: Path, config: str, message: str) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(config)
+    result = run("serve", str(path))
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_usage_error_exit_2() -> None:
+    result = run("frobnicate")
+    assert result.returncode == 2
+
+
+def test_port_in_use_exits_1(served: tuple[subprocess.Popen[str], str]) -> None:
+    _, root = served
+    port = root.rsplit(":", 1)[1].strip("/")
+    result = run("serve", "--port", port)
+    assert result.returncode == 1
+    assert "cannot listen" in result.stderr
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "trio-things"
+    assert script.exists()
+    assert os.access(script, os.X_OK)

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trio_things.config import ConfigError, ServerConfig, ThingConfig, load_config
+from trio_things.demo import Counter
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_toml_config(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "c.toml", """
+[server]
+port = 9000
+invocation_retention = 5
+
+[server.http]
+max_body_bytes = 1000
+
+[things.counter]
+class = "trio_things.demo:Counter"
+start = 5
+"""))
+    assert config.port == 9000
+    assert config.host == "127.0.0.1"
+    assert config.invocation_retention == 5
+    assert config.http.max_body_bytes == 1000
+    [thing] = config.things
+    assert thing == ThingConfig(name="counter", class_path="trio_things.demo:Counter",
+                                kwargs={"start": 5})
+    counter = thing.create()
+    assert isinstance(counter, Counter)
+    assert counter.count == 5
+
+
+def test_labthings_json_config(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "c.json", """
+{"things": {"/counter/": "trio_things.demo:Counter",
+            "therm": {"class": "trio_things.demo:Thermometer", "kwargs": {}}},
+ "settings_folder": "./settings"}"""))
+    assert [t.name for t in config.things] == ["counter", "therm"]
+
+
+@pytest.mark.parametrize(("name", "text", "message"), [
+    ("c.toml", "[things.x]\nmodule = 'a:b'", "needs class ="),
+    ("c.toml", "[things.things]\nclass = 'trio_things.demo:Counter'", "taken by the server"),
+    ("c.toml", "[things.'a b']\nclass = 'trio_things.demo:Counter'", "names must start"),
+    ("c.toml", "[server]\nport = 'eighty'", "[server]"),
+    ("c.toml", "[server]\nbogus = 1", "[server]"),
+    ("c.toml", "[sever]\n", "unknown section"),
+    ("c.toml", "[things\n", "not valid TOML"),
+    ("c.json", "{", "not valid JSON"),
+    ("c.json", '{"things": []}', "expected"),
+])
+def test_config_errors_are_one_clear_line(tmp_path: Path, name: str, text: str,
+                                          message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, name, text))
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("class_path", "message"), [
+    ("nosuchmodule:Thing", "thing 'x': cannot import 'nosuchmodule': ModuleNotFoundError"),
+    ("trio_things.demo:Nope", "thing 'x': 'trio_things.demo:Nope' is not a trio_things.Thing"),
+    ("trio_things.demo:Reading", "is not a trio_things.Thing class"),
+    ("trio_things.demo", "must look like 'package.module:Class'"),
+])
+def test_import_errors_name_the_thing(class_path: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        ThingConfig(name="x", class_path=class_path).create()
+    assert message in str(info.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_constructor_failure_names_the_thing() -> None:
+    thing = ThingConfig(name="c", class_path="trio_things.demo:Counter", kwargs={"nope": 1})
+    with pytest.raises(ConfigError, match=r"thing 'c': trio_things\.demo:Counter"):
+        thing.create()
+
+
+def test_defaults_are_safe() -> None:
+    config = ServerConfig()
+    assert config.host == "127.0.0.1"
+    assert config.http.max_body_bytes > 0

@@ -1,0 +1,172 @@
+"""UpgradeStream, and WebSocket connections handed over by serve_http_connection.
+
+Rules: no sockets (memory and lockstep stream pairs), every test under trio.fail_after,
+no sleeps to synchronise (trio.testing.wait_all_tasks_blocked orders tasks instead).
+
+The server side shows the intended use: ``wrap_server_stream`` on the UpgradeStream, then
+``accept`` echoing the client's first subprotocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+import trio
+import trio.testing
+import trio_websocket
+from wsproto.frame_protocol import FrameProtocol
+
+from trio_things.transport.http import HttpRequest, HttpResponse, serve_http_connection
+from trio_things.transport.upgrade import UpgradeStream, UpgradeStreamStatistics
+
+SUBPROTOCOLS = ["webthingprotocol", "labthings"]
+
+
+async def not_found(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(status=404)
+
+
+def text_frame(text: str) -> bytes:
+    """A whole unmasked server text frame, as the relay writes them."""
+    return bytes(FrameProtocol(client=False, extensions=[]).send_data(text))
+
+
+async def connect(
+    client_stream: trio.abc.Stream,
+    server_stream: trio.abc.Stream,
+    handle_upgrade: Callable[[HttpRequest, UpgradeStream], Awaitable[None]],
+    nursery: trio.Nursery,
+) -> trio_websocket.WebSocketConnection:
+    nursery.start_soon(lambda: serve_http_connection(
+        server_stream, handle_request=not_found, handle_upgrade=handle_upgrade))
+    return await trio_websocket.wrap_client_stream(
+        nursery, client_stream, "localhost", "/things/ws", subprotocols=SUBPROTOCOLS)  # type: ignore[arg-type]
+
+
+async def test_websocket_round_trip_echoes_the_subprotocol() -> None:
+    async def echo_one(request: HttpRequest, stream: UpgradeStream) -> None:
+        assert request.path == "/things/ws"
+        async with trio.open_nursery() as nursery:
+            ws_request = await trio_websocket.wrap_server_stream(nursery, stream)
+            ws = await ws_request.accept(subprotocol=ws_request.proposed_subprotocols[0])
+            await ws.send_message(await ws.get_message())
+            with pytest.raises(trio_websocket.ConnectionClosed):
+                await ws.get_message()
+
+    with trio.fail_after(5):
+        client_stream, server_stream = trio.testing.memory_stream_pair()
+        async with trio.open_nursery() as nursery:
+            ws = await connect(client_stream, server_stream, echo_one, nursery)
+            assert ws.subprotocol == "webthingprotocol"
+            await ws.send_message("hello")
+            assert await ws.get_message() == "hello"
+            await ws.aclose()
+
+
+async def test_pings_relay_frames_messages_and_close_never_interleave() -> None:
+    """trio-websocket's own frames and frames written through UpgradeStream.send_all take
+    turns whole. The lockstep pair hands a 4 KiB-reading client one piece of a big frame
+    at a time, so a writer without the lock would be caught mid-frame (and the pair's
+    conflict detector would fail two concurrent writers outright)."""
+    count, pad = 20, "x" * 10_000
+    statistics: list[UpgradeStreamStatistics] = []
+
+    async def three_writers(request: HttpRequest, stream: UpgradeStream) -> None:
+        async with trio.open_nursery() as nursery:
+            ws_request = await trio_websocket.wrap_server_stream(nursery, stream)
+            ws = await ws_request.accept(subprotocol=ws_request.proposed_subprotocols[0])
+
+            async def pings() -> None:
+                for i in range(count):
+                    await ws.ping(b"ping %d" % i)  # returns once the client's pong came
+
+            async def relay() -> None:
+                for i in range(count):
+                    await stream.send_all(text_frame(f"relay {i} {pad}"))
+
+            async def messages() -> None:
+                for i in range(count):
+                    await ws.send_message(f"api {i} {pad}")
+
+            async with trio.open_nursery() as writers:
+                writers.start_soon(pings)
+                writers.start_soon(relay)
+                writers.start_soon(messages)
+            await ws.aclose()
+            statistics.append(stream.statistics())
+
+    with trio.fail_after(10):
+        client_stream, server_stream = trio.testing.lockstep_stream_pair()
+        async with trio.open_nursery() as nursery:
+            ws = await connect(client_stream, server_stream, three_writers, nursery)
+            received: list[str | bytes] = []
+            with pytest.raises(trio_websocket.ConnectionClosed) as closed:
+                while True:
+                    received.append(await ws.get_message())
+            assert closed.value.reason is not None
+            assert closed.value.reason.code == 1000
+
+    assert [m for m in received if str(m).startswith("relay")] == [
+        f"relay {i} {pad}" for i in range(count)]
+    assert [m for m in received if str(m).startswith("api")] == [
+        f"api {i} {pad}" for i in range(count)]
+    assert len(received) == 2 * count
+    sources = [str(m).split()[0] for m in received]
+    assert sources != sorted(sources), "the writers never took turns"
+    [stats] = statistics
+    assert not stats.broken
+    assert stats.writes > 3 * count  # + the 101 response and the close frame
+
+
+async def test_receive_replays_before_reading_the_stream() -> None:
+    with trio.fail_after(5):
+        client, server = trio.testing.memory_stream_pair()
+        stream = UpgradeStream(server, b"abcdef")
+        await client.send_all(b"xyz")
+        assert await stream.receive_some(4) == b"abcd"
+        assert await stream.receive_some() == b"ef"
+        assert await stream.receive_some() == b"xyz"
+        with pytest.raises(ValueError):
+            await stream.receive_some(0)
+
+
+async def test_cancelled_write_breaks_the_stream_for_every_later_writer() -> None:
+    with trio.fail_after(5):
+        client, server = trio.testing.lockstep_stream_pair()
+        stream = UpgradeStream(server, b"")
+        first = trio.CancelScope()
+
+        async def first_writer() -> None:
+            with first:
+                await stream.send_all(b"first")  # blocks: nobody reads
+
+        async def queued_writer() -> None:
+            with pytest.raises(trio.BrokenResourceError):
+                await stream.send_all(b"second")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(first_writer)
+            await trio.testing.wait_all_tasks_blocked()  # "first" holds the lock
+            nursery.start_soon(queued_writer)
+            await trio.testing.wait_all_tasks_blocked()  # "second" waits for it
+            first.cancel()
+        assert first.cancelled_caught
+        assert stream.broken
+        with pytest.raises(trio.BrokenResourceError):
+            await stream.send_all(b"third")
+        with pytest.raises(trio.BrokenResourceError):
+            await stream.wait_send_all_might_not_block()
+
+        received = b""
+        async with trio.open_nursery() as nursery:
+            async def read() -> None:
+                nonlocal received
+                while True:
+                    received += await client.receive_some()
+
+            nursery.start_soon(read)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+        assert b"second" not in received and b"third" not in received
+        assert stream.statistics() == UpgradeStreamStatistics(bytes_sent=0, writes=0, broken=True)

@@ -1,0 +1,102 @@
+"""``trio-things``: the command line.
+
+``trio-things serve [CONFIG] [--host HOST] [--port PORT]`` serves the Things in CONFIG
+(TOML or LabThings JSON), or the built-in demo Things without one. Ctrl-C (SIGINT) or
+SIGTERM shuts down cleanly: connections, then actions, then the Things themselves.
+
+Exit status: 0 after a clean shutdown, 2 for a bad command line or configuration (one
+line on stderr naming the cause, never a traceback), 1 if the server failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+import trio
+
+from trio_things.config import DEMO_THINGS, ConfigError, ServerConfig, load_config
+from trio_things.server import ThingServer
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trio-things",
+                                     description="Serve W3C Web of Things devices on Trio.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve Things over HTTP")
+    serve.add_argument("config", nargs="?", type=Path,
+                       help="a TOML or LabThings JSON config (default: the demo Things)")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8000; 0: any)")
+    serve.add_argument("--log-level", default="INFO",
+                       choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config) if args.config else ServerConfig(things=DEMO_THINGS)
+        overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+        config = attrs.evolve(config, **overrides)
+        server = ThingServer(config)
+        server.add_configured_things()
+    except (ConfigError, ValueError, TypeError) as error:
+        print(f"trio-things: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if not server.things:
+        print("trio-things: error: the configuration names no Things", file=sys.stderr)
+        return EXIT_USAGE
+    status = 0
+    try:
+        trio.run(_serve, server)
+    except* OSError as group:  # nurseries wrap it: open_tcp_listeners runs inside serve()
+        cause = _first_leaf(group)
+        print(f"trio-things: error: cannot listen on {config.host}:{config.port}: "
+              f"{cause.strerror or cause}", file=sys.stderr)
+        status = 1
+    return status
+
+
+def _first_leaf(group: BaseExceptionGroup[OSError]) -> OSError:
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    assert isinstance(leaf, OSError)
+    return leaf
+
+
+async def _serve(server: ThingServer) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(server.serve)
+            _print_urls(server, listeners)
+            async for signum in signals:
+                print(f"trio-things: {signal.Signals(signum).name}: shutting down",
+                      file=sys.stderr)
+                nursery.cancel_scope.cancel()
+                break
+
+
+def _print_urls(server: ThingServer, listeners: list[trio.SocketListener]) -> None:
+    host, port = listeners[0].socket.getsockname()[:2]
+    host = f"[{host}]" if ":" in host else host
+    root = f"http://{host}:{port}/"
+    print(f"trio-things: serving {len(server.things)} Thing(s) at {root}", flush=True)
+    for name in server.things:
+        print(f"  {name:<16} {root}{name}/", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""Running commands against the Things: the one place a client's wish meets Thing code.
+
+Every binding (HTTP now, WebSocket dialects next) decodes its messages into
+:mod:`~trio_things.protocol.commands` and awaits :meth:`Dispatcher.run`, which answers
+with a protocol-neutral :data:`Reply` or raises a
+:class:`~trio_things.errors.RemoteProtocolError` for the binding to encode.
+
+Data properties are read and written inline (they are memory); functional properties
+call Thing code that may block on hardware, so they run in a worker thread.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any, assert_never
+
+import attrs
+import trio
+
+from trio_things.errors import Conflict, MethodNotAllowed, NotFound, RemoteProtocolError
+from trio_things.fanout.longpoll import LongPoll
+from trio_things.invocations import InvocationManager
+from trio_things.model.affordances import PropertySpec
+from trio_things.model.description import TD_CONTEXT, Binding, describe_thing, thing_id
+from trio_things.model.invocation import Invocation, InvocationStatus
+from trio_things.model.thing import Thing
+from trio_things.protocol import commands as c
+
+__all__ = [
+    "Dispatcher",
+    "DocumentReply",
+    "InvocationReply",
+    "NoContentReply",
+    "Reply",
+    "ValueReply",
+]
+
+
+@attrs.frozen(kw_only=True)
+class ValueReply:
+    """A bare JSON value (a property, an action's output, an event's data)."""
+
+    value: Any
+
+
+@attrs.frozen(kw_only=True)
+class DocumentReply:
+    """A JSON document with its own media type (a TD is ``application/td+json``)."""
+
+    document: Any
+    content_type: str = "application/json"
+
+
+@attrs.frozen(kw_only=True)
+class InvocationReply:
+    """An invocation; ``created`` when this command started it."""
+
+    invocation: Invocation
+    created: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class InvocationListReply:
+    """Several invocations, oldest first."""
+
+    invocations: tuple[Invocation, ...]
+
+
+@attrs.frozen(kw_only=True)
+class NoContentReply:
+    """Done, nothing to say (a write; a long-poll that timed out)."""
+
+
+Reply = ValueReply | DocumentReply | InvocationReply | InvocationListReply | NoContentReply
+
+
+class Dispatcher:
+    """Runs commands against a fixed set of Things."""
+
+    def __init__(
+        self,
+        *,
+        things: Mapping[str, Thing],
+        invocations: InvocationManager,
+        event_polls: Mapping[tuple[str, str], LongPoll],
+        bindings: Sequence[Binding],
+        long_poll_timeout: float,
+    ) -> None:
+        self._things = things
+        self._invocations = invocations
+        self._event_polls = event_polls
+        self._bindings = bindings
+        self._long_poll_timeout = long_poll_timeout
+
+    async def run(self, command: c.Command) -> Reply:
+        """Run one command. Raises :class:`~trio_things.errors.RemoteProtocolError`
+        for anything the client got wrong; any other exception is a bug."""
+        match command:
+            case c.ReadProperty(thing=name, name=prop):
+                thing, spec = self._property(name, prop)
+                return ValueReply(value=await _read(thing, spec))
+            case c.WriteProperty(thing=name, name=prop, value=value):
+                thing, spec = self._property(name, prop, writing=True)
+                await _write(thing, spec, value)
+                return NoContentReply()
+            case c.ReadAllProperties(thing=name):
+                thing = self._thing(name)
+                return ValueReply(value={
+                    spec.name: await _read(thing, spec)
+                    for spec in thing.affordances.properties.values()})
+            case c.ReadMultipleProperties(thing=name, names=names):
+                specs = [self._property(name, prop) for prop in names]
+                return ValueReply(value={spec.name: await _read(thing, spec)
+                                         for thing, spec in specs})
+            case c.WriteMultipleProperties(thing=name, values=values):
+                specs = [self._property(name, prop, writing=True) for prop in values]
+                for _, spec in specs:  # all or nothing: validate every value first
+                    spec.schema.validate(values[spec.name], spec.name)
+                for thing, spec in specs:
+                    await _write(thing, spec, values[spec.name])
+                return NoContentReply()
+            case c.InvokeAction(thing=name, name=action, input=input, wait=wait):
+                thing = self._thing(name)
+                action_spec = thing.affordances.actions.get(action)
+                if action_spec is None:
+                    raise NotFound(f"Thing {name!r} has no action {action!r}")
+                invocation = self._invocations.invoke(name, thing, action_spec, input)
+                if not wait:
+                    return InvocationReply(invocation=invocation, created=True)
+                await self._invocations.wait(invocation)
+                return _output(invocation)
+            case c.QueryAction(invocation_id=invocation_id, output_only=output_only):
+                invocation = self._invocations.get(invocation_id)
+                if output_only:
+                    return _output(invocation)
+                return InvocationReply(invocation=invocation)
+            case c.CancelAction(invocation_id=invocation_id):
+                invocation = self._invocations.cancel(invocation_id)
+                await self._invocations.wait(invocation)
+                return InvocationReply(invocation=invocation)
+            case c.QueryAllActions(thing=name, action=action):
+                if name is not None:
+                    self._thing(name)
+                return InvocationListReply(invocations=tuple(
+                    self._invocations.list(thing=name, action=action)))
+            case c.SubscribeEvent(thing=name, name=event):
+                poll = self._event_polls.get((name, event))
+                if poll is None:
+                    raise NotFound(f"Thing {name!r} has no event {event!r}")
+                with trio.move_on_after(self._long_poll_timeout):
+                    return ValueReply(value=await poll.next())
+                return NoContentReply()
+            case c.ReadThingDescription(thing=name, base=base):
+                return DocumentReply(document=self.describe(name, base),
+                                     content_type="application/td+json")
+            case c.ReadAllThingDescriptions(base=base):
+                return ValueReply(value={name: self.describe(name, base) for name in self._things})
+            case c.ListThings(base=base):
+                return ValueReply(value={name: f"{base}{name}/" for name in self._things})
+            case c.Discover(base=base):
+                return DocumentReply(document=self._directory(base),
+                                     content_type="application/td+json")
+            case _:
+                assert_never(command)
+
+    def describe(self, name: str, base: str) -> dict[str, Any]:
+        """The TD of Thing ``name`` served at ``base``."""
+        thing = self._thing(name)
+        cls = type(thing)
+        return describe_thing(
+            cls.affordances,
+            name=name,
+            title=cls.title or cls.__name__,
+            description=_doc(cls),
+            base=base,
+            bindings=self._bindings,
+        )
+
+    def _directory(self, base: str) -> dict[str, Any]:
+        return {
+            "@context": list(TD_CONTEXT),
+            "id": thing_id(base, ".well-known/wot"),
+            "title": "trio-things directory",
+            "description": "The Things this server serves; each link is a Thing Description.",
+            "base": base,
+            "securityDefinitions": {"nosec_sc": {"scheme": "nosec"}},
+            "security": ["nosec_sc"],
+            "properties": {
+                "things": {
+                    "title": "Thing Descriptions",
+                    "description": "Every Thing Description, keyed by Thing name.",
+                    "type": "object",
+                    "readOnly": True,
+                    "forms": [{"href": "thing_descriptions/", "op": ["readproperty"],
+                               "contentType": "application/json"}],
+                },
+            },
+            "actions": {},
+            "events": {},
+            "links": [
+                {"rel": "item", "href": f"{name}/", "type": "application/td+json"}
+                for name in self._things
+            ],
+        }
+
+    def _thing(self, name: str) -> Thing:
+        try:
+            return self._things[name]
+        except KeyError:
+            raise NotFound(f"no Thing named {name!r}") from None
+
+    def _property(self, name: str, prop: str, *, writing: bool = False
+                  ) -> tuple[Thing, PropertySpec]:
+        thing = self._thing(name)
+        spec = thing.affordances.properties.get(prop)
+        if spec is None:
+            raise NotFound(f"Thing {name!r} has no property {prop!r}")
+        if writing and spec.readonly:
+            raise MethodNotAllowed(f"property {prop!r} is read-only", allow=("GET", "HEAD"))
+        return thing, spec
+
+
+async def _read(thing: Thing, spec: PropertySpec) -> Any:
+    if spec.functional:
+        return await trio.to_thread.run_sync(thing._tt_read_json, spec)
+    return thing._tt_read_json(spec)
+
+
+async def _write(thing: Thing, spec: PropertySpec, value: Any) -> None:
+    if spec.functional:
+        await trio.to_thread.run_sync(thing._tt_write_json, spec, value)
+    else:
+        thing._tt_write_json(spec, value)
+
+
+def _output(invocation: Invocation) -> Reply:
+    match invocation.status:
+        case InvocationStatus.COMPLETED:
+            if invocation.output is None:
+                return NoContentReply()
+            return ValueReply(value=invocation.output)
+        case InvocationStatus.FAILED:
+            assert invocation.error is not None
+            error = invocation.error
+            raise RemoteProtocolError(
+                f"action {invocation.action!r} failed: {error.title}: {error.detail}",
+                status=error.status)
+        case InvocationStatus.CANCELLED:
+            raise Conflict(f"invocation {invocation.id} was cancelled")
+        case _:
+            raise Conflict(f"invocation {invocation.id} has not finished "
+                           f"({invocation.status.value})")
+
+
+def _doc(cls: type) -> str | None:
+    doc = cls.__doc__
+    return inspect.cleandoc(doc) if doc else None

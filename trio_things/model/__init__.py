@@ -1,0 +1,1 @@
+"""The Thing model: affordances, schemas and values. No trio, no JSON text, no sockets."""

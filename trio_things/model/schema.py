@@ -1,0 +1,398 @@
+"""Type hints -> TD 1.1 data schemas, and the validation of JSON values against them.
+
+A Thing's types are the single source of truth: the same :class:`DataSchema` that goes
+into the Thing Description is the one every incoming value is checked against, so what
+we advertise and what we accept cannot drift apart.
+
+Supported annotations: ``bool``, ``int``, ``float``, ``str``, ``None``, ``Optional[T]``
+and unions (``oneOf``), ``Literal[...]`` and :class:`enum.Enum` (``enum``),
+``list[T]``/``tuple[T, ...]``/``Sequence[T]`` (``array``), ``dict[str, T]`` (``object``),
+:mod:`datetime` values (``string`` with a ``format``), attrs classes (``object`` with
+``properties`` and ``required``), and ``Annotated[T, Schema(...)]`` to add constraints,
+a unit or a description to any of them.
+
+Objects built from attrs classes are *closed*: a key the class does not declare is
+rejected (the TD cannot say so, since TD 1.1 has no ``additionalProperties``, but a client
+that misspells a field deserves an error, not silence).
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import datetime
+import enum
+import inspect
+import math
+import re
+import types
+import typing
+from typing import Any, Final, Literal, Union
+
+import attrs
+
+from trio_things.errors import InvalidValue, ThingDefinitionError
+
+__all__ = ["DataSchema", "JsonType", "Schema", "schema_for"]
+
+JsonType = Literal["boolean", "integer", "number", "string", "object", "array", "null"]
+
+_JSON_NAMES: Final[dict[type, str]] = {
+    bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+    dict: "an object", list: "an array", type(None): "null",
+}
+
+
+def _optional_tuple(values: Any) -> tuple[Any, ...] | None:
+    return None if values is None else tuple(values)
+
+
+@attrs.frozen(kw_only=True)
+class Schema:
+    """Extra schema terms for a type, used as ``Annotated[float, Schema(minimum=0)]``.
+
+    The keyword arguments of :func:`trio_things.property` build one of these too, so
+    a property and an action parameter spell their constraints the same way.
+    """
+
+    title: str | None = None
+    description: str | None = None
+    unit: str | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: float | None = None
+    exclusive_maximum: float | None = None
+    multiple_of: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.gt(0)))
+    min_length: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.ge(0)))
+    max_length: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.ge(0)))
+    pattern: str | None = attrs.field(default=None, validator=lambda _s, _a, value: (
+        value is None or re.compile(value)))
+    min_items: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.ge(0)))
+    max_items: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.ge(0)))
+    enum: tuple[Any, ...] | None = attrs.field(default=None, converter=_optional_tuple)
+
+
+@attrs.frozen(kw_only=True)
+class DataSchema:
+    """One TD 1.1 DataSchema (section 5.3.2), immutable, with the checks it implies.
+
+    Build it with :func:`schema_for`; read it out with :meth:`to_json`; check a value
+    with :meth:`validate`.
+    """
+
+    type: JsonType | None = None
+    title: str | None = None
+    description: str | None = None
+    unit: str | None = None
+    format: str | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: float | None = None
+    exclusive_maximum: float | None = None
+    multiple_of: float | None = None
+    min_length: int | None = None
+    max_length: int | None = None
+    pattern: str | None = None
+    min_items: int | None = None
+    max_items: int | None = None
+    enum: tuple[Any, ...] | None = None
+    items: DataSchema | None = None
+    properties: tuple[tuple[str, DataSchema], ...] | None = None
+    required: tuple[str, ...] = ()
+    one_of: tuple[DataSchema, ...] = ()
+    read_only: bool = False
+    write_only: bool = False
+    default: Any = None
+    has_default: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """The schema as TD JSON (camelCase terms, unset terms left out)."""
+        out: dict[str, Any] = {}
+        for name, key in _SCALAR_TERMS:
+            value = getattr(self, name)
+            if value is not None:
+                out[key] = list(value) if isinstance(value, tuple) else value
+        if self.items is not None:
+            out["items"] = self.items.to_json()
+        if self.properties is not None:
+            out["properties"] = {name: schema.to_json() for name, schema in self.properties}
+        if self.required:
+            out["required"] = list(self.required)
+        if self.one_of:
+            out["oneOf"] = [schema.to_json() for schema in self.one_of]
+        if self.read_only:
+            out["readOnly"] = True
+        if self.write_only:
+            out["writeOnly"] = True
+        if self.has_default:
+            out["default"] = self.default
+        return out
+
+    def validate(self, value: Any, path: str = "") -> None:
+        """Check a JSON-compatible ``value``; raise :class:`InvalidValue` naming the field.
+
+        ``path`` names the value for the message (``setpoint``, ``ramp.rate``,
+        ``reading.value``); nested fields are appended with a dot or ``[i]``.
+        """
+        if self.one_of:
+            errors = []
+            for option in self.one_of:
+                try:
+                    option.validate(value, path)
+                    return
+                except InvalidValue as error:
+                    errors.append(error.detail)
+            raise InvalidValue(f"{_show(value)} matches none of the allowed types "
+                               f"({'; '.join(errors)})", path=path)
+        if self.type is not None:
+            _check_type(self.type, value, path)
+        if self.enum is not None and not any(_json_equal(value, e) for e in self.enum):
+            raise InvalidValue(f"{_show(value)} is not one of {list(self.enum)}", path=path)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            self._validate_number(value, path)
+        elif isinstance(value, str):
+            self._validate_string(value, path)
+        elif isinstance(value, list):
+            self._validate_array(value, path)
+        elif isinstance(value, dict):
+            self._validate_object(value, path)
+
+    def _validate_number(self, value: float, path: str) -> None:
+        if self.minimum is not None and value < self.minimum:
+            raise InvalidValue(f"{value} is less than the minimum {self.minimum}", path=path)
+        if self.maximum is not None and value > self.maximum:
+            raise InvalidValue(f"{value} is greater than the maximum {self.maximum}", path=path)
+        if self.exclusive_minimum is not None and value <= self.exclusive_minimum:
+            raise InvalidValue(
+                f"{value} is not greater than {self.exclusive_minimum}", path=path)
+        if self.exclusive_maximum is not None and value >= self.exclusive_maximum:
+            raise InvalidValue(f"{value} is not less than {self.exclusive_maximum}", path=path)
+        if self.multiple_of is not None:
+            quotient = value / self.multiple_of
+            if not math.isclose(quotient, round(quotient), rel_tol=1e-9, abs_tol=1e-9):
+                raise InvalidValue(
+                    f"{value} is not a multiple of {self.multiple_of}", path=path)
+
+    def _validate_string(self, value: str, path: str) -> None:
+        if self.min_length is not None and len(value) < self.min_length:
+            raise InvalidValue(
+                f"is shorter than {self.min_length} characters", path=path)
+        if self.max_length is not None and len(value) > self.max_length:
+            raise InvalidValue(f"is longer than {self.max_length} characters", path=path)
+        if self.pattern is not None and re.search(self.pattern, value) is None:
+            raise InvalidValue(f"{_show(value)} does not match {self.pattern!r}", path=path)
+        if self.format in _FORMAT_PARSERS:
+            try:
+                _FORMAT_PARSERS[self.format](value)
+            except ValueError:
+                raise InvalidValue(
+                    f"{_show(value)} is not a valid {self.format}", path=path) from None
+
+    def _validate_array(self, value: list[Any], path: str) -> None:
+        if self.min_items is not None and len(value) < self.min_items:
+            raise InvalidValue(f"has fewer than {self.min_items} items", path=path)
+        if self.max_items is not None and len(value) > self.max_items:
+            raise InvalidValue(f"has more than {self.max_items} items", path=path)
+        if self.items is not None:
+            for index, item in enumerate(value):
+                self.items.validate(item, f"{path}[{index}]")
+
+    def _validate_object(self, value: dict[str, Any], path: str) -> None:
+        for name in self.required:
+            if name not in value:
+                raise InvalidValue(f"required field {name!r} is missing", path=path)
+        if self.properties is None:
+            if self.items is not None:  # dict[str, T]: every value is a T
+                for key, item in value.items():
+                    self.items.validate(item, _join(path, key))
+            return
+        known = dict(self.properties)
+        for key, item in value.items():
+            schema = known.get(key)
+            if schema is None:
+                raise InvalidValue(
+                    f"unexpected field {key!r} (expected {sorted(known)})", path=path)
+            schema.validate(item, _join(path, key))
+
+
+_SCALAR_TERMS: Final = (
+    ("type", "type"), ("title", "title"), ("description", "description"),
+    ("unit", "unit"), ("format", "format"), ("minimum", "minimum"), ("maximum", "maximum"),
+    ("exclusive_minimum", "exclusiveMinimum"), ("exclusive_maximum", "exclusiveMaximum"),
+    ("multiple_of", "multipleOf"), ("min_length", "minLength"), ("max_length", "maxLength"),
+    ("pattern", "pattern"), ("min_items", "minItems"), ("max_items", "maxItems"),
+    ("enum", "enum"),
+)
+
+_FORMAT_PARSERS: Final[dict[str, collections.abc.Callable[[str], object]]] = {
+    "date-time": datetime.datetime.fromisoformat,
+    "date": datetime.date.fromisoformat,
+}
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    # JSON has no bool/int distinction problem, but Python does: True == 1.
+    return bool(type(a) is type(b) or (
+        isinstance(a, (int, float)) and isinstance(b, (int, float))
+        and not isinstance(a, bool) and not isinstance(b, bool))) and bool(a == b)
+
+
+def _check_type(expected: JsonType, value: Any, path: str) -> None:
+    if expected == "integer":
+        ok = (isinstance(value, int) and not isinstance(value, bool)) or (
+            isinstance(value, float) and value.is_integer())
+    elif expected == "number":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, _PYTHON_TYPES[expected])
+    if not ok:
+        got = _JSON_NAMES.get(type(value), type(value).__name__)
+        raise InvalidValue(f"expected {_ARTICLES[expected]}, got {got} {_show(value)}",
+                           path=path)
+
+
+_PYTHON_TYPES: Final[dict[str, type | tuple[type, ...]]] = {
+    "boolean": bool, "string": str, "object": dict, "array": list, "null": type(None),
+}
+_ARTICLES: Final[dict[str, str]] = {
+    "boolean": "a boolean", "integer": "an integer", "number": "a number",
+    "string": "a string", "object": "an object", "array": "an array", "null": "null",
+}
+
+
+def schema_for(tp: Any, extra: Schema | None = None) -> DataSchema:
+    """The :class:`DataSchema` of a type hint, with ``extra`` terms layered on top.
+
+    Raises :class:`ThingDefinitionError` for a type that has no JSON form, so a Thing
+    that cannot be described fails when its class is defined.
+    """
+    metadata: list[Schema] = []
+    while typing.get_origin(tp) is typing.Annotated:
+        tp, *annotations = typing.get_args(tp)
+        metadata.extend(a for a in annotations if isinstance(a, Schema))
+    if extra is not None:
+        metadata.append(extra)
+    schema = _base_schema(tp)
+    for terms in metadata:
+        schema = _apply(schema, terms)
+    return schema
+
+
+def _apply(schema: DataSchema, terms: Schema) -> DataSchema:
+    changes = {
+        field.name: getattr(terms, field.name)
+        for field in attrs.fields(Schema)
+        if getattr(terms, field.name) is not None
+    }
+    if schema.one_of and changes:
+        # Optional[T] with constraints: they constrain T, and the title/description
+        # describe the whole.
+        described = {k: changes.pop(k) for k in ("title", "description") if k in changes}
+        options = tuple(
+            attrs.evolve(option, **changes) if option.type != "null" else option
+            for option in schema.one_of
+        )
+        return attrs.evolve(schema, one_of=options, **described)
+    return attrs.evolve(schema, **changes)
+
+
+def _base_schema(tp: Any) -> DataSchema:
+    if tp is None or tp is type(None):
+        return DataSchema(type="null")
+    if tp is bool:
+        return DataSchema(type="boolean")
+    if tp is int:
+        return DataSchema(type="integer")
+    if tp is float:
+        return DataSchema(type="number")
+    if tp is str:
+        return DataSchema(type="string")
+    if tp is datetime.datetime:
+        return DataSchema(type="string", format="date-time")
+    if tp is datetime.date:
+        return DataSchema(type="string", format="date")
+    if tp is typing.Any:
+        return DataSchema()
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        values = tuple(member.value for member in tp)
+        return DataSchema(type=_enum_type(values, tp), enum=values)
+    if isinstance(tp, type) and attrs.has(tp):
+        return _attrs_schema(tp)
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is Literal:
+        return DataSchema(type=_enum_type(args, tp), enum=args)
+    if origin is Union or origin is types.UnionType:
+        return DataSchema(one_of=tuple(schema_for(arg) for arg in args))
+    if origin in (list, collections.abc.Sequence, collections.abc.MutableSequence):
+        return DataSchema(type="array", items=schema_for(args[0]) if args else None)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return DataSchema(type="array", items=schema_for(args[0]))
+        raise ThingDefinitionError(
+            f"{tp!r}: fixed-length tuples have no TD schema; use tuple[T, ...] or an "
+            "attrs class")
+    if origin in (dict, collections.abc.Mapping):
+        if args and args[0] is not str:
+            raise ThingDefinitionError(f"{tp!r}: JSON object keys must be str")
+        return DataSchema(type="object", items=schema_for(args[1]) if args else None)
+    raise ThingDefinitionError(f"{tp!r} has no JSON form: use a JSON type or an attrs class")
+
+
+def _enum_type(values: tuple[Any, ...], tp: Any) -> JsonType:
+    kinds = {type(v) for v in values}
+    for python_type, json_type in ((bool, "boolean"), (int, "integer"), (str, "string")):
+        if kinds == {python_type}:
+            return json_type  # type: ignore[return-value]
+    if kinds <= {int, float}:
+        return "number"
+    raise ThingDefinitionError(f"{tp!r}: enumerated values must all be str, int or float")
+
+
+def _attrs_schema(cls: type) -> DataSchema:
+    try:
+        hints = typing.get_type_hints(cls, include_extras=True)
+    except NameError as error:
+        raise ThingDefinitionError(f"{cls.__qualname__}: cannot resolve {error}") from None
+    properties = []
+    required = []
+    for field in attrs.fields(cls):
+        name = field.alias if field.alias is not None else field.name
+        field_schema = schema_for(hints.get(field.name, typing.Any))
+        description = field.metadata.get("description")
+        if description is not None:
+            field_schema = attrs.evolve(field_schema, description=description)
+        properties.append((name, field_schema))
+        if field.default is attrs.NOTHING:
+            required.append(name)
+    return DataSchema(
+        type="object",
+        title=cls.__name__,
+        description=_docstring(cls),
+        properties=tuple(properties),
+        required=tuple(required),
+    )
+
+
+def _docstring(obj: object) -> str | None:
+    doc = getattr(obj, "__doc__", None)
+    if not doc:
+        return None
+    cleaned = inspect.cleandoc(doc)
+    # attrs generates "Cls(a, b)"-style docs for classes without one; skip those.
+    if cleaned.startswith(f"{getattr(obj, '__name__', '')}("):
+        return None
+    return cleaned

@@ -1,0 +1,60 @@
+"""The one cattrs converter: Python values <-> JSON-compatible values.
+
+Validation happens once, at the edge (see :mod:`trio_things.model.schema`): a JSON value
+is checked against the affordance's :class:`~trio_things.model.schema.DataSchema` first,
+so by the time it is structured here its shape is already known to be right. cattrs'
+own errors are still turned into :class:`~trio_things.errors.InvalidValue` naming the
+field, for the types a schema cannot fully express.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+from typing import Any, TypeVar
+
+import cattrs
+
+from trio_things.errors import InvalidValue
+
+__all__ = ["converter", "structure", "unstructure"]
+
+T = TypeVar("T")
+
+#: The converter every value passes through. ``forbid_extra_keys`` because a client
+#: that misspells a field should hear about it, not have it silently dropped.
+converter = cattrs.Converter(forbid_extra_keys=True)
+
+converter.register_unstructure_hook(datetime.datetime, lambda dt: dt.isoformat())
+converter.register_structure_hook(
+    datetime.datetime, lambda value, _: datetime.datetime.fromisoformat(value))
+converter.register_unstructure_hook(datetime.date, lambda d: d.isoformat())
+converter.register_structure_hook(
+    datetime.date, lambda value, _: datetime.date.fromisoformat(value))
+
+
+def structure(value: Any, tp: Any, *, path: str = "") -> Any:
+    """Turn a JSON-compatible ``value`` into an instance of ``tp``.
+
+    Raises :class:`InvalidValue` naming ``path`` (and the field inside it) on failure.
+    """
+    try:
+        return converter.structure(value, tp)
+    except cattrs.BaseValidationError as error:
+        messages = cattrs.transform_error(error, path=path or "$")
+        raise InvalidValue("; ".join(messages)) from None
+    except (TypeError, ValueError, KeyError) as error:
+        raise InvalidValue(f"cannot be read as {_type_name(tp)}: {error}", path=path) from None
+
+
+def unstructure(value: Any, tp: Any = None) -> Any:
+    """Turn a Python value into JSON-compatible data (dicts, lists, str, numbers, ...)."""
+    if tp is None:
+        return converter.unstructure(value)
+    return converter.unstructure(value, tp)
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return f"one of {[member.value for member in tp]}"
+    return getattr(tp, "__name__", repr(tp))

@@ -1,0 +1,187 @@
+"""HTTP requests -> commands: the whole HTTP layout in one pure function.
+
+The layout (DESIGN section 6) keeps LabThings clients working unchanged::
+
+    GET  /                                      ListThings
+    GET  /things/                               ListThings
+    GET  /thing_descriptions/                   ReadAllThingDescriptions
+    GET  /.well-known/wot                       Discover
+    GET  /action_invocations/                   QueryAllActions
+    GET  /action_invocations/{id}               QueryAction
+    GET  /action_invocations/{id}/output        QueryAction(output_only)
+    DELETE /action_invocations/{id}             CancelAction
+    GET  /{thing}/                              ReadThingDescription
+    GET  /{thing}/properties                    ReadAllProperties (?names=a,b: multiple)
+    PUT  /{thing}/properties                    WriteMultipleProperties
+    GET  /{thing}/actions                       QueryAllActions(thing)
+    POST /{thing}/actions/{action}              InvokeAction(wait): answers the bare output
+    GET  /{thing}/events/{event}                SubscribeEvent (long-poll)
+    GET  /{thing}/{property}                    ReadProperty
+    PUT  /{thing}/{property}                    WriteProperty
+    POST /{thing}/{action}                      InvokeAction: 201 with the invocation
+    GET  /{thing}/{action}                      QueryAllActions(thing, action)
+
+Nothing here touches a socket or a Thing: it needs only the names of the Things and
+their affordances, so every status it can answer (404, 405, 400, 413, 415) is tested
+without a server.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Mapping
+from typing import Any, Final
+
+import orjson
+
+from trio_things.errors import BadRequest, MethodNotAllowed, NotFound, UnsupportedMediaType
+from trio_things.model.affordances import Affordances
+from trio_things.protocol import commands as c
+
+__all__ = ["decode_request", "server_base"]
+
+_NO_BODY: Final = object()
+
+
+def server_base(host: str | None, default_host: str, scheme: str = "http") -> str:
+    """The server's root URL as the client addressed it (``Host``), ending with ``/``."""
+    if not host or any(ch in host for ch in "/?#@ \\"):
+        host = default_host
+    return f"{scheme}://{host}/"
+
+
+def decode_request(
+    *,
+    method: str,
+    target: str,
+    body: bytes,
+    content_type: str | None,
+    base: str,
+    things: Mapping[str, Affordances],
+) -> c.Command:
+    """Decode one HTTP request into a :class:`~trio_things.protocol.commands.Command`.
+
+    Raises :class:`~trio_things.errors.NotFound` for an unknown path, Thing or
+    affordance, :class:`~trio_things.errors.MethodNotAllowed` (with ``allow``) for a
+    method the resource does not support, :class:`~trio_things.errors.BadRequest` for a
+    body that is not JSON, :class:`~trio_things.errors.UnsupportedMediaType` for a body
+    that is not declared as JSON. ``HEAD`` is routed like ``GET``.
+    """
+    path, _, query = target.partition("?")
+    segments = [urllib.parse.unquote(s) for s in path.split("/")[1:]]
+    if segments and segments[-1] == "":
+        segments.pop()  # one trailing slash is the same resource
+    if method == "HEAD":
+        method = "GET"
+
+    def json_body() -> Any:
+        return _json_body(body, content_type)
+
+    match segments:
+        case []:
+            _allow(method, "GET")
+            return c.ListThings(base=base)
+        case ["things"]:
+            _allow(method, "GET")
+            return c.ListThings(base=base)
+        case ["thing_descriptions"]:
+            _allow(method, "GET")
+            return c.ReadAllThingDescriptions(base=base)
+        case [".well-known", "wot"]:
+            _allow(method, "GET")
+            return c.Discover(base=base)
+        case ["action_invocations"]:
+            _allow(method, "GET")
+            return c.QueryAllActions()
+        case ["action_invocations", invocation_id]:
+            _allow(method, "GET", "DELETE")
+            if method == "DELETE":
+                return c.CancelAction(invocation_id=invocation_id)
+            return c.QueryAction(invocation_id=invocation_id)
+        case ["action_invocations", invocation_id, "output"]:
+            _allow(method, "GET")
+            return c.QueryAction(invocation_id=invocation_id, output_only=True)
+        case [thing]:
+            _affordances(things, thing)
+            _allow(method, "GET")
+            return c.ReadThingDescription(thing=thing, base=base)
+        case [thing, "properties"]:
+            _affordances(things, thing)
+            _allow(method, "GET", "PUT")
+            if method == "PUT":
+                values = json_body()
+                if not isinstance(values, dict):
+                    raise BadRequest("expected a JSON object of property names and values")
+                return c.WriteMultipleProperties(thing=thing, values=values)
+            names = urllib.parse.parse_qs(query).get("names")
+            if names:
+                return c.ReadMultipleProperties(
+                    thing=thing, names=tuple(n for v in names for n in v.split(",") if n))
+            return c.ReadAllProperties(thing=thing)
+        case [thing, "actions"]:
+            _affordances(things, thing)
+            _allow(method, "GET")
+            return c.QueryAllActions(thing=thing)
+        case [thing, "actions", name]:
+            if name not in _affordances(things, thing).actions:
+                raise NotFound(f"Thing {thing!r} has no action {name!r}")
+            _allow(method, "POST")
+            return c.InvokeAction(thing=thing, name=name, input=_action_input(body, content_type),
+                                  wait=True)
+        case [thing, "events", name]:
+            if name not in _affordances(things, thing).events:
+                raise NotFound(f"Thing {thing!r} has no event {name!r}")
+            _allow(method, "GET")
+            return c.SubscribeEvent(thing=thing, name=name)
+        case [thing, name]:
+            affordances = _affordances(things, thing)
+            prop = affordances.properties.get(name)
+            if prop is not None:
+                if prop.readonly:
+                    _allow(method, "GET", detail=f"property {name!r} is read-only")
+                _allow(method, "GET", "PUT")
+                if method == "PUT":
+                    return c.WriteProperty(thing=thing, name=name, value=json_body())
+                return c.ReadProperty(thing=thing, name=name)
+            if name in affordances.actions:
+                _allow(method, "GET", "POST")
+                if method == "POST":
+                    return c.InvokeAction(thing=thing, name=name,
+                                          input=_action_input(body, content_type))
+                return c.QueryAllActions(thing=thing, action=name)
+            raise NotFound(f"Thing {thing!r} has no property or action {name!r}")
+    raise NotFound(f"no resource at {path!r}")
+
+
+def _affordances(things: Mapping[str, Affordances], thing: str) -> Affordances:
+    try:
+        return things[thing]
+    except KeyError:
+        raise NotFound(f"no Thing named {thing!r}") from None
+
+
+def _allow(method: str, *allowed: str, detail: str | None = None) -> None:
+    if method not in allowed:
+        allow = (*allowed, "HEAD") if "GET" in allowed else allowed
+        raise MethodNotAllowed(detail or f"{method} is not allowed here", allow=allow)
+
+
+def _json_body(body: bytes, content_type: str | None) -> Any:
+    if content_type is not None:
+        media_type = content_type.split(";", 1)[0].strip().lower()
+        if media_type != "application/json" and not media_type.endswith("+json"):
+            raise UnsupportedMediaType(
+                f"the body must be application/json, not {media_type or 'empty'!r}")
+    if not body.strip():
+        raise BadRequest("the body is empty; expected a JSON value")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise BadRequest(f"the body is not valid JSON: {error}") from None
+
+
+def _action_input(body: bytes, content_type: str | None) -> Any:
+    """An action's input: an empty body means no arguments (``{}``)."""
+    if not body.strip():
+        return {}
+    return _json_body(body, content_type)

@@ -1,0 +1,169 @@
+"""ThingServer: the registry of Things, their lifecycle, and the listening socket.
+
+Ownership, outermost first::
+
+    ThingServer.running()          enters every Thing (async with), in order
+      nursery                      Things' background tasks
+        open_invocation_manager    every action task
+          handle_connection(...)   one HTTP connection each (serve() or your own streams)
+
+Leaving ``running()`` (Ctrl-C, cancellation, an error) cancels the connections, then the
+actions (recorded ``cancelled``), then the background tasks, and finally exits the
+Things in reverse order, so a Thing's hardware is released after nothing uses it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import trio
+
+from trio_things.config import ConfigError, ServerConfig, check_thing_name
+from trio_things.dispatch import Dispatcher
+from trio_things.errors import LocalProtocolError
+from trio_things.fanout.bridge import TrioBridge
+from trio_things.fanout.longpoll import LongPoll
+from trio_things.http_api import HttpBinding, handle_http_request
+from trio_things.invocations import open_invocation_manager
+from trio_things.model.affordances import Affordances
+from trio_things.model.thing import Thing
+from trio_things.transport.http import HttpRequest, HttpResponse, serve_http_connection
+
+__all__ = ["ThingServer"]
+
+logger = logging.getLogger("trio_things.server")
+
+
+class _ThingNotifier:
+    """The :class:`~trio_things.model.thing.Notifier` the server installs in a Thing."""
+
+    def __init__(self, name: str, bridge: TrioBridge,
+                 event_polls: Mapping[tuple[str, str], LongPoll]) -> None:
+        self._name = name
+        self._bridge = bridge
+        self._event_polls = event_polls
+
+    def property_changed(self, thing: Thing, name: str, value: Any) -> None:
+        pass  # observed over WebSocket only; nothing to do until someone observes
+
+    def event_emitted(self, thing: Thing, name: str, data: Any) -> None:
+        poll = self._event_polls[(self._name, name)]
+        if poll.waiting:  # a racy read from a thread is fine: a miss is a poll too late
+            self._bridge.call_soon(poll.publish, data)
+
+
+class ThingServer:
+    """Serves a set of Things over HTTP on one port.
+
+    >>> server = ThingServer(ServerConfig(port=8000))
+    >>> server.add_thing("counter", Counter())
+    >>> trio.run(server.serve)
+    """
+
+    def __init__(self, config: ServerConfig | None = None) -> None:
+        self.config = config or ServerConfig()
+        self._things: dict[str, Thing] = {}
+        self._dispatcher: Dispatcher | None = None
+        self._affordances: dict[str, Affordances] = {}
+
+    @property
+    def things(self) -> Mapping[str, Thing]:
+        """The Things served, by name."""
+        return self._things
+
+    def add_thing(self, name: str, thing: Thing) -> None:
+        """Serve ``thing`` at ``/{name}/``. Only before :meth:`running` is entered."""
+        if self._dispatcher is not None:
+            raise LocalProtocolError("add Things before the server starts")
+        if not isinstance(thing, Thing):
+            raise TypeError(f"{thing!r} is not a trio_things.Thing")
+        check_thing_name(name)
+        if name in self._things:
+            raise ConfigError(f"thing {name!r}: the name is already taken")
+        self._things[name] = thing
+        self._affordances[name] = type(thing).affordances
+
+    def add_configured_things(self) -> None:
+        """Create and add every Thing in :attr:`config` (raises ConfigError)."""
+        for thing_config in self.config.things:
+            self.add_thing(thing_config.name, thing_config.create())
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[ThingServer]:
+        """Enter every Thing, start their background tasks and the action runner.
+
+        Connections may be handed to :meth:`handle_connection` inside this block.
+        """
+        if self._dispatcher is not None:
+            raise LocalProtocolError("the server is already running")
+        bridge = TrioBridge()
+        event_polls = {(name, event): LongPoll()
+                       for name, thing in self._things.items()
+                       for event in thing.affordances.events}
+        async with AsyncExitStack() as stack:
+            for thing in self._things.values():
+                await stack.enter_async_context(thing)
+            nursery = await stack.enter_async_context(trio.open_nursery())
+            for name, thing in self._things.items():
+                nursery.start_soon(_run_background, name, thing, name=f"{name} background")
+            invocations = await stack.enter_async_context(
+                open_invocation_manager(retention=self.config.invocation_retention))
+            for name, thing in self._things.items():
+                thing._tt_set_notifier(_ThingNotifier(name, bridge, event_polls))
+            self._dispatcher = Dispatcher(
+                things=self._things,
+                invocations=invocations,
+                event_polls=event_polls,
+                bindings=[HttpBinding()],
+                long_poll_timeout=self.config.long_poll_timeout,
+            )
+            try:
+                yield self
+            finally:
+                self._dispatcher = None
+                for thing in self._things.values():
+                    thing._tt_set_notifier(None)
+                nursery.cancel_scope.cancel()
+
+    async def handle_connection(self, stream: trio.abc.Stream) -> None:
+        """Serve HTTP on ``stream`` until the peer leaves; then close it.
+
+        Only inside :meth:`running`. Never raises for anything the peer does.
+        """
+        await serve_http_connection(stream, handle_request=self._handle_request,
+                                    handle_upgrade=None, limits=self.config.http)
+
+    async def _handle_request(self, request: HttpRequest) -> HttpResponse:
+        if self._dispatcher is None:
+            raise LocalProtocolError("the server is not running")
+        return await handle_http_request(
+            self._dispatcher, self._affordances, request,
+            default_host=f"{self.config.host}:{self.config.port}")
+
+    async def serve(self, *, task_status: trio.TaskStatus[list[trio.SocketListener]]
+                    = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen on ``config.host:config.port`` and serve until cancelled.
+
+        Returns:
+            Never, unless cancelled. ``task_status.started()`` receives the listeners
+            (with ``port = 0`` in the config, read the real port from them).
+
+        Resource handling:
+            Connections are served in a nursery inside :meth:`running`, so they are
+            cancelled before the Things are exited.
+        """
+        async with self.running():
+            listeners = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trio.serve_listeners, self.handle_connection, listeners)
+                task_status.started(listeners)
+
+
+async def _run_background(name: str, thing: Thing) -> None:
+    try:
+        await thing.background_task()
+    except Exception:
+        logger.exception("the background task of Thing %r failed; serving goes on", name)

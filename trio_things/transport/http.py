@@ -1,0 +1,417 @@
+"""HTTP/1.1 on one connection: h11 parses and frames, this module only moves bytes.
+
+Theory of operation: like hypercorn's Trio TCP server, a thin loop reads under a
+deadline, feeds the bytes to h11, and writes what h11 returns. h11 owns the protocol
+(keep-alive, ``Connection: close``, HTTP/1.0, chunked framing, which state may send
+what); this module owns time and size, which h11 leaves to its caller:
+
+* between requests, the next one must start within ``idle_timeout``, or we close quietly;
+* once its first byte came, a request (head and body) must be complete within
+  ``request_timeout``, or it is answered 408 (the slowloris defence);
+* the head may not exceed ``max_header_bytes`` (431), the body ``max_body_bytes`` (413);
+* a response write may take ``write_timeout``, or the connection is dropped.
+
+A peer's mistake becomes :class:`~trio_things.errors.RemoteProtocolError` and is answered
+with an RFC 9457 problem and a close. Requests are read whole before the handler runs:
+REST bodies here are small JSON documents, and buffering keeps handlers free of I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Final
+
+import attrs
+import h11
+import trio
+
+from trio_things.errors import PayloadTooLarge, RemoteProtocolError
+from trio_things.protocol.problems import PROBLEM_CONTENT_TYPE, ProblemDetails
+from trio_things.transport.upgrade import UpgradeStream
+
+__all__ = [
+    "HttpLimits",
+    "HttpRequest",
+    "HttpResponse",
+    "RequestHandler",
+    "UpgradeHandler",
+    "serve_http_connection",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Bytes asked of the stream per read (64 KiB, hypercorn's read size too).
+_RECEIVE_BYTES: Final = 64 * 1024
+
+#: Seconds we keep draining the peer's bytes after half-closing; see ``_Connection._linger``.
+_LINGER_SECONDS: Final = 2.0
+
+#: Ways a connection ends that are nobody's bug: the peer went away, we closed it, or a
+#: write made no progress within ``write_timeout``.
+_NORMAL_ENDINGS: Final = (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError)
+
+#: RFC 9110 section 6.4.1: these responses carry no content, hence no Content-Length.
+_NO_CONTENT_STATUSES: Final = frozenset({204, 304})
+
+#: Framing is the transport's: handlers' values for these are replaced.
+_FRAMING_HEADERS: Final = frozenset({"content-length", "transfer-encoding"})
+
+
+@attrs.frozen(kw_only=True)
+class HttpLimits:
+    """How much and how long one connection may take; every value must be positive."""
+
+    max_header_bytes: int = attrs.field(default=16 * 1024, validator=attrs.validators.gt(0))
+    """Request line plus headers, measured as h11 parsed them re-serialized (``name: value``
+    lines, CRLFs, the blank line); beyond it the request is answered 431 and closed."""
+    max_body_bytes: int = attrs.field(default=1024 * 1024, validator=attrs.validators.gt(0))
+    """Request body after chunked decoding; beyond it 413 and close. A declared
+    Content-Length is checked before any of the body is read."""
+    idle_timeout: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
+    """Seconds to wait for the first byte of a request on a kept-alive connection; then
+    close quietly."""
+    request_timeout: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
+    """Seconds for a whole request (head and body) once its first byte came; then 408
+    and close."""
+    write_timeout: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
+    """Seconds one response write may take; then the connection is dropped unanswered."""
+
+
+@attrs.frozen(kw_only=True)
+class HttpRequest:
+    """One complete request, body included.
+
+    Text fields are decoded as latin-1, which never fails and maps each byte to one
+    character (h11 has already rejected bytes HTTP does not allow there).
+    """
+
+    method: str
+    target: str
+    """The raw request target, e.g. ``/thing/prop?x=1``."""
+    headers: tuple[tuple[str, str], ...]
+    """Names lower-cased, values as sent, in order."""
+    body: bytes
+    http_version: str
+    raw_headers: tuple[tuple[bytes, bytes], ...]
+    """As sent, names in their original case: what an upgrade replays."""
+
+    @classmethod
+    def from_h11(cls, event: h11.Request, body: bytes) -> HttpRequest:
+        """The request h11 parsed as ``event``, with its whole ``body``."""
+        return cls(
+            method=event.method.decode("latin-1"),
+            target=event.target.decode("latin-1"),
+            headers=tuple((n.decode("latin-1"), v.decode("latin-1")) for n, v in event.headers),
+            body=body,
+            http_version=event.http_version.decode("latin-1"),
+            raw_headers=tuple(event.headers.raw_items()),
+        )
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (any case), or None."""
+        name = name.lower()
+        return next((value for key, value in self.headers if key == name), None)
+
+    @property
+    def path(self) -> str:
+        """The target without its query."""
+        return self.target.partition("?")[0]
+
+    @property
+    def query(self) -> str:
+        """The target's query, without ``?``; empty if none."""
+        return self.target.partition("?")[2]
+
+
+def _body_validator(instance: HttpResponse, attribute: attrs.Attribute[bytes], body: bytes) -> None:
+    if body and instance.status in _NO_CONTENT_STATUSES:
+        raise ValueError(f"a {instance.status} response has no body")
+
+
+@attrs.frozen(kw_only=True)
+class HttpResponse:
+    """A complete response. The transport adds Content-Length (and drops the body of an
+    answer to HEAD); 1xx statuses are not responses here, 101 is the upgrade handler's."""
+
+    status: int = attrs.field(validator=[attrs.validators.ge(200), attrs.validators.le(599)])
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = attrs.field(default=b"", validator=_body_validator)
+
+    @classmethod
+    def json(cls, status: int, body: bytes, content_type: str = "application/json",
+             headers: Iterable[tuple[str, str]] = ()) -> HttpResponse:
+        """A response whose ``body`` is already-encoded JSON."""
+        return cls(status=status, headers=(("content-type", content_type), *headers), body=body)
+
+    @classmethod
+    def problem(cls, problem: ProblemDetails) -> HttpResponse:
+        """An RFC 9457 problem, with an ``Allow`` header when it names allowed methods."""
+        allow = (("allow", ", ".join(problem.allow)),) if problem.allow else ()
+        return cls.json(problem.status, problem.to_bytes(), PROBLEM_CONTENT_TYPE, allow)
+
+
+RequestHandler = Callable[[HttpRequest], Awaitable[HttpResponse]]
+"""Answers one request. Any exception but Cancelled is a bug: logged and answered 500."""
+
+UpgradeHandler = Callable[[HttpRequest, UpgradeStream], Awaitable[None]]
+"""Takes over the connection after a WebSocket upgrade request, answering it itself.
+Should not raise: whatever escapes is logged with its traceback."""
+
+
+async def serve_http_connection(
+    stream: trio.abc.Stream,
+    *,
+    handle_request: RequestHandler,
+    handle_upgrade: UpgradeHandler | None,
+    limits: HttpLimits = HttpLimits(),
+) -> None:
+    """Serve HTTP/1.1 requests on ``stream`` until the connection ends.
+
+    Each request is read whole (within ``limits``), passed to ``handle_request``, and its
+    response written with a Content-Length; the connection is kept alive unless HTTP says
+    otherwise (``Connection: close``, HTTP/1.0). ``Expect: 100-continue`` is answered 100
+    when the announced body is within limits, 413 otherwise. HEAD is answered with
+    GET's headers and no body.
+
+    A GET carrying ``Upgrade: websocket`` and ``Connection: upgrade`` is, when
+    ``handle_upgrade`` is given, not answered here: ``handle_upgrade(request, upgrade)``
+    gets an :class:`UpgradeStream` that first replays the request head and any bytes
+    read after it, so the WebSocket library can run the handshake itself. Without
+    ``handle_upgrade``, such a request goes to ``handle_request`` like any other.
+
+    Returns:
+      When the peer closes or idles out, after a response that ends the connection, after
+      a write fails or times out, or when ``handle_upgrade`` returns. Cancellation
+      propagates as usual, at any point.
+
+    Resource handling:
+      This function owns ``stream`` and closes it (without waiting) before it returns,
+      in all cases. After a response that ends the connection it first half-closes and
+      drains the peer's bytes for up to two seconds (RFC 9112 section 9.6), so that a
+      TCP reset cannot destroy that response. After an upgrade the handler owns the
+      connection, free of ``limits``, until it returns; the stream is closed then too,
+      which is harmless if the handler already did.
+
+    Error handling:
+      No exception escapes but :exc:`trio.Cancelled`. A malformed, oversized or too slow
+      request is answered with its status (400, 413, 431, 408, ...) as problem details,
+      then the connection is closed. An exception from ``handle_request`` is logged with
+      its traceback and answered 500; the connection goes on serving. A broken or closed
+      stream and a timed-out write are normal endings, logged at debug level; anything
+      else, an exception from ``handle_upgrade`` included, is logged with its traceback.
+      Log lines never carry payloads.
+    """
+    connection = _Connection(stream, limits)
+    try:
+        request = await connection.serve(handle_request, upgrade=handle_upgrade is not None)
+        if request is not None and handle_upgrade is not None:
+            await handle_upgrade(request, connection.upgrade_stream())
+    except _NORMAL_ENDINGS as exc:
+        logger.debug("HTTP connection ended: %s", type(exc).__name__)
+    except Exception:
+        logger.exception("HTTP connection failed")
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+class _Connection:
+    """One connection's h11 state machine and the stream it is fed from."""
+
+    def __init__(self, stream: trio.abc.Stream, limits: HttpLimits) -> None:
+        self._stream = stream
+        self._limits = limits
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
+        self._request: h11.Request | None = None
+        """The request being read or answered, once its head has arrived."""
+
+    async def serve(self, handle_request: RequestHandler, *, upgrade: bool) -> HttpRequest | None:
+        """Answer requests until the connection must end.
+
+        Returns the first WebSocket upgrade request unanswered if ``upgrade``, else None.
+        """
+        while True:
+            try:
+                request = await self._read_request()
+            except RemoteProtocolError as error:
+                logger.debug("refused a request: %d", error.status)
+                await self._reject(error)
+                return None
+            if request is None:
+                return None
+            if upgrade and _is_websocket_upgrade(request):
+                return request
+            await self._respond(request, handle_request)
+            if self._h11.our_state is h11.MUST_CLOSE:
+                await self._linger()
+                return None
+            self._h11.start_next_cycle()
+
+    def upgrade_stream(self) -> UpgradeStream:
+        """The stream after the upgrade request, replaying it and what followed it."""
+        assert self._request is not None
+        replay = _request_head(self._request) + self._h11.trailing_data[0]
+        return UpgradeStream(self._stream, replay)
+
+    async def _read_request(self) -> HttpRequest | None:
+        """The next whole request; None if the peer closed or idled out before one began.
+
+        Raises RemoteProtocolError for a request to refuse.
+        """
+        self._request = None
+        if not self._h11.trailing_data[0]:  # else a pipelined request has begun already
+            with trio.move_on_after(self._limits.idle_timeout) as idle:
+                await self._receive()
+            if idle.cancelled_caught:
+                logger.debug("closing an idle HTTP connection")
+                return None
+        with trio.move_on_after(self._limits.request_timeout):
+            return await self._receive_request()
+        raise RemoteProtocolError(
+            f"The request was not complete within {self._limits.request_timeout} seconds.",
+            status=408)
+
+    async def _receive_request(self) -> HttpRequest | None:
+        event = await self._next_event()
+        if isinstance(event, h11.ConnectionClosed):
+            return None
+        assert isinstance(event, h11.Request)  # all h11 yields in the client's IDLE state
+        self._request = event
+        limits = self._limits
+        if len(_request_head(event)) > limits.max_header_bytes:
+            raise _headers_too_large(limits)
+        if _content_length(event) > limits.max_body_bytes:
+            raise PayloadTooLarge(f"The body exceeds {limits.max_body_bytes} bytes.")
+        if self._h11.they_are_waiting_for_100_continue:
+            await self._send(h11.InformationalResponse(status_code=100, headers=[]))
+        body = bytearray()
+        while isinstance(event := await self._next_event(), h11.Data):
+            body += event.data
+            if len(body) > limits.max_body_bytes:
+                raise PayloadTooLarge(f"The body exceeds {limits.max_body_bytes} bytes.")
+        assert isinstance(event, h11.EndOfMessage)  # h11 raises rather than end a body early
+        return HttpRequest.from_h11(self._request, bytes(body))
+
+    async def _next_event(self) -> h11.Event:
+        """h11's next event, reading as needed; h11's protocol errors become ours."""
+        while True:
+            try:
+                event = self._h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                if exc.error_status_hint == 431:
+                    raise _headers_too_large(self._limits) from exc
+                raise RemoteProtocolError(str(exc), status=exc.error_status_hint) from exc
+            if isinstance(event, h11.Event):
+                return event
+            # PAUSED comes only between requests or after an upgrade, when we do not read.
+            assert event is h11.NEED_DATA
+            await self._receive()
+
+    async def _receive(self) -> None:
+        """Feed h11 the stream's next bytes (b"" at end of file)."""
+        data = await self._stream.receive_some(_RECEIVE_BYTES)
+        self._h11.receive_data(bytes(data))  # no copy of bytes, which sockets return
+
+    async def _respond(self, request: HttpRequest, handle_request: RequestHandler) -> None:
+        try:
+            response = await handle_request(request)
+            head = _response_head(response)
+        except Exception:
+            logger.exception("request handler failed on %s %s", request.method, request.path)
+            response = HttpResponse.problem(ProblemDetails.internal_error())
+            head = _response_head(response)
+        await self._write_response(head, response.body)
+
+    async def _reject(self, error: RemoteProtocolError) -> None:
+        """Answer a refused request and linger, unless an interrupted write forbids it."""
+        if self._h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        response = HttpResponse.problem(ProblemDetails.from_error(error))
+        await self._write_response(_response_head(response, close=True), response.body)
+        await self._linger()
+
+    async def _write_response(self, head: h11.Response, body: bytes) -> None:
+        if self._request is not None and self._request.method == b"HEAD":
+            body = b""
+        if body:
+            await self._send(head, h11.Data(data=body), h11.EndOfMessage())
+        else:
+            await self._send(head, h11.EndOfMessage())
+
+    async def _send(
+        self, *events: h11.InformationalResponse | h11.Response | h11.Data | h11.EndOfMessage,
+    ) -> None:
+        """Write ``events`` in one ``send_all`` within ``write_timeout``.
+
+        If the write fails or is cancelled, part of it may be on the wire: h11 is told, so
+        its state forbids any further write on this connection.
+        """
+        data = b"".join(self._h11.send(event) for event in events)
+        try:
+            with trio.fail_after(self._limits.write_timeout):
+                await self._stream.send_all(data)
+        except BaseException:
+            self._h11.send_failed()
+            raise
+
+    async def _linger(self) -> None:
+        """Half-close, then discard what the peer still sends, for a moment.
+
+        RFC 9112 section 9.6: "If a server performs an immediate close of a TCP
+        connection, there is a significant risk that the client will not be able to read
+        the last HTTP response. [...] To avoid the TCP reset problem, servers typically
+        close a connection in stages. First, the server performs a half-close by closing
+        only the write side of the read/write connection. The server then continues to
+        read from the connection until it receives a corresponding close by the client,
+        or until the server is reasonably certain that its own TCP stack has received the
+        client's acknowledgement of the packet(s) containing the server's last response."
+        A 413 answered before the body arrived is the common case. We wait at most
+        ``_LINGER_SECONDS``, many round trips on any network we expect.
+        """
+        if not isinstance(self._stream, trio.abc.HalfCloseableStream):
+            return
+        await self._stream.send_eof()
+        with trio.move_on_after(_LINGER_SECONDS):
+            while await self._stream.receive_some(_RECEIVE_BYTES):
+                pass
+
+
+def _request_head(event: h11.Request) -> bytes:
+    """The request line and headers as h11 parsed them, ending in the blank line."""
+    lines = [b"%s %s HTTP/%s" % (event.method, event.target, event.http_version)]
+    lines += [b"%s: %s" % field for field in event.headers.raw_items()]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def _headers_too_large(limits: HttpLimits) -> RemoteProtocolError:
+    return RemoteProtocolError(
+        f"The request line and headers exceed {limits.max_header_bytes} bytes.", status=431)
+
+
+def _content_length(event: h11.Request) -> int:
+    """The declared body length; 0 if none (chunked bodies are measured as they come)."""
+    return next((int(value) for name, value in event.headers if name == b"content-length"), 0)
+
+
+def _response_head(response: HttpResponse, *, close: bool = False) -> h11.Response:
+    """h11's response event; h11 checks the status and headers as it builds it."""
+    headers = [(k, v) for k, v in response.headers if k.lower() not in _FRAMING_HEADERS]
+    if response.status not in _NO_CONTENT_STATUSES:
+        headers.append(("content-length", str(len(response.body))))
+    if close:
+        headers.append(("connection", "close"))
+    return h11.Response(status_code=response.status, headers=headers)
+
+
+def _tokens(request: HttpRequest, name: str) -> set[str]:
+    """The lower-cased comma-separated tokens of every ``name`` header."""
+    return {token.strip().lower()
+            for key, value in request.headers if key == name
+            for token in value.split(",")}
+
+
+def _is_websocket_upgrade(request: HttpRequest) -> bool:
+    """RFC 6455 section 4.1: a GET (without a body) asking to switch to ``websocket``."""
+    return (request.method == "GET" and not request.body
+            and "websocket" in _tokens(request, "upgrade")
+            and "upgrade" in _tokens(request, "connection"))

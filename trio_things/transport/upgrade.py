@@ -1,0 +1,122 @@
+"""The connection after an HTTP Upgrade: a Stream again, with one writer at a time.
+
+h11 reads ahead: by the time it hands us an upgrade request, it has consumed the request
+head and perhaps the first bytes of the new protocol. trio-websocket (through wsproto's
+``WSConnection(SERVER)``) wants to parse that handshake itself, so :class:`UpgradeStream`
+serves those bytes again before it reads the socket.
+
+It also owns the connection's write lock. trio-websocket writes each frame in one
+``send_all`` under a lock of its own, which our relay cannot take; our relay writes
+pre-built frames (DESIGN.md section 3). Serializing every ``send_all`` here keeps the two
+from interleaving mid-frame with public APIs only. That holds while trio-websocket writes
+one whole frame per ``send_all`` and negotiates no extensions (pinned to 0.12.x;
+``tests/transport/test_upgrade.py`` interleaves pings, relay frames and a close).
+"""
+
+from __future__ import annotations
+
+import attrs
+import trio
+
+__all__ = ["UpgradeStream", "UpgradeStreamStatistics"]
+
+
+@attrs.frozen(kw_only=True)
+class UpgradeStreamStatistics:
+    """A snapshot of an :class:`UpgradeStream`'s writes."""
+
+    bytes_sent: int
+    """Bytes passed to ``send_all`` calls that completed."""
+    writes: int
+    """``send_all`` calls that completed."""
+    broken: bool
+    """Whether a write was interrupted, so that no write will be attempted again."""
+
+
+class UpgradeStream(trio.abc.Stream):
+    """Wraps the connection's stream after an HTTP Upgrade.
+
+    :meth:`receive_some` first returns ``replay`` (the request head h11 already consumed,
+    followed by h11's trailing data), then reads the underlying stream. Like any Trio
+    stream, it expects one reader at a time.
+
+    Every :meth:`send_all` is serialized through one :class:`trio.StrictFIFOLock`, so
+    trio-websocket's frames and frames our relay writes never interleave mid-frame, and
+    writers take turns in arrival order. After a ``send_all`` is cancelled or fails, half a
+    frame may be on the wire: the stream is then *broken*, and every later ``send_all``
+    (including those already waiting for the lock) raises :exc:`trio.BrokenResourceError`
+    without writing. Reading is unaffected, so a close frame can still be received.
+
+    Ownership: the stream owns the wrapped ``stream``; :meth:`aclose` closes it.
+    """
+
+    def __init__(self, stream: trio.abc.Stream, replay: bytes) -> None:
+        self._stream = stream
+        self._replay = replay
+        self._write_lock = trio.StrictFIFOLock()
+        self._broken = False
+        self._bytes_sent = 0
+        self._writes = 0
+
+    @property
+    def broken(self) -> bool:
+        """Whether a write was interrupted; if so, nothing will be written again."""
+        return self._broken
+
+    def statistics(self) -> UpgradeStreamStatistics:
+        """A frozen snapshot of the writes so far."""
+        return UpgradeStreamStatistics(
+            bytes_sent=self._bytes_sent, writes=self._writes, broken=self._broken)
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        """Up to ``max_bytes`` of the replay while it lasts, then of the underlying stream.
+
+        Cancellation: if cancelled, no replayed byte is consumed; once the replay is used
+        up, the underlying stream's guarantee applies.
+        """
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1")
+        if not self._replay:
+            return await self._stream.receive_some(max_bytes)
+        await trio.lowlevel.checkpoint()
+        size = len(self._replay) if max_bytes is None else max_bytes
+        chunk, self._replay = self._replay[:size], self._replay[size:]
+        return chunk
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Write all of ``data`` while no other ``send_all`` writes.
+
+        Raises :exc:`trio.BrokenResourceError` without writing if an earlier write was
+        interrupted. If this write is cancelled or fails, the stream becomes broken and the
+        exception propagates. Cancelled while waiting for the lock, nothing was written
+        and the stream stays usable.
+        """
+        self._raise_if_broken()
+        async with self._write_lock:
+            self._raise_if_broken()
+            try:
+                await self._stream.send_all(data)
+            except BaseException:
+                self._broken = True
+                raise
+            self._bytes_sent += len(data)
+            self._writes += 1
+
+    async def wait_send_all_might_not_block(self) -> None:
+        """Wait until the underlying stream might accept data, taking the write lock meanwhile.
+
+        Holding the lock keeps this from overlapping a ``send_all``, which Trio's streams
+        treat as a conflict.
+        """
+        async with self._write_lock:
+            self._raise_if_broken()
+            await self._stream.wait_send_all_might_not_block()
+
+    def _raise_if_broken(self) -> None:
+        if self._broken:
+            raise trio.BrokenResourceError("an earlier write to this connection was interrupted")
+
+    async def aclose(self) -> None:
+        """Close the underlying stream and drop any unread replay. Idempotent."""
+        self._replay = b""
+        await self._stream.aclose()
