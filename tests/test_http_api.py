@@ -67,6 +67,7 @@ async def test_head_has_headers_but_no_body(client: HttpClient) -> None:
     response = await client.request("HEAD", "/counter/count")
     assert response.status == 200
     assert response.body == b""
+    assert response.headers["content-length"] == "1"  # that of the GET: b"0"
 
 
 async def test_unknown_paths_are_404(client: HttpClient) -> None:

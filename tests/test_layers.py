@@ -1,0 +1,67 @@
+"""Each layer imports only the layers before it (STYLE.md section 2)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "trio_things"
+
+# Lower number = lower layer. A module may import its own layer and those below.
+LAYERS = {
+    "errors": 0,
+    "model": 1,
+    "protocol": 2,
+    "fanout": 3,
+    "transport": 4,
+    "invocations": 5, "dispatch": 5, "http_api": 5, "server": 5, "config": 5, "demo": 5,
+    "cli": 6,
+    "__init__": 6,
+}
+
+
+def layer_of(module: str) -> int:
+    first = module.removeprefix("trio_things.").split(".")[0]
+    return LAYERS[first]
+
+
+def modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_point_downwards(path: Path) -> None:
+    relative = path.relative_to(PACKAGE).with_suffix("")
+    own = layer_of(".".join(relative.parts))
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(
+                "trio_things"):
+            imported = node.module
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names if a.name.startswith("trio_things.")]
+            if not names:
+                continue
+            imported = names[0]
+        else:
+            continue
+        if imported == "trio_things":
+            assert own >= LAYERS["__init__"] or relative.parts[0] == "demo", (
+                f"{relative} imports the package root")
+            continue
+        assert layer_of(imported) <= own, f"{relative} (layer {own}) imports {imported}"
+
+
+def test_model_and_protocol_never_import_trio() -> None:
+    for layer in ("model", "protocol"):
+        for path in (PACKAGE / layer).rglob("*.py"):
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    assert all(not a.name.startswith("trio") or a.name.startswith("trio_things")
+                               for a in node.names), path
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    assert node.module == "trio_things" or not node.module.startswith("trio") \
+                        or node.module.startswith("trio_things"), path
