@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypedDict, TypeVar, Unpack, overload
 
 import attrs
 
@@ -256,6 +256,25 @@ class FunctionalProperty(_PropertyBase, Generic[T]):
 _MISSING: Any = object()
 
 
+class SchemaTerms(TypedDict, total=False):
+    """The TD data-schema terms :func:`property` accepts (see :class:`Schema`)."""
+
+    title: str | None
+    description: str | None
+    unit: str | None
+    minimum: float | None
+    maximum: float | None
+    exclusive_minimum: float | None
+    exclusive_maximum: float | None
+    multiple_of: float | None
+    min_length: int | None
+    max_length: int | None
+    pattern: str | None
+    min_items: int | None
+    max_items: int | None
+    enum: tuple[Any, ...] | list[Any] | None
+
+
 @overload
 def property(getter: Callable[[Any], T], /) -> FunctionalProperty[T]: ...
 @overload
@@ -264,40 +283,14 @@ def property(
     default: T,
     readonly: bool = ...,
     observable: bool = ...,
-    title: str | None = ...,
-    description: str | None = ...,
-    unit: str | None = ...,
-    minimum: float | None = ...,
-    maximum: float | None = ...,
-    exclusive_minimum: float | None = ...,
-    exclusive_maximum: float | None = ...,
-    multiple_of: float | None = ...,
-    min_length: int | None = ...,
-    max_length: int | None = ...,
-    pattern: str | None = ...,
-    min_items: int | None = ...,
-    max_items: int | None = ...,
-    enum: tuple[Any, ...] | list[Any] | None = ...,
+    **terms: Unpack[SchemaTerms],
 ) -> T: ...
 @overload
 def property(
     *,
     readonly: bool = ...,
     observable: bool = ...,
-    title: str | None = ...,
-    description: str | None = ...,
-    unit: str | None = ...,
-    minimum: float | None = ...,
-    maximum: float | None = ...,
-    exclusive_minimum: float | None = ...,
-    exclusive_maximum: float | None = ...,
-    multiple_of: float | None = ...,
-    min_length: int | None = ...,
-    max_length: int | None = ...,
-    pattern: str | None = ...,
-    min_items: int | None = ...,
-    max_items: int | None = ...,
-    enum: tuple[Any, ...] | list[Any] | None = ...,
+    **terms: Unpack[SchemaTerms],
 ) -> Callable[[Callable[[Any], T]], FunctionalProperty[T]]: ...
 def property(
     getter: Callable[[Any], Any] | None = None,
@@ -306,7 +299,7 @@ def property(
     default: Any = _MISSING,
     readonly: bool = False,
     observable: bool = True,
-    **terms: Any,
+    **terms: Unpack[SchemaTerms],
 ) -> Any:
     """Declare a property.
 
