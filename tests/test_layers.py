@@ -16,7 +16,8 @@ LAYERS = {
     "protocol": 2,
     "fanout": 3,
     "transport": 4,
-    "invocations": 5, "dispatch": 5, "http_api": 5, "server": 5, "config": 5, "demo": 5,
+    "invocations": 5, "dispatch": 5, "websockets": 5, "http_api": 5, "server": 5,
+    "config": 5, "demo": 5,
     "cli": 6,
     "__init__": 6,
 }

@@ -31,6 +31,8 @@ from trio_things.invocations import open_invocation_manager
 from trio_things.model.affordances import Affordances
 from trio_things.model.thing import Thing
 from trio_things.transport.http import HttpRequest, HttpResponse, serve_http_connection
+from trio_things.transport.upgrade import UpgradeStream
+from trio_things.websockets import serve_websocket_upgrade
 
 __all__ = ["ThingServer"]
 
@@ -134,7 +136,11 @@ class ThingServer:
         Only inside :meth:`running`. Never raises for anything the peer does.
         """
         await serve_http_connection(stream, handle_request=self._handle_request,
-                                    handle_upgrade=None, limits=self.config.http)
+                                    handle_upgrade=self._handle_upgrade,
+                                    limits=self.config.http)
+
+    async def _handle_upgrade(self, request: HttpRequest, stream: UpgradeStream) -> None:
+        await serve_websocket_upgrade(request, stream, things=self._things.keys())
 
     async def _handle_request(self, request: HttpRequest) -> HttpResponse:
         if self._dispatcher is None:
