@@ -1,9 +1,10 @@
-"""The WebSocket hand-off on the real server: handshake, subprotocol, a message round trip."""
+"""WebSocket notifications end to end: the real server, a real trio-websocket client,
+in-memory streams (lockstep for a client that reads slowly), every wait under fail_after.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import orjson
 import pytest
@@ -11,82 +12,80 @@ import trio
 import trio.testing
 import trio_websocket
 
+import trio_things as tt
+from tests.wsclient import open_ws, receive, request, send
+from trio_things.config import ServerConfig
+from trio_things.demo import Counter, Thermometer
+from trio_things.model.description import thing_id
 from trio_things.server import ThingServer
-from trio_things.websockets import SUBPROTOCOL, websocket_route
+from trio_things.websockets import SUBPROTOCOL, WebSocketLimits, websocket_route
+
+WTP = [SUBPROTOCOL]
+BASE = "http://testserver/"
 
 
-@asynccontextmanager
-async def open_ws(server: ThingServer, path: str, subprotocols: list[str]
-                  ) -> AsyncIterator[trio_websocket.WebSocketConnection]:
-    client_stream, server_stream = trio.testing.memory_stream_pair()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(server.handle_connection, server_stream)
-        ws = await trio_websocket.wrap_client_stream(
-            nursery, client_stream, "testserver", path, subprotocols=subprotocols)
-        try:
-            yield ws
-        finally:
-            await ws.aclose()
+class Sensor(tt.Thing):
+    """A Thing whose blocking driver changes state from a worker thread."""
+
+    level: int = tt.property(default=0)
+    tick = tt.event(int)
+
+    @tt.action
+    def sweep(self, n: int = 100) -> int:
+        """Set ``level`` to 1..n and emit ``tick`` 1..n, from a worker thread."""
+        for i in range(1, n + 1):
+            self.level = i
+            self.tick.emit(i)
+        return n
+
+
+def make_server(**limits: object) -> ThingServer:
+    server = ThingServer(ServerConfig(websocket=WebSocketLimits(**limits),  # type: ignore[arg-type]
+                                      invocation_retention=60.0))
+    server.add_thing("counter", Counter())
+    server.add_thing("thermometer", Thermometer())
+    server.add_thing("sensor", Sensor())
+    return server
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[ThingServer]:
+    server = make_server()
+    async with server.running():
+        yield server
+
+
+def observer_count(server: ThingServer) -> int:
+    assert server._dispatcher is not None
+    return sum(len(s) for s in server._dispatcher.observers)
+
+
+# --------------------------------------------------------------------------- handshake
 
 
 @pytest.mark.parametrize(("path", "offered", "chosen"), [
-    ("/counter/ws", [SUBPROTOCOL], SUBPROTOCOL),
+    ("/counter/ws", WTP, SUBPROTOCOL),
     ("/ws", ["other", SUBPROTOCOL], SUBPROTOCOL),
     ("/counter/ws", [], None),
+    ("/ws", [], None),
 ])
-async def test_round_trip_on_the_websocket_route(
-        demo_server: ThingServer, path: str, offered: list[str], chosen: str | None) -> None:
+async def test_the_subprotocol_is_echoed(server: ThingServer, path: str, offered: list[str],
+                                         chosen: str | None) -> None:
     with trio.fail_after(5):
-        async with open_ws(demo_server, path, offered) as ws:
+        async with open_ws(server, path, offered) as ws:
             assert ws.subprotocol == chosen
-            await ws.send_message('{"messageType": "request"}')
-            reply = orjson.loads(await ws.get_message())
-            assert reply["status"] == 501
-            await ws.send_message("not even json")  # the connection lives on
-            assert orjson.loads(await ws.get_message())["status"] == 501
 
 
-async def test_unknown_websocket_path_is_rejected_with_404(demo_server: ThingServer) -> None:
+async def test_unknown_websocket_path_is_rejected_with_404(server: ThingServer) -> None:
     with trio.fail_after(5), pytest.RaisesGroup(
             trio_websocket.ConnectionRejected, flatten_subgroups=True) as info:
-        async with open_ws(demo_server, "/nothing/ws", [SUBPROTOCOL]):
+        async with open_ws(server, "/nothing/ws", WTP):
             pass
     [rejection] = info.value.exceptions
     assert isinstance(rejection, trio_websocket.ConnectionRejected)
     assert rejection.status_code == 404
     assert rejection.body is not None
     assert orjson.loads(rejection.body)["status"] == 404
-
-
-async def test_server_shutdown_closes_websockets_with_1001() -> None:
-    server = ThingServer()
-    with trio.fail_after(5):
-        async with trio.open_nursery() as outer:
-            done = trio.Event()
-
-            async def run_server() -> None:
-                async with server.running():
-                    await done.wait()
-
-            outer.start_soon(run_server)
-            await trio.testing.wait_all_tasks_blocked()
-            client_stream, server_stream = trio.testing.memory_stream_pair()
-            async with trio.open_nursery() as nursery:
-                connection_scope = trio.CancelScope()
-
-                async def serve() -> None:
-                    with connection_scope:
-                        await server.handle_connection(server_stream)
-
-                nursery.start_soon(serve)
-                ws = await trio_websocket.wrap_client_stream(
-                    nursery, client_stream, "testserver", "/ws")
-                connection_scope.cancel()  # what serve_listeners does at shutdown
-                with pytest.raises(trio_websocket.ConnectionClosed) as info:
-                    await ws.get_message()
-                assert info.value.reason is not None
-                assert info.value.reason.code == 1001
-            done.set()
 
 
 def test_websocket_route() -> None:
@@ -96,3 +95,479 @@ def test_websocket_route() -> None:
     assert websocket_route("/counter/ws/", things) == "counter"
     assert websocket_route("/nothing/ws", things) is None
     assert websocket_route("/counter/count", things) is None
+
+
+# --------------------------------------------------------------------------- Web Thing Protocol
+
+
+async def test_wtp_properties(server: ThingServer) -> None:
+    with trio.fail_after(5):
+        async with open_ws(server, "/counter/ws", WTP) as ws:
+            read = await request(ws, "readproperty", name="count")
+            assert read["value"] == 0
+            assert read["thingID"] == thing_id(BASE, "counter")
+            assert read["operation"] == "readproperty"
+            assert read["timestamp"].endswith("Z")
+            written = await request(ws, "writeproperty", name="count", value=7)
+            assert written["value"] == 7 and "error" not in written
+            assert server.things["counter"].count == 7  # type: ignore[attr-defined]
+            assert (await request(ws, "readallproperties"))["values"] == {"count": 7}
+            assert (await request(ws, "readmultipleproperties", names=["count"]))["values"] == {
+                "count": 7}
+            await request(ws, "writemultipleproperties", values={"count": 3})
+            await request(ws, "writeallproperties", values={"count": 4})
+            assert (await request(ws, "readproperty", name="count"))["value"] == 4
+
+
+async def test_wtp_correlation_id_defaults_to_the_message_id(server: ThingServer) -> None:
+    with trio.fail_after(5):
+        async with open_ws(server, "/counter/ws", WTP) as ws:
+            await send(ws, {"messageID": "m-1", "messageType": "request",
+                            "operation": "readproperty", "name": "count"})
+            reply = await receive(ws)
+            assert reply["correlationID"] == "m-1"
+            assert reply["messageID"] != "m-1"
+
+
+async def test_wtp_server_wide_endpoint_needs_a_thing_id(server: ThingServer) -> None:
+    with trio.fail_after(5):
+        async with open_ws(server, "/ws", WTP) as ws:
+            by_id = await request(ws, "readproperty", thing=thing_id(BASE, "thermometer"),
+                                  name="setpoint")
+            assert by_id["value"] == 20.0
+            by_name = await request(ws, "readproperty", thing="counter", name="count")
+            assert by_name["thingID"] == thing_id(BASE, "counter")
+            missing = await request(ws, "readproperty", thing=None, name="count")
+            assert missing["error"]["status"] == 400
+
+
+async def test_wtp_observe_sends_the_current_value_then_every_change(
+        server: ThingServer) -> None:
+    counter = server.things["counter"]
+    with trio.fail_after(5):
+        async with open_ws(server, "/counter/ws", WTP) as ws:
+            response = await request(ws, "observeproperty", name="count")
+            assert response["name"] == "count" and "error" not in response
+            correlation_id = response["correlationID"]
+            current = await receive(ws)
+            assert current["messageType"] == "notification"
+            assert current["operation"] == "observeproperty"
+            assert (current["name"], current["value"]) == ("count", 0)
+            assert current["correlationID"] == correlation_id
+            assert current["thingID"] == thing_id(BASE, "counter")
+            for value in (1, 2, 3):
+                counter.count = value  # type: ignore[attr-defined]
+                notification = await receive(ws)
+                assert notification["value"] == value
+                assert notification["correlationID"] == correlation_id
+            await request(ws, "unobserveproperty", name="count")
+            assert observer_count(server) == 0
+            counter.count = 99  # type: ignore[attr-defined]
+            # Nothing for the change: the next message is the next response.
+            assert (await request(ws, "readproperty", name="count"))["value"] == 99
+
+
+async def test_wtp_observe_all_properties(server: ThingServer) -> None:
+    thermometer = server.things["thermometer"]
+    with trio.fail_after(5):
+        async with open_ws(server, "/thermometer/ws", WTP) as ws:
+            await request(ws, "observeallproperties", thing=None)
+            initial = {(await receive(ws))["name"] for _ in range(3)}
+            assert initial == {"temperature", "setpoint", "threshold"}
+            thermometer.threshold = 90.0  # type: ignore[attr-defined]
+            notification = await receive(ws)
+            assert (notification["name"], notification["value"]) == ("threshold", 90.0)
+            assert notification["operation"] == "observeallproperties"
+            await request(ws, "unobserveallproperties", thing=None)
+            assert observer_count(server) == 0
+
+
+async def test_wtp_invoke_pushes_status_to_the_invoker(server: ThingServer) -> None:
+    with trio.fail_after(5):
+        async with open_ws(server, "/counter/ws", WTP) as ws:
+            response = await request(ws, "invokeaction", name="increment", input={"by": 5})
+            status = response["status"]
+            assert status["state"] == "pending"
+            action_id = status["actionID"]
+            states = []
+            while not states or states[-1] not in ("completed", "failed"):
+                notification = await receive(ws)
+                assert notification["operation"] == "invokeaction"
+                assert notification["correlationID"] == response["correlationID"]
+                assert notification["status"]["actionID"] == action_id
+                states.append(notification["status"]["state"])
+            assert states == ["running", "completed"]
+            assert notification["status"]["output"] == 5
+            query = await request(ws, "queryaction", actionID=action_id)
+            assert query["name"] == "increment"
+            assert query["status"]["state"] == "completed"
+            everything = await request(ws, "queryallactions")
+            assert [s["actionID"] for s in everything["statuses"]["increment"]] == [action_id]
+            assert everything["statuses"]["count_slowly"] == []
+            assert observer_count(server) == 0  # the invocation's set is gone
+
+
+async def test_wtp_cancel_action(server: ThingServer) -> None:
+    with trio.fail_after(10):
+        async with open_ws(server, "/counter/ws", WTP) as ws:
+            response = await request(ws, "invokeaction", name="count_slowly",
+                                     input={"n": 100, "delay": 5})
+            action_id = response["status"]["actionID"]
+            assert (await receive(ws))["status"]["state"] == "running"
+            cancelled = await request(ws, "cancelaction", actionID=action_id)
+            assert cancelled["actionID"] == action_id and "error" not in cancelled
+            final = await receive(ws)
+            assert final["status"]["state"] == "cancelled"
+            again = await request(ws, "cancelaction", actionID=action_id)
+            assert again["error"]["status"] == 409
+
+
+async def test_wtp_subscribe_events(server: ThingServer) -> None:
+    sensor = server.things["sensor"]
+    with trio.fail_after(5):
+        async with open_ws(server, "/sensor/ws", WTP) as ws:
+            response = await request(ws, "subscribeevent", thing=None, name="tick")
+            assert response["name"] == "tick"
+            sensor.tick.emit(1)  # type: ignore[attr-defined]
+            sensor.tick.emit(2)  # type: ignore[attr-defined]
+            for expected in (1, 2):
+                notification = await receive(ws)
+                assert notification["operation"] == "subscribeevent"
+                assert (notification["name"], notification["data"]) == ("tick", expected)
+                assert notification["correlationID"] == response["correlationID"]
+            await request(ws, "unsubscribeevent", thing=None, name="tick")
+            assert observer_count(server) == 0
+            await request(ws, "subscribeallevents", thing=None)
+            sensor.tick.emit(3)  # type: ignore[attr-defined]
+            notification = await receive(ws)
+            assert (notification["operation"], notification["data"]) == ("subscribeallevents", 3)
+            await request(ws, "unsubscribeallevents", thing=None)
+            assert observer_count(server) == 0
+
+
+@pytest.mark.parametrize(("message", "status"), [
+    ("not json", 400),
+    ("[1, 2]", 400),
+    ('{"operation": "readproperty", "name": "count", "messageType": "response"}', 400),
+    ('{"operation": "dance"}', 400),
+    ('{"operation": "readproperty"}', 400),
+    ('{"operation": "readproperty", "name": 5}', 400),
+    ('{"operation": "readproperty", "name": "nothing"}', 404),
+    ('{"operation": "readproperty", "name": "count", "thingID": "urn:x"}', 404),
+    ('{"operation": "writeproperty", "name": "count", "value": "many"}', 422),
+    ('{"operation": "invokeaction", "name": "increment", "input": {"by": "x"}}', 422),
+    ('{"operation": "invokeaction", "name": "increment", "input": [1]}', 400),
+    ('{"operation": "queryaction", "actionID": "unknown"}', 404),
+    ('{"operation": "observeproperty", "name": "nothing"}', 404),
+    ('{"operation": "subscribeevent", "name": "nothing"}', 404),
+    ('{"operation": "readmultipleproperties", "names": []}', 400),
+    ('{"operation": "writeallproperties", "values": {"nothing": 1}}', 400),
+])
+async def test_wtp_bad_requests_get_problem_details_and_the_connection_lives_on(
+        server: ThingServer, message: str, status: int) -> None:
+    with trio.fail_after(5):
+        async with open_ws(server, "/counter/ws", WTP) as ws:
+            await ws.send_message(message)
+            reply = await receive(ws)
+            assert reply["messageType"] == "response"
+            assert reply["error"]["status"] == status
+            assert isinstance(reply["error"]["detail"], str)
+            assert (await request(ws, "readproperty", name="count"))["value"] == 0
+
+
+async def test_wtp_write_to_a_read_only_property_is_405(server: ThingServer) -> None:
+    with trio.fail_after(5):
+        async with open_ws(server, "/thermometer/ws", WTP) as ws:
+            reply = await request(ws, "writeproperty", thing=None, name="temperature", value=1)
+            assert reply["error"]["status"] == 405
+
+
+async def test_binary_frames_get_an_error_reply(server: ThingServer) -> None:
+    with trio.fail_after(5):
+        async with open_ws(server, "/counter/ws", WTP) as ws:
+            await ws.send_message(b'{"operation": "readproperty", "name": "count"}')
+            assert (await receive(ws))["error"]["status"] == 400
+            assert (await request(ws, "readproperty", name="count"))["value"] == 0
+
+
+async def test_an_oversized_message_closes_with_1009() -> None:
+    server = make_server(max_message_bytes=1000)
+    async with server.running():
+        with trio.fail_after(5):
+            async with open_ws(server, "/counter/ws", WTP) as ws:
+                await ws.send_message("x" * 2000)
+                with pytest.raises(trio_websocket.ConnectionClosed) as info:
+                    await ws.get_message()
+                assert info.value.reason.code == 1009
+            assert observer_count(server) == 0
+
+
+# --------------------------------------------------------------------------- LabThings dialect
+
+
+async def test_labthings_property_observation(server: ThingServer) -> None:
+    counter = server.things["counter"]
+    with trio.fail_after(5):
+        async with open_ws(server, "/counter/ws") as ws:
+            await send(ws, {"messageType": "addPropertyObservation", "data": {"count": True}})
+            assert await receive(ws) == {"messageType": "propertyStatus", "data": {"count": 0}}
+            counter.count = 81  # type: ignore[attr-defined]
+            assert await receive(ws) == {"messageType": "propertyStatus", "data": {"count": 81}}
+            await send(ws, {"messageType": "removePropertyObservation", "data": {"count": True}})
+            await send(ws, {"messageType": "nonsense"})  # answered only after the removal
+            assert (await receive(ws))["messageType"] == "error"
+            assert observer_count(server) == 0
+
+
+async def test_labthings_action_observation_carries_id_and_href(server: ThingServer) -> None:
+    with trio.fail_after(5):
+        async with open_ws(server, "/counter/ws") as ws:
+            await send(ws, {"messageType": "addActionObservation", "data": {"increment": True}})
+            await send(ws, {"messageType": "nonsense"})  # a round trip: the observation is on
+            assert (await receive(ws))["messageType"] == "error"
+            async with open_ws(server, "/counter/ws", WTP) as other:
+                await request(other, "invokeaction", name="increment", input={})
+            states = []
+            while not states or states[-1] != "completed":
+                message = await receive(ws)
+                assert message["messageType"] == "actionStatus"
+                invocation = message["data"]
+                assert invocation["href"] == f"/action_invocations/{invocation['id']}"
+                states.append(invocation["status"])
+            assert states[-2:] == ["running", "completed"]
+
+
+async def test_labthings_events(server: ThingServer) -> None:
+    sensor = server.things["sensor"]
+    with trio.fail_after(5):
+        async with open_ws(server, "/sensor/ws") as ws:
+            await send(ws, {"messageType": "addEventObservation", "data": {"tick": True}})
+            await send(ws, {"messageType": "nonsense"})
+            assert (await receive(ws))["messageType"] == "error"
+            sensor.tick.emit(5)  # type: ignore[attr-defined]
+            assert await receive(ws) == {"messageType": "event", "data": {"tick": 5}}
+
+
+@pytest.mark.parametrize("message", [
+    "not json",
+    '{"messageType": "addPropertyObservation"}',
+    '{"messageType": "addPropertyObservation", "data": {"nothing": true}}',
+    '{"data": {"count": true}}',
+])
+async def test_labthings_bad_messages_get_an_error_and_the_connection_lives_on(
+        server: ThingServer, message: str) -> None:
+    with trio.fail_after(5):
+        async with open_ws(server, "/counter/ws") as ws:
+            await ws.send_message(message)
+            error = await receive(ws)
+            assert error["messageType"] == "error"
+            assert error["error"]["status"] in (400, 404)
+            await send(ws, {"messageType": "addPropertyObservation", "data": {"count": True}})
+            assert (await receive(ws))["data"] == {"count": 0}
+
+
+# --------------------------------------------------------------------------- fan-out
+
+
+async def test_every_observer_gets_every_change_in_order(server: ThingServer) -> None:
+    counter = server.things["counter"]
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            received: list[list[int]] = []
+
+            async def observe(ready: trio.Event, index: int) -> None:
+                async with open_ws(server, "/counter/ws", WTP) as ws:
+                    await request(ws, "observeproperty", name="count")
+                    values = [(await receive(ws))["value"]]
+                    ready.set()
+                    while values[-1] != 50:
+                        values.append((await receive(ws))["value"])
+                    received.append(values)
+
+            for index in range(10):
+                ready = trio.Event()
+                nursery.start_soon(observe, ready, index)
+                await ready.wait()
+            for value in range(1, 51):
+                counter.count = value  # type: ignore[attr-defined]
+                await trio.testing.wait_all_tasks_blocked()  # each client reads each change
+        assert len(received) == 10
+        assert all(values == list(range(51)) for values in received)
+
+
+async def test_a_slow_reader_gets_the_latest_value_not_a_backlog(server: ThingServer) -> None:
+    counter = server.things["counter"]
+    with trio.fail_after(5):
+        async with open_ws(server, "/counter/ws", WTP,
+                           stream_pair=trio.testing.lockstep_stream_pair) as ws:
+            await request(ws, "observeproperty", name="count")
+            assert (await receive(ws))["value"] == 0
+            for value in range(1, 1001):  # the client reads nothing meanwhile
+                counter.count = value  # type: ignore[attr-defined]
+            values = []
+            while not values or values[-1] != 1000:
+                values.append((await receive(ws))["value"])
+            assert values == sorted(values)
+            assert len(values) <= 3  # at most: one being written, one pending, the latest
+
+
+async def test_events_overflowing_the_outbox_close_the_client_with_1008() -> None:
+    server = make_server(outbox_size=8)
+    async with server.running():
+        sensor = server.things["sensor"]
+        with trio.fail_after(5):
+            async with open_ws(server, "/sensor/ws", WTP,
+                               stream_pair=trio.testing.lockstep_stream_pair) as ws:
+                await request(ws, "subscribeevent", thing=None, name="tick")
+                for i in range(100):  # the client reads nothing meanwhile
+                    sensor.tick.emit(i)  # type: ignore[attr-defined]
+                received = []
+                with pytest.raises(trio_websocket.ConnectionClosed) as info:
+                    while True:
+                        received.append((await receive(ws))["data"])
+                assert info.value.reason.code == 1008
+                assert received == list(range(len(received)))  # in order, no gap
+                assert len(received) < 100
+            assert observer_count(server) == 0
+
+
+async def test_a_stalled_client_is_dropped_and_the_others_get_everything(
+        autojump_clock: trio.testing.MockClock) -> None:
+    server = make_server(write_timeout=2.0)
+    async with server.running():
+        sensor = server.things["sensor"]
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                client_stream, server_stream = trio.testing.lockstep_stream_pair()
+                dropped = trio.Event()
+
+                async def serve_stalled() -> None:
+                    await server.handle_connection(server_stream)
+                    dropped.set()
+
+                nursery.start_soon(serve_stalled)
+                stalled = await trio_websocket.wrap_client_stream(
+                    nursery, client_stream, "testserver", "/sensor/ws", subprotocols=WTP)
+                await request(stalled, "subscribeevent", thing=None, name="tick")
+                # From here on the stalled client reads nothing: not even its reader task.
+                await client_stream.receive_stream.aclose()  # type: ignore[attr-defined]
+
+                async with open_ws(server, "/sensor/ws", WTP) as reader:
+                    await request(reader, "subscribeevent", thing=None, name="tick")
+                    for i in range(200):
+                        sensor.tick.emit(i)  # type: ignore[attr-defined]
+                        assert (await receive(reader))["data"] == i
+                    start = trio.current_time()
+                    await dropped.wait()  # virtual time: the autojump clock
+                    assert trio.current_time() - start <= 2.0 + 0.25  # write + close timeout
+                    assert observer_count(server) == 1
+                    sensor.tick.emit(200)  # type: ignore[attr-defined]
+                    assert (await receive(reader))["data"] == 200
+                nursery.cancel_scope.cancel()
+
+
+async def test_changes_from_worker_threads_arrive_in_order(server: ThingServer) -> None:
+    with trio.fail_after(10):
+        async with open_ws(server, "/sensor/ws", WTP) as ws:
+            await request(ws, "observeproperty", thing=None, name="level")
+            assert (await receive(ws))["value"] == 0
+            await request(ws, "subscribeevent", thing=None, name="tick")
+            await request(ws, "invokeaction", thing=None, name="sweep", input={"n": 500})
+            levels, ticks = [], []
+            while not levels or levels[-1] != 500 or len(ticks) < 500:
+                message = await receive(ws)
+                if message["operation"] == "observeproperty":
+                    levels.append(message["value"])
+                elif message["operation"] == "subscribeevent":
+                    ticks.append(message["data"])
+            assert ticks == list(range(1, 501))  # events are lossless and in order
+            assert levels == sorted(levels)  # properties may coalesce, never reorder
+
+
+# --------------------------------------------------------------------------- teardown
+
+
+async def test_observer_sets_are_empty_after_a_clean_close(server: ThingServer) -> None:
+    with trio.fail_after(5):
+        async with open_ws(server, "/counter/ws", WTP) as ws:
+            await request(ws, "observeproperty", name="count")
+            await request(ws, "subscribeallevents", thing="thermometer")
+            assert observer_count(server) == 2
+            await ws.aclose()
+        assert observer_count(server) == 0
+
+
+async def test_observer_sets_are_empty_after_an_abrupt_drop(server: ThingServer) -> None:
+    with trio.fail_after(5):
+        client_stream, server_stream = trio.testing.memory_stream_pair()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.handle_connection, server_stream)
+            ws = await trio_websocket.wrap_client_stream(
+                nursery, client_stream, "testserver", "/counter/ws", subprotocols=WTP)
+            await request(ws, "observeproperty", name="count")
+            assert observer_count(server) == 1
+            await client_stream.aclose()  # no close frame: the TCP connection just goes
+            nursery.cancel_scope.cancel()
+        while observer_count(server):
+            await trio.testing.wait_all_tasks_blocked()
+        assert observer_count(server) == 0
+
+
+async def test_observer_sets_are_empty_after_cancellation(server: ThingServer) -> None:
+    with trio.fail_after(5):
+        client_stream, server_stream = trio.testing.memory_stream_pair()
+        async with trio.open_nursery() as nursery:
+            connection = trio.CancelScope()
+
+            async def serve() -> None:
+                with connection:
+                    await server.handle_connection(server_stream)
+
+            nursery.start_soon(serve)
+            ws = await trio_websocket.wrap_client_stream(
+                nursery, client_stream, "testserver", "/counter/ws", subprotocols=WTP)
+            await request(ws, "observeproperty", name="count")
+            connection.cancel()  # what serve_listeners does at shutdown
+            with pytest.raises(trio_websocket.ConnectionClosed) as info:
+                while True:
+                    await ws.get_message()
+            assert info.value.reason.code == 1001
+            assert observer_count(server) == 0
+            nursery.cancel_scope.cancel()
+
+
+async def test_server_shutdown_closes_websockets_with_1001_over_loopback() -> None:
+    server = ThingServer(ServerConfig(host="127.0.0.1", port=0))
+    server.add_thing("counter", Counter())
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            serving = trio.CancelScope()
+
+            async def serve(task_status: trio.TaskStatus[list[trio.SocketListener]]) -> None:
+                with serving:
+                    await server.serve(task_status=task_status)
+
+            listeners = await nursery.start(serve)
+            port = listeners[0].socket.getsockname()[1]
+            async with trio_websocket.open_websocket_url(
+                    f"ws://127.0.0.1:{port}/counter/ws", subprotocols=WTP) as ws:
+                response = await request(ws, "observeproperty", name="count")
+                assert response["thingID"] == thing_id(f"http://127.0.0.1:{port}/", "counter")
+                assert (await receive(ws))["value"] == 0
+                server.things["counter"].count = 1  # type: ignore[attr-defined]
+                assert (await receive(ws))["value"] == 1
+                serving.cancel()  # Ctrl-C does this in `trio-things serve`
+                with pytest.raises(trio_websocket.ConnectionClosed) as info:
+                    while True:
+                        await ws.get_message()
+                assert info.value.reason.code == 1001
+
+
+async def test_many_connect_disconnect_cycles_leave_nothing_behind(
+        server: ThingServer) -> None:
+    with trio.fail_after(30):
+        for _ in range(100):
+            async with open_ws(server, "/counter/ws", WTP) as ws:
+                await request(ws, "observeproperty", name="count")
+                await request(ws, "subscribeallevents", thing="thermometer")
+        assert observer_count(server) == 0

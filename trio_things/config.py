@@ -10,6 +10,10 @@ TOML (the native format)::
     [server.http]
     max_body_bytes = 1048576
 
+    [server.websocket]
+    outbox_size = 1024             # events/action status a slow client may lag by
+    write_timeout = 10.0
+
     [things.thermometer]
     class = "trio_things.demo:Thermometer"
 
@@ -40,6 +44,7 @@ import attrs
 from trio_things.errors import LocalProtocolError
 from trio_things.model.thing import Thing
 from trio_things.transport.http import HttpLimits
+from trio_things.websockets import WebSocketLimits
 
 __all__ = [
     "DEMO_THINGS",
@@ -99,6 +104,7 @@ class ServerConfig:
                                                      attrs.validators.le(65535)])
     things: tuple[ThingConfig, ...] = ()
     http: HttpLimits = attrs.field(factory=HttpLimits)
+    websocket: WebSocketLimits = attrs.field(factory=WebSocketLimits)
     #: Seconds an ended invocation stays queryable before it is forgotten.
     invocation_retention: float = attrs.field(default=300.0, validator=attrs.validators.gt(0))
     #: Seconds an HTTP long-poll for an event waits before answering 204.
@@ -160,9 +166,12 @@ def _from_toml(data: dict[str, Any]) -> ServerConfig:
         things.append(_thing(name, table["class"], kwargs))
     server = dict(_table(data, "server"))
     http = _table(server, "http")
+    websocket = _table(server, "websocket")
     server.pop("http", None)
+    server.pop("websocket", None)
     try:
-        return ServerConfig(things=tuple(things), http=HttpLimits(**http), **server)
+        return ServerConfig(things=tuple(things), http=HttpLimits(**http),
+                            websocket=WebSocketLimits(**websocket), **server)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"[server]: {error}") from None
 

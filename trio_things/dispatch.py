@@ -1,78 +1,55 @@
 """Running commands against the Things: the one place a client's wish meets Thing code.
 
-Every binding (HTTP now, WebSocket dialects next) decodes its messages into
+Every binding (HTTP, the WebSocket dialects) decodes its messages into
 :mod:`~trio_things.protocol.commands` and awaits :meth:`Dispatcher.run`, which answers
-with a protocol-neutral :data:`Reply` or raises a
+with a protocol-neutral :data:`~trio_things.protocol.commands.Reply` or raises a
 :class:`~trio_things.errors.RemoteProtocolError` for the binding to encode.
 
 Data properties are read and written inline (they are memory); functional properties
 call Thing code that may block on hardware, so they run in a worker thread.
+
+Observing and subscribing edit the observer sets (:mod:`trio_things.fanout.observers`)
+on behalf of the :class:`~trio_things.fanout.observers.Observer` the binding passes in:
+a WebSocket connection's outbox, dialect encoder and tail. Without one (plain HTTP),
+``subscribeevent`` is a long-poll and the other observation commands are refused.
 """
 
 from __future__ import annotations
 
+import datetime
 import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any, assert_never
 
-import attrs
 import trio
 
-from trio_things.errors import Conflict, MethodNotAllowed, NotFound, RemoteProtocolError
+from trio_things.errors import (
+    BadRequest,
+    Conflict,
+    MethodNotAllowed,
+    NotFound,
+    RemoteProtocolError,
+)
 from trio_things.fanout.longpoll import LongPoll
+from trio_things.fanout.observers import ACTION, EVENT, PROPERTY, Observer, ObserverRegistry
 from trio_things.invocations import InvocationManager
 from trio_things.model.affordances import PropertySpec
 from trio_things.model.description import TD_CONTEXT, Binding, describe_thing, thing_id
 from trio_things.model.invocation import Invocation, InvocationStatus
 from trio_things.model.thing import Thing
 from trio_things.protocol import commands as c
+from trio_things.protocol.commands import (
+    DocumentReply,
+    InvocationListReply,
+    InvocationReply,
+    NoContentReply,
+    PropertyChanged,
+    Reply,
+    SubscribedReply,
+    ValueReply,
+)
 
-__all__ = [
-    "Dispatcher",
-    "DocumentReply",
-    "InvocationReply",
-    "NoContentReply",
-    "Reply",
-    "ValueReply",
-]
-
-
-@attrs.frozen(kw_only=True)
-class ValueReply:
-    """A bare JSON value (a property, an action's output, an event's data)."""
-
-    value: Any
-
-
-@attrs.frozen(kw_only=True)
-class DocumentReply:
-    """A JSON document with its own media type (a TD is ``application/td+json``)."""
-
-    document: Any
-    content_type: str = "application/json"
-
-
-@attrs.frozen(kw_only=True)
-class InvocationReply:
-    """An invocation; ``created`` when this command started it."""
-
-    invocation: Invocation
-    created: bool = False
-
-
-@attrs.frozen(kw_only=True)
-class InvocationListReply:
-    """Several invocations, oldest first."""
-
-    invocations: tuple[Invocation, ...]
-
-
-@attrs.frozen(kw_only=True)
-class NoContentReply:
-    """Done, nothing to say (a write; a long-poll that timed out)."""
-
-
-Reply = ValueReply | DocumentReply | InvocationReply | InvocationListReply | NoContentReply
+__all__ = ["Dispatcher"]
 
 
 class Dispatcher:
@@ -84,18 +61,29 @@ class Dispatcher:
         things: Mapping[str, Thing],
         invocations: InvocationManager,
         event_polls: Mapping[tuple[str, str], LongPoll],
+        observers: ObserverRegistry,
         bindings: Sequence[Binding],
         long_poll_timeout: float,
     ) -> None:
         self._things = things
         self._invocations = invocations
         self._event_polls = event_polls
+        self._observers = observers
         self._bindings = bindings
         self._long_poll_timeout = long_poll_timeout
 
-    async def run(self, command: c.Command) -> Reply:
+    @property
+    def observers(self) -> ObserverRegistry:
+        """The observer sets the observation commands edit."""
+        return self._observers
+
+    async def run(self, command: c.Command, observer: Observer | None = None) -> Reply:
         """Run one command. Raises :class:`~trio_things.errors.RemoteProtocolError`
-        for anything the client got wrong; any other exception is a bug."""
+        for anything the client got wrong; any other exception is a bug.
+
+        ``observer`` is the connection on whose behalf observations are made, and which
+        hears the status of the actions it invokes.
+        """
         match command:
             case c.ReadProperty(thing=name, name=prop):
                 thing, spec = self._property(name, prop)
@@ -126,6 +114,8 @@ class Dispatcher:
                 if action_spec is None:
                     raise NotFound(f"Thing {name!r} has no action {action!r}")
                 invocation = self._invocations.invoke(name, thing, action_spec, input)
+                if observer is not None:  # before the action can start: no status is missed
+                    self._observers.invocation(invocation.id).add(observer)
                 if not wait:
                     return InvocationReply(invocation=invocation, created=True)
                 await self._invocations.wait(invocation)
@@ -135,9 +125,10 @@ class Dispatcher:
                 if output_only:
                     return _output(invocation)
                 return InvocationReply(invocation=invocation)
-            case c.CancelAction(invocation_id=invocation_id):
+            case c.CancelAction(invocation_id=invocation_id, wait=wait):
                 invocation = self._invocations.cancel(invocation_id)
-                await self._invocations.wait(invocation)
+                if wait:
+                    await self._invocations.wait(invocation)
                 return InvocationReply(invocation=invocation)
             case c.QueryAllActions(thing=name, action=action):
                 if name is not None:
@@ -147,9 +138,59 @@ class Dispatcher:
             case c.SubscribeEvent(thing=name, name=event):
                 poll = self._event_polls.get((name, event))
                 if poll is None:
+                    self._thing(name)
                     raise NotFound(f"Thing {name!r} has no event {event!r}")
+                if observer is not None:
+                    self._observers.get(name, EVENT, event).add(observer)
+                    return SubscribedReply()
                 with trio.move_on_after(self._long_poll_timeout):
                     return ValueReply(value=await poll.next())
+                return NoContentReply()
+            case c.UnsubscribeEvent(thing=name, name=event):
+                self._event(name, event)
+                self._observers.get(name, EVENT, event).discard(
+                    self._observing(command, observer).outbox)
+                return NoContentReply()
+            case c.SubscribeAllEvents(thing=name):
+                observer = self._observing(command, observer)
+                for event in self._thing(name).affordances.events:
+                    self._observers.get(name, EVENT, event).add(observer)
+                return SubscribedReply()
+            case c.UnsubscribeAllEvents(thing=name):
+                outbox = self._observing(command, observer).outbox
+                for event in self._thing(name).affordances.events:
+                    self._observers.get(name, EVENT, event).discard(outbox)
+                return NoContentReply()
+            case c.ObserveProperty(thing=name, name=prop):
+                observer = self._observing(command, observer)
+                thing, spec = self._property(name, prop)
+                if not spec.observable:
+                    raise MethodNotAllowed(f"property {prop!r} is not observable")
+                return await self._observe(observer, thing, name, [spec])
+            case c.UnobserveProperty(thing=name, name=prop):
+                outbox = self._observing(command, observer).outbox
+                self._property(name, prop)
+                self._observers.get(name, PROPERTY, prop).discard(outbox)
+                return NoContentReply()
+            case c.ObserveAllProperties(thing=name):
+                observer = self._observing(command, observer)
+                thing = self._thing(name)
+                observable = [s for s in thing.affordances.properties.values() if s.observable]
+                return await self._observe(observer, thing, name, observable)
+            case c.UnobserveAllProperties(thing=name):
+                outbox = self._observing(command, observer).outbox
+                for prop in self._thing(name).affordances.properties:
+                    self._observers.get(name, PROPERTY, prop).discard(outbox)
+                return NoContentReply()
+            case c.ObserveAction(thing=name, name=action):
+                observer = self._observing(command, observer)
+                self._action(name, action)
+                self._observers.get(name, ACTION, action).add(observer)
+                return SubscribedReply()
+            case c.UnobserveAction(thing=name, name=action):
+                outbox = self._observing(command, observer).outbox
+                self._action(name, action)
+                self._observers.get(name, ACTION, action).discard(outbox)
                 return NoContentReply()
             case c.ReadThingDescription(thing=name, base=base):
                 return DocumentReply(document=self.describe(name, base),
@@ -204,6 +245,32 @@ class Dispatcher:
             ],
         }
 
+    async def _observe(self, observer: Observer, thing: Thing, name: str,
+                       specs: list[PropertySpec]) -> SubscribedReply:
+        """Add ``observer`` to each property's set, then read the current values: read
+        after adding, so no change can fall between the value and the first notice."""
+        for spec in specs:
+            self._observers.get(name, PROPERTY, spec.name).add(observer)
+        initial = []
+        for spec in specs:
+            initial.append(PropertyChanged(thing=name, name=spec.name,
+                                           value=await _read(thing, spec), timestamp=_now()))
+        return SubscribedReply(initial=tuple(initial))
+
+    @staticmethod
+    def _observing(command: c.Command, observer: Observer | None) -> Observer:
+        if observer is None:
+            raise BadRequest(f"{type(command).__name__} needs a WebSocket connection")
+        return observer
+
+    def _event(self, name: str, event: str) -> None:
+        if event not in self._thing(name).affordances.events:
+            raise NotFound(f"Thing {name!r} has no event {event!r}")
+
+    def _action(self, name: str, action: str) -> None:
+        if action not in self._thing(name).affordances.actions:
+            raise NotFound(f"Thing {name!r} has no action {action!r}")
+
     def _thing(self, name: str) -> Thing:
         try:
             return self._things[name]
@@ -251,6 +318,10 @@ def _output(invocation: Invocation) -> Reply:
         case _:
             raise Conflict(f"invocation {invocation.id} has not finished "
                            f"({invocation.status.value})")
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
 
 
 def _doc(cls: type) -> str | None:

@@ -25,18 +25,19 @@ from typing import Any, Final
 
 import orjson
 
-from trio_things.dispatch import (
-    Dispatcher,
+from trio_things.dispatch import Dispatcher
+from trio_things.errors import RemoteProtocolError
+from trio_things.model.affordances import ActionSpec, Affordances, EventSpec, PropertySpec
+from trio_things.model.description import Form
+from trio_things.protocol.commands import (
     DocumentReply,
     InvocationListReply,
     InvocationReply,
     NoContentReply,
     Reply,
+    SubscribedReply,
     ValueReply,
 )
-from trio_things.errors import RemoteProtocolError
-from trio_things.model.affordances import ActionSpec, Affordances, EventSpec, PropertySpec
-from trio_things.model.description import Form
 from trio_things.protocol.invocations import invocation_href, invocation_json
 from trio_things.protocol.problems import ProblemDetails
 from trio_things.protocol.routes import decode_request, server_base
@@ -57,11 +58,11 @@ class HttpBinding:
     (what node-wot expects), the second with a 201 invocation (what LabThings expects).
     """
 
-    def property_forms(self, thing: str, spec: PropertySpec) -> Sequence[Form]:
+    def property_forms(self, thing: str, spec: PropertySpec, base: str) -> Sequence[Form]:
         ops = ("readproperty",) if spec.readonly else ("readproperty", "writeproperty")
         return [Form(href=f"{thing}/{spec.name}", op=ops)]
 
-    def action_forms(self, thing: str, spec: ActionSpec) -> Sequence[Form]:
+    def action_forms(self, thing: str, spec: ActionSpec, base: str) -> Sequence[Form]:
         return [
             Form(href=f"{thing}/actions/{spec.name}", op=("invokeaction",), method="POST"),
             Form(href=f"{thing}/{spec.name}", op=("invokeaction",), method="POST"),
@@ -69,11 +70,11 @@ class HttpBinding:
             Form(href="action_invocations/{id}", op=("cancelaction",), method="DELETE"),
         ]
 
-    def event_forms(self, thing: str, spec: EventSpec) -> Sequence[Form]:
+    def event_forms(self, thing: str, spec: EventSpec, base: str) -> Sequence[Form]:
         return [Form(href=f"{thing}/events/{spec.name}", op=("subscribeevent",),
                      subprotocol="longpoll")]
 
-    def thing_forms(self, thing: str, affordances: Affordances) -> Sequence[Form]:
+    def thing_forms(self, thing: str, affordances: Affordances, base: str) -> Sequence[Form]:
         forms = [Form(href=f"{thing}/properties", op=("readallproperties",
                                                       "readmultipleproperties"))]
         if any(not spec.readonly for spec in affordances.properties.values()):
@@ -125,7 +126,7 @@ def encode_reply(reply: Reply, base: str) -> HttpResponse:
             return HttpResponse.json(200, body)
         case InvocationListReply(invocations=invocations):
             return HttpResponse.json(200, _dumps([invocation_json(i) for i in invocations]))
-        case NoContentReply():
+        case NoContentReply() | SubscribedReply():
             return HttpResponse(status=204)
 
 

@@ -1,43 +1,110 @@
-"""WebSocket connections: the hand-off from HTTP, one nursery per connection.
+"""WebSocket connections: one nursery per connection, holding a relay and a processor.
 
 A request with ``Upgrade: websocket`` to ``/ws`` or ``/{thing}/ws`` leaves the h11 loop
 as an :class:`~trio_things.transport.upgrade.UpgradeStream` (which replays the request
-bytes h11 already read) and is handed to trio-websocket. The subprotocol is chosen from
-the client's ``Sec-WebSocket-Protocol`` and echoed back (browsers fail the handshake
-otherwise): ``webthingprotocol`` when offered, else none (the LabThings dialect).
+bytes h11 already read) and is handed to trio-websocket. The dialect is chosen from the
+client's ``Sec-WebSocket-Protocol``, which is echoed back
+(:mod:`trio_things.protocol.dialects`).
 
-This release completes the handshake and keeps the connection readable, but serves no
-operations over it yet: every message is answered with a 501 problem details object.
-The notification core (observe, subscribe, action status) is the next milestone; until
-then the Thing Description advertises no WebSocket forms.
+Then :func:`websocket_endpoint` runs the connection in its own nursery (DESIGN
+section 2)::
+
+    websocket_endpoint
+      process_messages_from_websocket   reads every message; runs its commands, which
+                                        edit the observer sets; queues the replies
+      relay_notifications_to_websocket  waits on the Outbox's channel; writes everything
+                                        pending in one send_all, under a write timeout
+      keepalive                         pings; closes a peer that stops answering
+
+When any of them ends (the client left or misbehaved, a write stalled, the server is
+shutting down) the nursery is cancelled, and a ``finally`` closes the Outbox, which
+removes the connection from every observer set. Expected endings are normal exits,
+logged in one line at most; nothing a client does raises out of this module.
+
+Close codes (RFC 6455 section 7.4.1) a client can expect:
+
+====== ========================================================================
+1000   the client closed normally (echoed)
+1001   the server is shutting down
+1008   the client read too slowly: its queue of events and action status overflowed
+1009   a message above ``max_message_bytes`` (sent by trio-websocket)
+1011   no pong within ``keepalive_timeout``
+(none) a write made no progress within ``write_timeout``: the TCP connection is
+       dropped, since half a frame may be on the wire
+====== ========================================================================
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import urllib.parse
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Final
 
+import attrs
 import trio
 import trio_websocket
 
+from trio_things.dispatch import Dispatcher
+from trio_things.errors import RemoteProtocolError
+from trio_things.fanout.observers import PROPERTY, Observer
+from trio_things.fanout.outbox import OVERFLOW_CLOSE_CODE, Outbox
+from trio_things.model.affordances import ActionSpec, Affordances, EventSpec, PropertySpec
+from trio_things.model.description import Form, thing_id
+from trio_things.protocol.commands import PropertyChanged, SubscribedReply
+from trio_things.protocol.dialects import SUBPROTOCOL, Dialect, MessageError, choose_subprotocol
+from trio_things.protocol.frames import text_frame
+from trio_things.protocol.labthings import LabThingsDialect
 from trio_things.protocol.problems import PROBLEM_CONTENT_TYPE, ProblemDetails
+from trio_things.protocol.routes import server_base
+from trio_things.protocol.wtp import WebThingProtocol
 from trio_things.transport.http import HttpRequest
 from trio_things.transport.upgrade import UpgradeStream
 
-__all__ = ["SUBPROTOCOL", "serve_websocket_upgrade"]
+__all__ = [
+    "SUBPROTOCOL",
+    "WebSocketBinding",
+    "WebSocketLimits",
+    "process_messages_from_websocket",
+    "relay_notifications_to_websocket",
+    "serve_websocket_upgrade",
+    "websocket_endpoint",
+    "websocket_route",
+]
 
 logger = logging.getLogger("trio_things.websockets")
 
-#: The W3C Web Thing Protocol's subprotocol name.
-SUBPROTOCOL: Final = "webthingprotocol"
-#: Seconds a client has to complete the opening handshake.
-HANDSHAKE_TIMEOUT: Final = 10.0
-#: Seconds we give the close frame at shutdown. Short on purpose: shutdown has cancelled
-#: trio-websocket's reader too, so the peer's answering close frame is never read and
-#: this always elapses; Ctrl-C must still end ``serve`` within a second.
-CLOSE_TIMEOUT: Final = 0.25
+#: RFC 6455 section 7.4.1: "1011 indicates that a server is terminating the connection
+#: because it encountered an unexpected condition": here, a peer that stopped answering.
+KEEPALIVE_CLOSE_CODE: Final = 1011
+#: "1001 indicates that an endpoint is 'going away', such as a server going down".
+SHUTDOWN_CLOSE_CODE: Final = 1001
+
+
+@attrs.frozen(kw_only=True)
+class WebSocketLimits:
+    """How much and how long one WebSocket connection may take; all must be positive."""
+
+    max_message_bytes: int = attrs.field(default=64 * 1024, validator=attrs.validators.gt(0))
+    """The largest message a client may send; a larger one closes the connection with
+    1009. Requests are small JSON objects; 64 KiB leaves room for large writes."""
+    outbox_size: int = attrs.field(default=1024, validator=attrs.validators.gt(0))
+    """Events, action status and replies a client may have pending before it is closed
+    with 1008 (properties are coalesced and never count). At ~200 bytes a message,
+    about 200 KiB per connection at worst."""
+    write_timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    """Seconds one write may make no progress before the connection is dropped."""
+    keepalive_interval: float = attrs.field(default=20.0, validator=attrs.validators.gt(0))
+    """Seconds between two pings."""
+    keepalive_timeout: float = attrs.field(default=20.0, validator=attrs.validators.gt(0))
+    """Seconds a pong may take before the connection is closed with 1011."""
+    handshake_timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    """Seconds a client has to complete the opening handshake."""
+    close_timeout: float = attrs.field(default=0.25, validator=attrs.validators.gt(0))
+    """Seconds we wait for the peer to answer our close frame. Short on purpose: at
+    shutdown trio-websocket's reader is cancelled too, so the answer is never read and
+    this always elapses; Ctrl-C must still end ``serve`` within a second."""
 
 
 def websocket_route(path: str, things: Collection[str]) -> str | None:
@@ -52,51 +119,261 @@ def websocket_route(path: str, things: Collection[str]) -> str | None:
     return None
 
 
-async def serve_websocket_upgrade(request: HttpRequest, stream: UpgradeStream, *,
-                                  things: Collection[str]) -> None:
+class WebSocketBinding:
+    """The Thing Description forms of the WebSocket endpoints: ``ws://host/{thing}/ws``,
+    speaking the Web Thing Protocol. Listed after the HTTP forms, so consumers that take
+    the first form they understand (node-wot) keep using HTTP."""
+
+    def property_forms(self, thing: str, spec: PropertySpec, base: str) -> Sequence[Form]:
+        ops: tuple[str, ...] = ("readproperty",)
+        if not spec.readonly:
+            ops += ("writeproperty",)
+        if spec.observable:
+            ops += ("observeproperty", "unobserveproperty")
+        return [self._form(base, thing, ops)]
+
+    def action_forms(self, thing: str, spec: ActionSpec, base: str) -> Sequence[Form]:
+        return [self._form(base, thing, ("invokeaction", "queryaction", "cancelaction"))]
+
+    def event_forms(self, thing: str, spec: EventSpec, base: str) -> Sequence[Form]:
+        return [self._form(base, thing, ("subscribeevent", "unsubscribeevent"))]
+
+    def thing_forms(self, thing: str, affordances: Affordances, base: str) -> Sequence[Form]:
+        ops: tuple[str, ...] = ("readallproperties", "readmultipleproperties")
+        if any(not spec.readonly for spec in affordances.properties.values()):
+            ops += ("writeallproperties", "writemultipleproperties")
+        ops += ("observeallproperties", "unobserveallproperties")
+        if affordances.actions:
+            ops += ("queryallactions",)
+        if affordances.events:
+            ops += ("subscribeallevents", "unsubscribeallevents")
+        return [self._form(base, thing, ops)]
+
+    @staticmethod
+    def _form(base: str, thing: str, ops: tuple[str, ...]) -> Form:
+        scheme, _, rest = base.partition("://")
+        ws_scheme = "wss" if scheme == "https" else "ws"
+        return Form(href=f"{ws_scheme}://{rest}{thing}/ws", op=ops, subprotocol=SUBPROTOCOL)
+
+
+async def serve_websocket_upgrade(
+    request: HttpRequest,
+    stream: UpgradeStream,
+    *,
+    dispatcher: Dispatcher,
+    things: Mapping[str, Affordances],
+    limits: WebSocketLimits,
+    default_host: str,
+) -> None:
     """Run one WebSocket connection until the client leaves or the server stops.
 
     Resource handling:
         trio-websocket's reader task runs in a nursery owned by this call; both end
         when it returns. On cancellation (server shutdown) the client is sent close
-        code 1001 (going away), waiting at most ``CLOSE_TIMEOUT`` for its answer.
+        code 1001 (going away), waiting at most ``limits.close_timeout`` for its answer.
 
     Error handling:
-        A handshake that does not complete within ``HANDSHAKE_TIMEOUT``, an unknown
-        path (404 with problem details) and a vanished peer all end the connection
-        quietly; nothing the client sends can raise out of this function.
+        A handshake that does not complete within ``limits.handshake_timeout``, an
+        unknown path (404 with problem details) and a vanished peer all end the
+        connection quietly; nothing the client sends can raise out of this function.
     """
     websocket: trio_websocket.WebSocketConnection | None = None
+    route = websocket_route(request.path, things)
     async with trio.open_nursery() as nursery:
         try:
-            with trio.move_on_after(HANDSHAKE_TIMEOUT):
-                ws_request = await trio_websocket.wrap_server_stream(nursery, stream)
-                if websocket_route(request.path, things) is None:
+            with trio.move_on_after(limits.handshake_timeout):
+                ws_request = await trio_websocket.wrap_server_stream(
+                    nursery, stream, message_queue_size=1,
+                    max_message_size=limits.max_message_bytes)
+                if route is None:
                     problem = ProblemDetails.from_status(
                         404, f"no WebSocket endpoint at {request.path!r}")
                     await ws_request.reject(404, body=problem.to_bytes(), extra_headers=[
                         (b"content-type", PROBLEM_CONTENT_TYPE.encode())])
                     return
-                offered = ws_request.proposed_subprotocols
-                websocket = await ws_request.accept(
-                    subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
-            if websocket is None:  # handshake timed out
+                subprotocol = choose_subprotocol(ws_request.proposed_subprotocols)
+                websocket = await ws_request.accept(subprotocol=subprotocol)
+            if websocket is None or route is None:  # the handshake timed out
                 return
+            dialect: Dialect
+            if subprotocol is None and route:
+                dialect = LabThingsDialect(thing=route, affordances=things[route])
+            else:
+                base = server_base(request.header("host"), default_host)
+                dialect = WebThingProtocol(
+                    things=things, thing_ids={name: thing_id(base, name) for name in things},
+                    default_thing=route or None)
             try:
-                await _answer_every_message(websocket)
+                await websocket_endpoint(websocket, stream=stream, dialect=dialect,
+                                         dispatcher=dispatcher, limits=limits)
             finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
-                    await websocket.aclose(1001, "server shutting down")
+                with trio.CancelScope(shield=True), trio.move_on_after(limits.close_timeout):
+                    await websocket.aclose(SHUTDOWN_CLOSE_CODE, "server shutting down")
         except trio_websocket.ConnectionClosed:
             pass
         finally:
             nursery.cancel_scope.cancel()
 
 
-async def _answer_every_message(websocket: trio_websocket.WebSocketConnection) -> None:
-    reply = ProblemDetails.from_status(
-        501, "WebSocket operations are not served yet; use the HTTP forms of the "
-        "Thing Description").to_bytes().decode()
+async def websocket_endpoint(
+    websocket: trio_websocket.WebSocketConnection,
+    *,
+    stream: UpgradeStream,
+    dialect: Dialect,
+    dispatcher: Dispatcher,
+    limits: WebSocketLimits,
+) -> None:
+    """Serve one open WebSocket until the client leaves, misbehaves or stalls, or the
+    server stops; then leave every observer set.
+
+    Returns:
+        When the first of the connection's tasks ends; the others are cancelled.
+
+    Resource handling:
+        Owns the connection's Outbox and the nursery of its processor, relay and
+        keepalive. The caller owns ``websocket`` and ``stream`` and closes them.
+    """
+    outbox = Outbox(max_queued=limits.outbox_size)
+    try:
+        async with trio.open_nursery() as nursery:
+
+            async def run_then_cancel(task: Callable[..., Awaitable[None]],
+                                      *args: object) -> None:
+                await task(*args)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(run_then_cancel, relay_notifications_to_websocket,
+                               websocket, outbox, stream, limits)
+            nursery.start_soon(run_then_cancel, _keepalive, websocket, limits)
+            await process_messages_from_websocket(websocket, outbox, dialect, dispatcher)
+            nursery.cancel_scope.cancel()
+    finally:
+        outbox.close()
+
+
+async def process_messages_from_websocket(
+    websocket: trio_websocket.WebSocketConnection,
+    outbox: Outbox,
+    dialect: Dialect,
+    dispatcher: Dispatcher,
+) -> None:
+    """Read every message until the connection closes, and answer each through ``outbox``.
+
+    It never stops reading while the connection lives (trio-websocket answers pings and
+    close frames only while someone reads): every command it runs is quick (memory, or a
+    property getter in a worker thread); actions run in the server's nursery, and their
+    status arrives as notifications.
+
+    Error handling:
+        A message that cannot be served is answered with an error message holding RFC
+        9457 problem details, and reading goes on. A bug (in trio-things or Thing code)
+        is logged with its traceback and answered with 500; reading goes on.
+    """
     while True:
-        await websocket.get_message()
-        await websocket.send_message(reply)
+        try:
+            message = await websocket.get_message()
+        except trio_websocket.ConnectionClosed:
+            return
+        try:
+            requests = dialect.decode(message)
+        except MessageError as error:
+            _put(outbox, dialect.encode_error(error.context, ProblemDetails.from_error(error)))
+            continue
+        for request in requests:
+            observer = Observer(outbox=outbox, encoder=dialect.encode_notification,
+                                tail=request.tail)
+            try:
+                reply = await dispatcher.run(request.command, observer)
+                body = dialect.encode_reply(request, reply)
+            except RemoteProtocolError as error:
+                body = dialect.encode_error(request.context, ProblemDetails.from_error(error))
+            except Exception:
+                logger.exception("a WebSocket request (%s) failed; the connection goes on",
+                                 type(request.command).__name__)
+                body = dialect.encode_error(request.context, ProblemDetails.internal_error())
+            else:
+                if isinstance(reply, SubscribedReply):
+                    if body is not None:
+                        _put(outbox, body)
+                        body = None
+                    _push_initial(dispatcher, observer, reply.initial)
+            if body is not None:
+                _put(outbox, body)
+
+
+def _put(outbox: Outbox, body: bytes) -> None:
+    outbox.put((text_frame(body),))
+
+
+def _push_initial(dispatcher: Dispatcher, observer: Observer,
+                  initial: Sequence[PropertyChanged]) -> None:
+    for notification in initial:
+        dispatcher.observers.get(notification.thing, PROPERTY, notification.name).deliver_to(
+            observer, notification)
+
+
+async def relay_notifications_to_websocket(
+    websocket: trio_websocket.WebSocketConnection,
+    outbox: Outbox,
+    stream: UpgradeStream,
+    limits: WebSocketLimits,
+) -> None:
+    """Write what ``outbox`` holds to the socket, everything pending in one ``send_all``.
+
+    Returns when the Outbox is closed, when the peer is gone, after closing the
+    connection with 1008 when the Outbox overflowed, or after dropping it when a write
+    made no progress within ``limits.write_timeout``.
+
+    Cancellation: a cancelled write may leave half a frame on the wire; the
+    :class:`~trio_things.transport.upgrade.UpgradeStream` is then broken and the
+    connection is never written to again.
+
+    Single writer: an Outbox has at most one relay (a second raises
+    :class:`~trio_things.errors.LocalProtocolError`), so frames leave in queue order.
+    """
+    outbox.claim_relay()
+
+    def still_open() -> bool:
+        return websocket.closed is None
+
+    async for _ in outbox.receive_channel:
+        if outbox.overflowed:
+            pending = outbox.statistics().max_queued
+            logger.warning("closing a WebSocket client that fell %d messages behind (%d)",
+                           pending, OVERFLOW_CLOSE_CODE)
+            with trio.move_on_after(limits.close_timeout):
+                await websocket.aclose(OVERFLOW_CLOSE_CODE,
+                                       f"too slow: more than {pending} messages pending")
+            return
+        data = b"".join(itertools.chain.from_iterable(outbox.take()))
+        if not data:
+            continue
+        try:
+            with trio.fail_after(limits.write_timeout):
+                if not await stream.send_all_while(data, still_open):
+                    return
+        except trio.TooSlowError:
+            logger.warning("dropping a WebSocket client whose writes stalled for %.1f s",
+                           limits.write_timeout)
+            return
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+
+
+async def _keepalive(websocket: trio_websocket.WebSocketConnection,
+                     limits: WebSocketLimits) -> None:
+    """Ping every ``keepalive_interval``; close with 1011 when a pong does not come
+    within ``keepalive_timeout`` (trio-websocket has no keepalive of its own)."""
+    while True:
+        await trio.sleep(limits.keepalive_interval)
+        try:
+            with trio.move_on_after(limits.keepalive_timeout) as waiting:
+                await websocket.ping()
+        except trio_websocket.ConnectionClosed:
+            return
+        if waiting.cancelled_caught:
+            logger.info("closing a WebSocket client that did not answer a ping in %.1f s",
+                        limits.keepalive_timeout)
+            with trio.move_on_after(limits.close_timeout):
+                await websocket.aclose(KEEPALIVE_CLOSE_CODE, "keepalive ping timeout")
+            return

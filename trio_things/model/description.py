@@ -58,14 +58,16 @@ class Form:
 class Binding(Protocol):
     """A protocol binding: the forms it serves for each affordance of a Thing.
 
-    ``thing`` is the Thing's name on this server (its first path segment); hrefs are
-    relative to the server's root.
+    ``thing`` is the Thing's name on this server (its first path segment); ``base`` the
+    server's root URL as the client addressed it. Hrefs are relative to ``base`` where
+    the scheme allows (a WebSocket binding's cannot be).
     """
 
-    def property_forms(self, thing: str, spec: PropertySpec) -> Sequence[Form]: ...
-    def action_forms(self, thing: str, spec: ActionSpec) -> Sequence[Form]: ...
-    def event_forms(self, thing: str, spec: EventSpec) -> Sequence[Form]: ...
-    def thing_forms(self, thing: str, affordances: Affordances) -> Sequence[Form]: ...
+    def property_forms(self, thing: str, spec: PropertySpec, base: str) -> Sequence[Form]: ...
+    def action_forms(self, thing: str, spec: ActionSpec, base: str) -> Sequence[Form]: ...
+    def event_forms(self, thing: str, spec: EventSpec, base: str) -> Sequence[Form]: ...
+    def thing_forms(self, thing: str, affordances: Affordances, base: str
+                    ) -> Sequence[Form]: ...
 
 
 def thing_id(base: str, name: str) -> str:
@@ -103,19 +105,21 @@ def describe_thing(
         "securityDefinitions": definitions,
         "security": list(definitions),
         "properties": {
-            spec.name: _property(spec, [f for b in bindings for f in b.property_forms(name, spec)])
+            spec.name: _property(
+                spec, [f for b in bindings for f in b.property_forms(name, spec, base)])
             for spec in affordances.properties.values()
         },
         "actions": {
-            spec.name: _action(spec, [f for b in bindings for f in b.action_forms(name, spec)])
+            spec.name: _action(
+                spec, [f for b in bindings for f in b.action_forms(name, spec, base)])
             for spec in affordances.actions.values()
         },
         "events": {
-            spec.name: _event(spec, [f for b in bindings for f in b.event_forms(name, spec)])
+            spec.name: _event(spec, [f for b in bindings for f in b.event_forms(name, spec, base)])
             for spec in affordances.events.values()
         },
     }
-    forms = [f for b in bindings for f in b.thing_forms(name, affordances)]
+    forms = [f for b in bindings for f in b.thing_forms(name, affordances, base)]
     if forms:
         td["forms"] = [form.to_json() for form in forms]
     return td

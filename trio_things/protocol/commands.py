@@ -1,22 +1,41 @@
-"""What a client asks for, whatever the wire: one frozen class per TD operation.
+"""What a client asks for and what it is told, whatever the wire.
 
-Every dialect (HTTP routes now, WebSocket dialects next) decodes its messages into
-these values, and :mod:`trio_things.dispatch` runs them. Shape is checked when the
-command is decoded; values are checked against the affordance's schema when it runs.
+* **Commands**: one frozen class per TD operation (plus the server's own reads). Every
+  binding (HTTP routes, the WebSocket dialects) decodes its messages into these values,
+  and :mod:`trio_things.dispatch` runs them. Shape is checked when the command is
+  decoded; values are checked against the affordance's schema when it runs.
+* **Replies**: what running a command answers, protocol-neutral; each binding encodes
+  them its own way.
+* **Notifications**: what observers are pushed (a property changed, an event was
+  emitted, an invocation's status changed), encoded once per dialect by the fan-out.
 """
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import attrs
 
+from trio_things.model.invocation import Invocation
+
 __all__ = [
+    "ActionStatusChanged",
     "CancelAction",
     "Command",
     "Discover",
+    "DocumentReply",
+    "EventEmitted",
+    "InvocationListReply",
+    "InvocationReply",
     "InvokeAction",
     "ListThings",
+    "NoContentReply",
+    "Notification",
+    "ObserveAction",
+    "ObserveAllProperties",
+    "ObserveProperty",
+    "PropertyChanged",
     "QueryAction",
     "QueryAllActions",
     "ReadAllProperties",
@@ -24,7 +43,16 @@ __all__ = [
     "ReadMultipleProperties",
     "ReadProperty",
     "ReadThingDescription",
+    "Reply",
+    "SubscribeAllEvents",
     "SubscribeEvent",
+    "SubscribedReply",
+    "UnobserveAction",
+    "UnobserveAllProperties",
+    "UnobserveProperty",
+    "UnsubscribeAllEvents",
+    "UnsubscribeEvent",
+    "ValueReply",
     "WriteMultipleProperties",
     "WriteProperty",
 ]
@@ -91,9 +119,11 @@ class QueryAction:
 
 @attrs.frozen(kw_only=True)
 class CancelAction:
-    """TD ``cancelaction``."""
+    """TD ``cancelaction``. ``wait``: reply once the action has stopped (HTTP); else at
+    once, and observers hear the final status when it comes (WebSocket)."""
 
     invocation_id: str
+    wait: bool = True
 
 
 @attrs.frozen(kw_only=True)
@@ -106,7 +136,78 @@ class QueryAllActions:
 
 @attrs.frozen(kw_only=True)
 class SubscribeEvent:
-    """TD ``subscribeevent`` over HTTP long-poll: reply with the next emission."""
+    """TD ``subscribeevent``: over a WebSocket, add the connection to the event's
+    observers; over HTTP long-poll, reply with the next emission."""
+
+    thing: str
+    name: str
+
+
+@attrs.frozen(kw_only=True)
+class UnsubscribeEvent:
+    """TD ``unsubscribeevent``."""
+
+    thing: str
+    name: str
+
+
+@attrs.frozen(kw_only=True)
+class SubscribeAllEvents:
+    """TD ``subscribeallevents``."""
+
+    thing: str
+
+
+@attrs.frozen(kw_only=True)
+class UnsubscribeAllEvents:
+    """TD ``unsubscribeallevents``."""
+
+    thing: str
+
+
+@attrs.frozen(kw_only=True)
+class ObserveProperty:
+    """TD ``observeproperty``: push every change of the property, starting with its
+    current value."""
+
+    thing: str
+    name: str
+
+
+@attrs.frozen(kw_only=True)
+class UnobserveProperty:
+    """TD ``unobserveproperty``."""
+
+    thing: str
+    name: str
+
+
+@attrs.frozen(kw_only=True)
+class ObserveAllProperties:
+    """TD ``observeallproperties``: every observable property of the Thing."""
+
+    thing: str
+
+
+@attrs.frozen(kw_only=True)
+class UnobserveAllProperties:
+    """TD ``unobserveallproperties``."""
+
+    thing: str
+
+
+@attrs.frozen(kw_only=True)
+class ObserveAction:
+    """Push the status of every invocation of an action (the LabThings dialect's
+    ``addActionObservation``; no TD operation says this)."""
+
+    thing: str
+    name: str
+
+
+@attrs.frozen(kw_only=True)
+class UnobserveAction:
+    """Stop :class:`ObserveAction`."""
 
     thing: str
     name: str
@@ -144,5 +245,92 @@ class Discover:
 Command = (
     ReadProperty | WriteProperty | ReadAllProperties | ReadMultipleProperties
     | WriteMultipleProperties | InvokeAction | QueryAction | CancelAction | QueryAllActions
-    | SubscribeEvent | ReadThingDescription | ReadAllThingDescriptions | ListThings | Discover
+    | SubscribeEvent | UnsubscribeEvent | SubscribeAllEvents | UnsubscribeAllEvents
+    | ObserveProperty | UnobserveProperty | ObserveAllProperties | UnobserveAllProperties
+    | ObserveAction | UnobserveAction
+    | ReadThingDescription | ReadAllThingDescriptions | ListThings | Discover
 )
+
+
+# --------------------------------------------------------------------------- notifications
+
+
+@attrs.frozen(kw_only=True)
+class PropertyChanged:
+    """Property ``name`` of Thing ``thing`` now has the JSON ``value``."""
+
+    thing: str
+    name: str
+    value: Any
+    timestamp: datetime.datetime
+
+
+@attrs.frozen(kw_only=True)
+class EventEmitted:
+    """Thing ``thing`` emitted event ``name`` with the JSON payload ``data``."""
+
+    thing: str
+    name: str
+    data: Any
+    timestamp: datetime.datetime
+
+
+@attrs.frozen(kw_only=True)
+class ActionStatusChanged:
+    """An invocation changed status. The record is live: encode it at once."""
+
+    invocation: Invocation
+    timestamp: datetime.datetime
+
+
+Notification = PropertyChanged | EventEmitted | ActionStatusChanged
+
+
+# --------------------------------------------------------------------------- replies
+
+
+@attrs.frozen(kw_only=True)
+class ValueReply:
+    """A bare JSON value (a property, an action's output, an event's data)."""
+
+    value: Any
+
+
+@attrs.frozen(kw_only=True)
+class DocumentReply:
+    """A JSON document with its own media type (a TD is ``application/td+json``)."""
+
+    document: Any
+    content_type: str = "application/json"
+
+
+@attrs.frozen(kw_only=True)
+class InvocationReply:
+    """An invocation; ``created`` when this command started it."""
+
+    invocation: Invocation
+    created: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class InvocationListReply:
+    """Several invocations, oldest first."""
+
+    invocations: tuple[Invocation, ...]
+
+
+@attrs.frozen(kw_only=True)
+class NoContentReply:
+    """Done, nothing to say (a write; a long-poll that timed out; an unobserve)."""
+
+
+@attrs.frozen(kw_only=True)
+class SubscribedReply:
+    """An observation or subscription is in place. ``initial`` holds the current values
+    of the properties now observed, to be pushed right after the reply."""
+
+    initial: tuple[PropertyChanged, ...] = ()
+
+
+Reply = (ValueReply | DocumentReply | InvocationReply | InvocationListReply | NoContentReply
+         | SubscribedReply)

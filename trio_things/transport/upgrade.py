@@ -15,10 +15,16 @@ one whole frame per ``send_all`` and negotiates no extensions (pinned to 0.12.x;
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import attrs
 import trio
 
 __all__ = ["UpgradeStream", "UpgradeStreamStatistics"]
+
+
+def _always() -> bool:
+    return True
 
 
 @attrs.frozen(kw_only=True)
@@ -91,9 +97,23 @@ class UpgradeStream(trio.abc.Stream):
         exception propagates. Cancelled while waiting for the lock, nothing was written
         and the stream stays usable.
         """
+        await self.send_all_while(data, _always)
+
+    async def send_all_while(self, data: bytes | bytearray | memoryview,
+                             still_open: Callable[[], bool]) -> bool:
+        """Like :meth:`send_all`, but write only if ``still_open()`` holds once the write
+        lock is held; return whether it wrote.
+
+        This is how the relay writes: trio-websocket marks a connection closed *before*
+        it queues its close frame for the lock, so checking under the lock guarantees no
+        data frame ever follows a close frame (RFC 6455 section 5.5.1: "The application
+        MUST NOT send any more data frames after sending a Close frame").
+        """
         self._raise_if_broken()
         async with self._write_lock:
             self._raise_if_broken()
+            if not still_open():
+                return False
             try:
                 await self._stream.send_all(data)
             except BaseException:
@@ -101,6 +121,7 @@ class UpgradeStream(trio.abc.Stream):
                 raise
             self._bytes_sent += len(data)
             self._writes += 1
+            return True
 
     async def wait_send_all_might_not_block(self) -> None:
         """Wait until the underlying stream might accept data, taking the write lock meanwhile.

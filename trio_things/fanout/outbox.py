@@ -1,0 +1,205 @@
+"""The Outbox: what one WebSocket connection has yet to be sent, in bounded memory.
+
+Theory of operation
+-------------------
+Publishers (observer sets, the connection's own replies) put whole pre-built frames
+into a connection's Outbox without ever waiting; the connection's relay task takes
+everything pending at once and writes it in one ``send_all``. Between the two, the
+Outbox decides what a client that reads slower than changes happen gets:
+
+* **Properties are state.** A frame put with :meth:`Outbox.put_latest` under a key (one
+  observed property) replaces the frame still pending under that key: a slow client gets
+  the latest value of each property, never a growing backlog. The replacement moves to
+  the end of the queue, so a client never sees a value older than a message that was
+  queued before it.
+* **Events, action status and replies are history.** Frames put with :meth:`Outbox.put`
+  are kept in order, losslessly, up to ``max_queued``. One more would have to be dropped
+  or thinned, so instead the Outbox *overflows*: it accepts nothing more, and the relay
+  closes the connection with :data:`OVERFLOW_CLOSE_CODE` and a reason. A client never
+  silently misses history.
+
+======================= =============================== ===========================
+put                     pending                         then
+======================= =============================== ===========================
+``put_latest(k, f)``    nothing under ``k``             ``f`` appended
+``put_latest(k, f)``    ``f0`` under ``k``              ``f0`` dropped, ``f`` appended
+``put(f)``              fewer than ``max_queued``       ``f`` appended
+``put(f)``              ``max_queued`` already          overflow: nothing kept
+anything                overflowed or closed            ignored
+======================= =============================== ===========================
+
+The relay learns of new frames through a :class:`trio.MemoryReceiveChannel`: the first
+put after a :meth:`~Outbox.take` rings it once (capacity 1, so a put never blocks and a
+burst of puts costs the relay one wake-up). Memory per connection is therefore bounded
+by ``max_queued`` frames plus one frame per observed property.
+
+Every method is synchronous and must be called from the Trio thread
+(:mod:`trio_things.fanout.bridge` brings worker threads' changes there).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Final
+
+import attrs
+import trio
+
+from trio_things.errors import LocalProtocolError
+
+if TYPE_CHECKING:
+    from trio_things.fanout.observers import ObserverSet
+
+__all__ = ["OVERFLOW_CLOSE_CODE", "Frame", "Outbox", "OutboxStatistics"]
+
+#: One whole WebSocket frame as parts to be joined at write time (a header, a shared
+#: body, a per-observer tail): joining once per write, not once per observer.
+Frame = tuple[bytes, ...]
+
+#: RFC 6455 section 7.4.1: "1008 indicates that an endpoint is terminating the
+#: connection because it has received a message that violates its policy." Reading too
+#: slowly to keep up with lossless history is that policy.
+OVERFLOW_CLOSE_CODE: Final = 1008
+
+
+@attrs.frozen(kw_only=True)
+class OutboxStatistics:
+    """A snapshot of an :class:`Outbox`."""
+
+    pending_latest: int
+    """Frames pending under a key (at most one per observed property)."""
+    pending_queued: int
+    """Frames pending in order (events, action status, replies)."""
+    max_queued: int
+    """The bound on ``pending_queued``."""
+    coalesced: int
+    """Frames replaced by a newer one before they were sent."""
+    taken: int
+    """Frames handed to the relay so far."""
+    overflowed: bool
+    """Whether the ordered queue overflowed (the relay then closes the connection)."""
+    closed: bool
+    """Whether the Outbox accepts nothing more."""
+
+
+@attrs.define(eq=False)
+class Outbox:
+    """The frames pending for one connection; see the module docstring for the policy.
+
+    Identity object: it is what :class:`~trio_things.fanout.observers.ObserverSet`
+    holds for a connection, and it records every set it is in (``memberships``) so the
+    connection can leave them all in one :meth:`close`.
+    """
+
+    max_queued: int = attrs.field(validator=attrs.validators.gt(0))
+    _pending: dict[Hashable, Frame] = attrs.field(init=False, factory=dict)
+    _queued: int = attrs.field(init=False, default=0)
+    _sequence: itertools.count[int] = attrs.field(init=False, factory=itertools.count)
+    _rung: bool = attrs.field(init=False, default=False)
+    _coalesced: int = attrs.field(init=False, default=0)
+    _taken: int = attrs.field(init=False, default=0)
+    _overflowed: bool = attrs.field(init=False, default=False)
+    _closed: bool = attrs.field(init=False, default=False)
+    _relay_claimed: bool = attrs.field(init=False, default=False)
+    _doorbell: trio.MemorySendChannel[None] = attrs.field(init=False)
+    receive_channel: trio.MemoryReceiveChannel[None] = attrs.field(init=False)
+    """What the relay waits on: a value arrives when frames are pending or the queue
+    overflowed; :exc:`trio.EndOfChannel` once the Outbox is closed."""
+    memberships: set[ObserverSet] = attrs.field(init=False, factory=set)
+    """The observer sets holding this Outbox; kept up to date by the sets."""
+
+    def __attrs_post_init__(self) -> None:
+        self._doorbell, self.receive_channel = trio.open_memory_channel[None](1)
+
+    @property
+    def overflowed(self) -> bool:
+        """Whether the ordered queue overflowed; nothing is accepted after that."""
+        return self._overflowed
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def put_latest(self, key: Hashable, frame: Frame) -> None:
+        """Queue ``frame`` as the latest state under ``key``, replacing a pending one.
+
+        Never blocks. Ignored once the Outbox has overflowed or is closed.
+        """
+        if self._overflowed or self._closed:
+            return
+        if self._pending.pop(key, None) is not None:
+            self._coalesced += 1
+        self._pending[key] = frame
+        self._ring()
+
+    def put(self, frame: Frame) -> None:
+        """Queue ``frame`` in order, losslessly; overflow if ``max_queued`` are pending.
+
+        Never blocks. Ignored once the Outbox has overflowed or is closed. On overflow
+        every pending frame is dropped (the connection is about to be closed, so writing
+        them would only delay the close) and the relay is woken to close it.
+        """
+        if self._overflowed or self._closed:
+            return
+        if self._queued >= self.max_queued:
+            self._overflowed = True
+            self._pending.clear()
+            self._queued = 0
+            self._ring()
+            return
+        self._queued += 1
+        self._pending[next(self._sequence)] = frame
+        self._ring()
+
+    def discard_latest(self, key: Hashable) -> None:
+        """Drop the frame pending under ``key``, if any (the client stopped observing)."""
+        self._pending.pop(key, None)
+
+    def take(self) -> list[Frame]:
+        """Every pending frame, in order, leaving none; the next put rings again."""
+        frames = list(self._pending.values())
+        self._pending.clear()
+        self._queued = 0
+        self._rung = False
+        self._taken += len(frames)
+        return frames
+
+    def claim_relay(self) -> None:
+        """Record that a relay now takes from this Outbox; a second one is a bug
+        (:class:`~trio_things.errors.LocalProtocolError`): two writers would reorder
+        frames, as two ``send_all`` callers would on a Trio stream."""
+        if self._relay_claimed:
+            raise LocalProtocolError("this Outbox already has a relay")
+        self._relay_claimed = True
+
+    def close(self) -> None:
+        """Leave every observer set, drop what is pending, accept nothing more, and end
+        the relay's channel. Idempotent; call it when the connection ends."""
+        for observers in list(self.memberships):
+            observers.discard(self)
+        self._closed = True
+        self._pending.clear()
+        self._queued = 0
+        self._doorbell.close()
+
+    def statistics(self) -> OutboxStatistics:
+        """A frozen snapshot of this Outbox."""
+        return OutboxStatistics(
+            pending_latest=len(self._pending) - self._queued,
+            pending_queued=self._queued,
+            max_queued=self.max_queued,
+            coalesced=self._coalesced,
+            taken=self._taken,
+            overflowed=self._overflowed,
+            closed=self._closed,
+        )
+
+    def _ring(self) -> None:
+        if not self._rung:
+            self._rung = True
+            try:
+                self._doorbell.send_nowait(None)
+            except trio.WouldBlock:
+                pass  # a ring is already waiting for the relay: one wake-up serves both
