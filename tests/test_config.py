@@ -23,6 +23,11 @@ invocation_retention = 5
 [server.http]
 max_body_bytes = 1000
 
+[server.websocket]
+outbox_size = 64
+write_timeout = 2.5
+keepalive_interval = 30
+
 [things.counter]
 class = "trio_things.demo:Counter"
 start = 5
@@ -31,6 +36,10 @@ start = 5
     assert config.host == "127.0.0.1"
     assert config.invocation_retention == 5
     assert config.http.max_body_bytes == 1000
+    assert config.websocket.outbox_size == 64
+    assert config.websocket.write_timeout == 2.5
+    assert config.websocket.keepalive_interval == 30
+    assert config.websocket.max_message_bytes == 64 * 1024  # the default
     [thing] = config.things
     assert thing == ThingConfig(name="counter", class_path="trio_things.demo:Counter",
                                 kwargs={"start": 5})
@@ -53,6 +62,8 @@ def test_labthings_json_config(tmp_path: Path) -> None:
     ("c.toml", "[things.'a b']\nclass = 'trio_things.demo:Counter'", "names must start"),
     ("c.toml", "[server]\nport = 'eighty'", "[server]"),
     ("c.toml", "[server]\nbogus = 1", "[server]"),
+    ("c.toml", "[server.websocket]\noutbox_size = 0", "[server]"),
+    ("c.toml", "[server.websocket]\nbogus = 1", "[server]"),
     ("c.toml", "[sever]\n", "unknown section"),
     ("c.toml", "[things\n", "not valid TOML"),
     ("c.json", "{", "not valid JSON"),

@@ -11,6 +11,8 @@ import pytest
 import trio
 import trio.testing
 import trio_websocket
+import wsproto
+import wsproto.events
 
 import trio_things as tt
 from tests.wsclient import open_ws, receive, request, send
@@ -570,4 +572,56 @@ async def test_many_connect_disconnect_cycles_leave_nothing_behind(
             async with open_ws(server, "/counter/ws", WTP) as ws:
                 await request(ws, "observeproperty", name="count")
                 await request(ws, "subscribeallevents", thing="thermometer")
+        assert observer_count(server) == 0
+
+
+# --------------------------------------------------------------------------- liveness
+
+
+async def test_pings_notifications_and_replies_interleave_without_a_corrupted_frame(
+        server: ThingServer) -> None:
+    """The server's pongs (written by trio-websocket) and the relay's frames share one
+    socket; a lockstep client reads in small pieces, so a torn frame would be caught."""
+    sensor = server.things["sensor"]
+    with trio.fail_after(10):
+        async with open_ws(server, "/sensor/ws", WTP,
+                           stream_pair=trio.testing.lockstep_stream_pair) as ws:
+            await request(ws, "subscribeevent", thing=None, name="tick")
+            async with trio.open_nursery() as nursery:
+
+                async def ping_often() -> None:
+                    for _ in range(50):
+                        await ws.ping()
+
+                nursery.start_soon(ping_often)
+                for i in range(300):
+                    sensor.tick.emit(i)  # type: ignore[attr-defined]
+                received = [(await receive(ws))["data"] for _ in range(300)]
+            assert received == list(range(300))
+            assert (await request(ws, "readproperty", thing=None, name="level"))["value"] == 0
+
+
+async def test_a_client_that_never_answers_pings_is_closed_with_1011(
+        autojump_clock: trio.testing.MockClock) -> None:
+    server = make_server(keepalive_interval=5.0, keepalive_timeout=3.0)
+    async with server.running():
+        client_stream, server_stream = trio.testing.memory_stream_pair()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.handle_connection, server_stream)
+            client = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+            await client_stream.send_all(client.send(wsproto.events.Request(
+                host="testserver", target="/counter/ws", subprotocols=WTP)))
+            events: list[wsproto.events.Event] = []
+            start = trio.current_time()
+            with trio.fail_after(60):
+                while not any(isinstance(e, wsproto.events.CloseConnection) for e in events):
+                    client.receive_data(await client_stream.receive_some())
+                    events.extend(client.events())  # and never answer a ping
+            assert isinstance(events[0], wsproto.events.AcceptConnection)
+            assert any(isinstance(e, wsproto.events.Ping) for e in events)
+            close = events[-1]
+            assert isinstance(close, wsproto.events.CloseConnection)
+            assert close.code == 1011
+            assert trio.current_time() - start == pytest.approx(5.0 + 3.0)
+            nursery.cancel_scope.cancel()
         assert observer_count(server) == 0

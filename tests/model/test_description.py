@@ -17,6 +17,7 @@ import trio_things as tt
 from trio_things.demo import Counter, Thermometer
 from trio_things.http_api import HttpBinding
 from trio_things.model.description import TD_CONTEXT, describe_thing
+from trio_things.websockets import WebSocketBinding
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,7 +97,7 @@ class Everything(tt.Thing):
 def describe(cls: type[tt.Thing], name: str) -> dict[str, Any]:
     return describe_thing(cls.affordances, name=name, title=cls.__name__,
                           description=cls.__doc__, base="http://127.0.0.1:8000/",
-                          bindings=[HttpBinding()])
+                          bindings=[HttpBinding(), WebSocketBinding()])
 
 
 @pytest.mark.parametrize(("cls", "name"), [
@@ -123,7 +124,7 @@ def test_td_shape_for_consumers() -> None:
     count = td["properties"]["count"]
     assert count | {"forms": None} == {
         "type": "integer", "minimum": 0, "maximum": 100, "multipleOf": 2,
-        "observable": False, "forms": None}
+        "observable": True, "forms": None}
     assert td["properties"]["when"]["readOnly"] is True
     assert td["properties"]["when"]["forms"][0]["op"] == ["readproperty"]
     assert td["properties"]["flag"]["forms"][0]["op"] == ["readproperty", "writeproperty"]
@@ -138,6 +139,35 @@ def test_td_shape_for_consumers() -> None:
     assert "input" not in td["actions"]["reset"]
     assert "data" not in td["events"]["ping"]
     assert td["events"]["moved"]["data"]["required"] == ["x"]
+
+
+def test_td_advertises_the_websocket_forms_after_the_http_ones() -> None:
+    td = describe(Everything, "everything")
+    ws_href = "ws://127.0.0.1:8000/everything/ws"
+
+    def ws_ops(forms: list[dict[str, Any]]) -> list[str]:
+        [form] = [f for f in forms if f.get("subprotocol") == "webthingprotocol"]
+        assert form["href"] == ws_href
+        assert forms[-1] is form  # HTTP forms first: generic consumers take the first
+        return list(form["op"])
+
+    assert ws_ops(td["properties"]["flag"]["forms"]) == [
+        "readproperty", "writeproperty", "observeproperty", "unobserveproperty"]
+    assert ws_ops(td["properties"]["when"]["forms"]) == [
+        "readproperty", "observeproperty", "unobserveproperty"]
+    assert ws_ops(td["actions"]["measure"]["forms"]) == [
+        "invokeaction", "queryaction", "cancelaction"]
+    assert ws_ops(td["events"]["moved"]["forms"]) == ["subscribeevent", "unsubscribeevent"]
+    assert set(ws_ops(td["forms"])) == {
+        "readallproperties", "readmultipleproperties", "writeallproperties",
+        "writemultipleproperties", "observeallproperties", "unobserveallproperties",
+        "queryallactions", "subscribeallevents", "unsubscribeallevents"}
+
+
+def test_an_https_base_gives_wss_forms() -> None:
+    td = describe_thing(Counter.affordances, name="counter", title="Counter", description=None,
+                        base="https://lab.example/", bindings=[WebSocketBinding()])
+    assert td["properties"]["count"]["forms"][0]["href"] == "wss://lab.example/counter/ws"
 
 
 def test_base_must_end_with_slash() -> None:

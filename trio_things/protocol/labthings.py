@@ -80,7 +80,7 @@ class LabThingsDialect:
         if not isinstance(data, dict):
             raise MessageError(BadRequest("a message must be a JSON object"))
         message_type = data.get("messageType")
-        if message_type not in _OBSERVATIONS:
+        if not isinstance(message_type, str) or message_type not in _OBSERVATIONS:
             raise MessageError(BadRequest(
                 f"unknown messageType {message_type!r}; expected one of {sorted(_OBSERVATIONS)}"))
         kind, on, off = _OBSERVATIONS[message_type]

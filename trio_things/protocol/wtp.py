@@ -61,6 +61,8 @@ _THING_WIDE: Final = frozenset({
     "writemultipleproperties", "observeallproperties", "unobserveallproperties",
     "queryallactions", "subscribeallevents", "unsubscribeallevents",
 })
+#: Common members that must be strings when present.
+_STRING_MEMBERS: Final = ("thingID", "messageID", "operation", "name", "correlationID")
 #: Every operation we serve, for the error that lists them.
 OPERATIONS: Final = _NAMED | _BY_ACTION_ID | _THING_WIDE
 
@@ -153,26 +155,28 @@ class WebThingProtocol:
         if not isinstance(data, dict):
             raise MessageError(BadRequest("a message must be a JSON object"))
         envelope = Envelope(
-            thing_id=_optional_str(data, "thingID"),
-            operation=_optional_str(data, "operation"),
-            name=_optional_str(data, "name"),
-            correlation_id=(_optional_str(data, "correlationID")
-                            or _optional_str(data, "messageID")),
+            thing_id=_string(data, "thingID"),
+            operation=_string(data, "operation"),
+            name=_string(data, "name"),
+            correlation_id=_string(data, "correlationID") or _string(data, "messageID"),
         )
         try:
-            return [self._request(data, envelope)]
+            for key in _STRING_MEMBERS:
+                if data.get(key) is not None and not isinstance(data[key], str):
+                    raise BadRequest(f"{key} must be a string, not {type(data[key]).__name__}")
+            thing = self._thing(envelope.thing_id)
+            envelope = attrs.evolve(envelope, thing_id=self._thing_ids[thing])
+            return [self._request(data, envelope, thing)]
         except RemoteProtocolError as error:
             raise MessageError(error, envelope) from None
 
-    def _request(self, data: dict[str, Any], envelope: Envelope) -> Request:
+    def _request(self, data: dict[str, Any], envelope: Envelope, thing: str) -> Request:
         message_type = data.get("messageType", "request")
         if message_type != "request":
             raise BadRequest(f"messageType must be 'request', not {message_type!r}")
         operation = envelope.operation
         if operation is None:
             raise BadRequest("the message has no operation")
-        thing = self._thing(envelope.thing_id)
-        envelope = attrs.evolve(envelope, thing_id=self._thing_ids[thing])
         name = envelope.name
         if operation in _NAMED and name is None:
             raise BadRequest(f"{operation} needs a name")
@@ -248,11 +252,10 @@ class WebThingProtocol:
     def _tail(envelope: Envelope) -> bytes:
         """What ends each notification of this request's observation: ``,"operation":
         ...,"thingID":...,"correlationID":...}``."""
-        return b"," + _dumps({
-            "operation": envelope.operation,
-            "thingID": envelope.thing_id,
-            "correlationID": envelope.correlation_id,
-        })[1:]
+        members = {"operation": envelope.operation, "thingID": envelope.thing_id}
+        if envelope.correlation_id is not None:
+            members["correlationID"] = envelope.correlation_id
+        return b"," + _dumps(members)[1:]
 
     # ------------------------------------------------------------------ encoding
 
@@ -313,13 +316,11 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _optional_str(data: dict[str, Any], key: str) -> str | None:
+def _string(data: dict[str, Any], key: str) -> str | None:
+    """``data[key]`` if it is a string, else None (the type is checked separately, so
+    that the error reply can still echo the members that are right)."""
     value = data.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise MessageError(BadRequest(f"{key} must be a string, not {type(value).__name__}"))
-    return value
+    return value if isinstance(value, str) else None
 
 
 def _str(value: str | None) -> str:

@@ -1,0 +1,242 @@
+"""The Outbox policy, without a relay: coalescing, ordering, overflow and the doorbell.
+
+Memory channels work outside ``trio.run``, so these are plain functions.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from trio_things.errors import LocalProtocolError
+from trio_things.fanout.observers import Observer, ObserverSet
+from trio_things.fanout.outbox import Frame, Outbox, OutboxStatistics
+
+
+def frame(name: str) -> Frame:
+    return (name.encode(),)
+
+
+def rings(outbox: Outbox) -> int:
+    """How many wake-ups the relay would get right now."""
+    count = 0
+    while True:
+        try:
+            outbox.receive_channel.receive_nowait()
+        except trio.WouldBlock:
+            return count
+        count += 1
+
+
+def test_put_latest_keeps_only_the_latest_per_key() -> None:
+    outbox = Outbox(max_queued=10)
+    outbox.put_latest("k1", frame("old"))
+    outbox.put_latest("k1", frame("new"))
+    outbox.put_latest("k2", frame("other"))
+    assert outbox.statistics().coalesced == 1
+    assert outbox.statistics().pending_latest == 2
+    assert outbox.take() == [frame("new"), frame("other")]
+
+
+def test_replacement_moves_to_the_end() -> None:
+    outbox = Outbox(max_queued=10)
+    outbox.put_latest("k1", frame("k1-old"))
+    outbox.put(frame("f"))
+    outbox.put_latest("k1", frame("k1-latest"))
+    assert outbox.take() == [frame("f"), frame("k1-latest")]
+
+
+def test_put_keeps_every_frame_in_order() -> None:
+    outbox = Outbox(max_queued=10)
+    frames = [frame(str(i)) for i in range(10)]
+    for f in frames:
+        outbox.put(f)
+    assert outbox.statistics().pending_queued == 10
+    assert outbox.take() == frames
+    assert outbox.take() == []
+
+
+def test_put_and_put_latest_interleave_in_order() -> None:
+    outbox = Outbox(max_queued=10)
+    outbox.put(frame("a"))
+    outbox.put_latest("k", frame("k"))
+    outbox.put(frame("b"))
+    assert outbox.take() == [frame("a"), frame("k"), frame("b")]
+
+
+def test_take_frees_room_in_the_queue() -> None:
+    outbox = Outbox(max_queued=2)
+    outbox.put(frame("a"))
+    outbox.put(frame("b"))
+    assert outbox.take() == [frame("a"), frame("b")]
+    outbox.put(frame("c"))
+    outbox.put(frame("d"))
+    assert not outbox.overflowed
+    assert outbox.take() == [frame("c"), frame("d")]
+
+
+def test_overflow_drops_everything_and_ignores_later_puts() -> None:
+    outbox = Outbox(max_queued=3)
+    outbox.put_latest("k", frame("k"))
+    for i in range(3):
+        outbox.put(frame(str(i)))
+    assert not outbox.overflowed
+    outbox.put(frame("one too many"))
+    assert outbox.overflowed
+    assert outbox.statistics().overflowed
+    outbox.put(frame("later"))
+    outbox.put_latest("k", frame("later k"))
+    assert outbox.take() == []
+    stats = outbox.statistics()
+    assert (stats.pending_latest, stats.pending_queued) == (0, 0)
+
+
+def test_put_latest_does_not_count_towards_max_queued() -> None:
+    outbox = Outbox(max_queued=1)
+    for key in range(5):
+        outbox.put_latest(("property", key), frame(str(key)))
+    outbox.put(frame("event"))
+    assert not outbox.overflowed
+    assert len(outbox.take()) == 6
+
+
+def test_overflow_rings_the_relay() -> None:
+    outbox = Outbox(max_queued=1)
+    outbox.put(frame("a"))
+    assert rings(outbox) == 1
+    outbox.take()
+    outbox.put(frame("b"))
+    outbox.put(frame("c"))  # overflows; the ring of "b" is still waiting
+    assert outbox.overflowed
+    assert rings(outbox) == 1
+    assert outbox.take() == []
+
+
+def test_max_queued_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        Outbox(max_queued=0)
+
+
+def test_a_burst_rings_once() -> None:
+    outbox = Outbox(max_queued=10)
+    outbox.put(frame("a"))
+    outbox.put_latest("k", frame("k"))
+    outbox.put(frame("b"))
+    outbox.receive_channel.receive_nowait()
+    with pytest.raises(trio.WouldBlock):
+        outbox.receive_channel.receive_nowait()
+
+
+def test_take_rearms_the_doorbell() -> None:
+    outbox = Outbox(max_queued=10)
+    outbox.put(frame("a"))
+    assert rings(outbox) == 1
+    outbox.put(frame("b"))
+    assert rings(outbox) == 0
+    assert outbox.take() == [frame("a"), frame("b")]
+    outbox.put_latest("k", frame("k"))
+    outbox.put(frame("c"))
+    assert rings(outbox) == 1
+    assert outbox.take() == [frame("k"), frame("c")]
+
+
+def test_a_waiting_ring_serves_puts_after_take() -> None:
+    outbox = Outbox(max_queued=10)
+    outbox.put(frame("a"))
+    outbox.take()  # before the relay received the ring
+    outbox.put(frame("b"))  # must not block or raise although the ring is still queued
+    assert rings(outbox) == 1
+    assert outbox.take() == [frame("b")]
+
+
+def test_no_ring_without_a_put() -> None:
+    outbox = Outbox(max_queued=10)
+    assert rings(outbox) == 0
+    assert outbox.take() == []
+    assert rings(outbox) == 0
+
+
+def test_discard_latest() -> None:
+    outbox = Outbox(max_queued=10)
+    outbox.put_latest("k1", frame("k1"))
+    outbox.put(frame("f"))
+    outbox.put_latest("k2", frame("k2"))
+    outbox.discard_latest("k1")
+    outbox.discard_latest("absent")
+    stats = outbox.statistics()
+    assert (stats.pending_latest, stats.pending_queued) == (1, 1)
+    assert outbox.take() == [frame("f"), frame("k2")]
+
+
+def test_close_ends_the_channel_and_ignores_puts() -> None:
+    outbox = Outbox(max_queued=10)
+    outbox.close()
+    assert outbox.closed
+    with pytest.raises(trio.EndOfChannel):
+        outbox.receive_channel.receive_nowait()
+    outbox.put(frame("a"))
+    outbox.put_latest("k", frame("k"))
+    assert outbox.take() == []
+    assert outbox.statistics().closed
+
+
+def test_close_drops_pending_frames_and_the_channel_ends_after_the_ring() -> None:
+    outbox = Outbox(max_queued=10)
+    outbox.put(frame("a"))
+    outbox.put_latest("k", frame("k"))
+    outbox.close()
+    outbox.close()  # idempotent
+    assert outbox.take() == []
+    outbox.receive_channel.receive_nowait()  # the ring already sent is still delivered
+    with pytest.raises(trio.EndOfChannel):
+        outbox.receive_channel.receive_nowait()
+
+
+def test_close_leaves_every_observer_set() -> None:
+    outbox = Outbox(max_queued=10)
+    sets = [ObserverSet(key=("counter", "property", "count"), coalesce=True),
+            ObserverSet(key=("counter", "event", "e"), coalesce=False)]
+    other = Outbox(max_queued=10)
+    for observers in sets:
+        observers.add(Observer(outbox=outbox, encoder=bytes))
+        observers.add(Observer(outbox=other, encoder=bytes))
+    assert outbox.memberships == set(sets)
+    outbox.close()
+    assert outbox.memberships == set()
+    for observers in sets:
+        assert outbox not in observers
+        assert other in observers
+        assert len(observers) == 1
+
+
+def test_claim_relay_once() -> None:
+    outbox = Outbox(max_queued=10)
+    outbox.claim_relay()
+    with pytest.raises(LocalProtocolError):
+        outbox.claim_relay()
+
+
+def test_statistics() -> None:
+    outbox = Outbox(max_queued=5)
+    assert outbox.statistics() == OutboxStatistics(
+        pending_latest=0, pending_queued=0, max_queued=5, coalesced=0, taken=0,
+        overflowed=False, closed=False)
+    outbox.put_latest("k", frame("1"))
+    outbox.put_latest("k", frame("2"))
+    outbox.put_latest("j", frame("3"))
+    outbox.put(frame("4"))
+    assert outbox.statistics() == OutboxStatistics(
+        pending_latest=2, pending_queued=1, max_queued=5, coalesced=1, taken=0,
+        overflowed=False, closed=False)
+    outbox.take()
+    outbox.put(frame("5"))
+    outbox.take()
+    assert outbox.statistics() == OutboxStatistics(
+        pending_latest=0, pending_queued=0, max_queued=5, coalesced=1, taken=4,
+        overflowed=False, closed=False)
+
+
+def test_outboxes_compare_by_identity() -> None:
+    a, b = Outbox(max_queued=1), Outbox(max_queued=1)
+    assert a != b
+    assert len({a, b}) == 2
