@@ -94,7 +94,8 @@ class WebSocketLimits:
     with 1008 (properties are coalesced and never count). At ~200 bytes a message,
     about 200 KiB per connection at worst."""
     write_timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
-    """Seconds one write may make no progress before the connection is dropped."""
+    """Seconds one write of everything pending may take (its wait for the socket's write
+    lock included) before the connection is dropped: a client that stopped reading."""
     keepalive_interval: float = attrs.field(default=20.0, validator=attrs.validators.gt(0))
     """Seconds between two pings."""
     keepalive_timeout: float = attrs.field(default=20.0, validator=attrs.validators.gt(0))

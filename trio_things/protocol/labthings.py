@@ -37,12 +37,12 @@ _Observation = Callable[..., c.Command]
 
 #: messageType -> (affordance kind, command when true, command when false or removed).
 _OBSERVATIONS: Final[dict[str, tuple[str, _Observation, _Observation]]] = {
-    "addPropertyObservation": ("properties", c.ObserveProperty, c.UnobserveProperty),
-    "removePropertyObservation": ("properties", c.UnobserveProperty, c.UnobserveProperty),
-    "addActionObservation": ("actions", c.ObserveAction, c.UnobserveAction),
-    "removeActionObservation": ("actions", c.UnobserveAction, c.UnobserveAction),
-    "addEventObservation": ("events", c.SubscribeEvent, c.UnsubscribeEvent),
-    "removeEventObservation": ("events", c.UnsubscribeEvent, c.UnsubscribeEvent),
+    "addPropertyObservation": ("property", c.ObserveProperty, c.UnobserveProperty),
+    "removePropertyObservation": ("property", c.UnobserveProperty, c.UnobserveProperty),
+    "addActionObservation": ("action", c.ObserveAction, c.UnobserveAction),
+    "removeActionObservation": ("action", c.UnobserveAction, c.UnobserveAction),
+    "addEventObservation": ("event", c.SubscribeEvent, c.UnsubscribeEvent),
+    "removeEventObservation": ("event", c.UnsubscribeEvent, c.UnsubscribeEvent),
 }
 
 
@@ -88,12 +88,14 @@ class LabThingsDialect:
         if not isinstance(names, dict) or not names:
             raise MessageError(BadRequest(
                 f'{message_type} needs data: an object like {{"name": true}}'))
-        known: Mapping[str, Any] = getattr(self._affordances, kind)
+        known: Mapping[str, Any] = {
+            "property": self._affordances.properties, "action": self._affordances.actions,
+            "event": self._affordances.events}[kind]
         requests = []
         for name, wanted in names.items():
             if name not in known:
                 raise MessageError(NotFound(
-                    f"Thing {self._thing!r} has no {kind[:-1]} {name!r}"))
+                    f"Thing {self._thing!r} has no {kind} {name!r}"))
             command = (on if wanted else off)(thing=self._thing, name=name)
             requests.append(Request(command=command))
         return requests
