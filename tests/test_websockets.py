@@ -13,6 +13,8 @@ import trio.testing
 import trio_websocket
 import wsproto
 import wsproto.events
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import trio_things as tt
 from tests.wsclient import open_ws, receive, request, send
@@ -20,7 +22,7 @@ from trio_things.config import ServerConfig
 from trio_things.demo import Counter, Thermometer
 from trio_things.model.description import thing_id
 from trio_things.server import ThingServer
-from trio_things.websockets import SUBPROTOCOL, WebSocketLimits, websocket_route
+from trio_things.websockets import SUBPROTOCOL, RequestRate, WebSocketLimits, websocket_route
 
 WTP = [SUBPROTOCOL]
 BASE = "http://testserver/"
@@ -625,3 +627,102 @@ async def test_a_client_that_never_answers_pings_is_closed_with_1011(
             assert trio.current_time() - start == pytest.approx(5.0 + 3.0)
             nursery.cancel_scope.cancel()
         assert observer_count(server) == 0
+
+
+# --------------------------------------------------------------------------- floods
+
+
+def test_request_rate_is_a_token_bucket() -> None:
+    rate = RequestRate(rate=10.0, burst=3)
+    assert [rate.allow(0.0) for _ in range(4)] == [True, True, True, False]
+    assert rate.refused == 1
+    assert not rate.allow(0.05)  # half a token back
+    assert rate.refused == 2
+    assert rate.allow(0.1)  # one token back: served, and the refusals are forgiven
+    assert rate.refused == 0
+    assert [rate.allow(100.0) for _ in range(4)] == [True, True, True, False]  # capped
+
+
+async def test_a_flood_is_answered_429_then_closed_with_1008(
+        mock_clock: trio.testing.MockClock) -> None:
+    server = make_server(max_requests_per_second=10.0, request_burst=5)
+    async with server.running():
+        with trio.fail_after(5):
+            async with open_ws(server, "/counter/ws", WTP) as ws:
+                for _ in range(5):
+                    assert (await request(ws, "readproperty", name="count"))["value"] == 0
+                refused = await request(ws, "readproperty", name="count")
+                assert refused["error"]["status"] == 429
+                mock_clock.jump(1.0)  # virtual time moves only here: the bucket refills
+                assert (await request(ws, "readproperty", name="count"))["value"] == 0
+                # 4 tokens left: 4 served, 5 refused (the burst), the 6th refusal closes.
+                for _ in range(4 + 5 + 1):
+                    await send(ws, {"operation": "readproperty", "name": "count"})
+                statuses = []
+                with pytest.raises(trio_websocket.ConnectionClosed) as info:
+                    while True:
+                        statuses.append((await receive(ws)).get("error", {}).get("status"))
+                assert info.value.reason.code == 1008
+                assert statuses == [None] * 4 + [429] * 5, statuses
+            assert observer_count(server) == 0
+
+
+# --------------------------------------------------------------------------- property-based
+
+OPERATIONS = st.sampled_from([
+    ("observeproperty", "count"), ("unobserveproperty", "count"),
+    ("observeproperty", "nothing"), ("observeallproperties", None),
+    ("unobserveallproperties", None), ("subscribeevent", "tick"),
+    ("unsubscribeevent", "tick"), ("subscribeallevents", None),
+    ("unsubscribeallevents", None), ("readproperty", "level"), ("dance", None),
+])
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(st.tuples(st.sampled_from(["counter", "sensor"]), OPERATIONS),
+                      max_size=12))
+def test_any_sequence_of_requests_leaves_the_observer_sets_as_asked(
+        steps: list[tuple[str, tuple[str, str | None]]]) -> None:
+    """Every request gets exactly one response, and the observer sets then hold exactly
+    what the client asked for, by a model that knows nothing of the server."""
+
+    async def main() -> None:
+        server = make_server()
+        async with server.running():
+            assert server._dispatcher is not None
+            observers = server._dispatcher.observers
+            expected: set[tuple[str, str, str]] = set()
+            with trio.fail_after(10):
+                async with open_ws(server, "/ws", WTP) as ws:
+                    for thing, (operation, name) in steps:
+                        members = {} if name is None else {"name": name}
+                        response = await request(ws, operation, thing=thing, **members)
+                        properties = list(server.things[thing].affordances.properties)
+                        events = list(server.things[thing].affordances.events)
+                        ok = "error" not in response
+                        if operation == "observeproperty" and ok:
+                            expected.add((thing, "property", str(name)))
+                        elif operation == "unobserveproperty" and ok:
+                            expected.discard((thing, "property", str(name)))
+                        elif operation == "observeallproperties":
+                            expected |= {(thing, "property", p) for p in properties}
+                        elif operation == "unobserveallproperties":
+                            expected -= {(thing, "property", p) for p in properties}
+                        elif operation == "subscribeevent" and ok:
+                            expected.add((thing, "event", str(name)))
+                        elif operation == "unsubscribeevent" and ok:
+                            expected.discard((thing, "event", str(name)))
+                        elif operation == "subscribeallevents":
+                            expected |= {(thing, "event", e) for e in events}
+                        elif operation == "unsubscribeallevents":
+                            expected -= {(thing, "event", e) for e in events}
+                        if name == "nothing" or operation == "dance":
+                            assert not ok
+                        observed = {s.key for s in observers if len(s)}
+                        assert observed == expected
+                        # One response per request: the next request's response is the
+                        # next response (request() skips notifications only).
+                assert {s.key for s in observers if len(s)} == set()
+
+    trio.run(main)

@@ -26,7 +26,8 @@ Close codes (RFC 6455 section 7.4.1) a client can expect:
 ====== ========================================================================
 1000   the client closed normally (echoed)
 1001   the server is shutting down
-1008   the client read too slowly: its queue of events and action status overflowed
+1008   the client read too slowly: its queue of events and action status overflowed;
+       or it kept sending faster than ``max_requests_per_second`` after 429 answers
 1009   a message above ``max_message_bytes`` (sent by trio-websocket)
 1011   no pong within ``keepalive_timeout``
 (none) a write made no progress within ``write_timeout``: the TCP connection is
@@ -40,7 +41,7 @@ import itertools
 import logging
 import urllib.parse
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from typing import Final
+from typing import Any, Final
 
 import attrs
 import trio
@@ -49,7 +50,7 @@ import trio_websocket
 from trio_things.dispatch import Dispatcher
 from trio_things.errors import RemoteProtocolError
 from trio_things.fanout.observers import PROPERTY, Observer
-from trio_things.fanout.outbox import OVERFLOW_CLOSE_CODE, Outbox
+from trio_things.fanout.outbox import Outbox
 from trio_things.model.affordances import ActionSpec, Affordances, EventSpec, PropertySpec
 from trio_things.model.description import Form, thing_id
 from trio_things.protocol.commands import PropertyChanged, SubscribedReply
@@ -80,6 +81,9 @@ logger = logging.getLogger("trio_things.websockets")
 KEEPALIVE_CLOSE_CODE: Final = 1011
 #: "1001 indicates that an endpoint is 'going away', such as a server going down".
 SHUTDOWN_CLOSE_CODE: Final = 1001
+#: "1008 indicates that an endpoint is terminating the connection because it has
+#: received a message that violates its policy": here, a flood of them.
+RATE_CLOSE_CODE: Final = 1008
 
 
 @attrs.frozen(kw_only=True)
@@ -100,12 +104,50 @@ class WebSocketLimits:
     """Seconds between two pings."""
     keepalive_timeout: float = attrs.field(default=20.0, validator=attrs.validators.gt(0))
     """Seconds a pong may take before the connection is closed with 1011."""
+    max_requests_per_second: float = attrs.field(default=200.0,
+                                                 validator=attrs.validators.gt(0))
+    """The sustained rate of messages a client may send. Above it (after a burst of
+    ``request_burst``) each message is answered 429 without being run."""
+    request_burst: int = attrs.field(default=200, validator=attrs.validators.gt(0))
+    """Messages a client may send at once; also how many 429 answers in a row it gets
+    before it is closed with 1008, if it keeps flooding."""
     handshake_timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
     """Seconds a client has to complete the opening handshake."""
     close_timeout: float = attrs.field(default=0.25, validator=attrs.validators.gt(0))
     """Seconds we wait for the peer to answer our close frame. Short on purpose: at
     shutdown trio-websocket's reader is cancelled too, so the answer is never read and
     this always elapses; Ctrl-C must still end ``serve`` within a second."""
+
+
+@attrs.define
+class RequestRate:
+    """A token bucket: ``burst`` messages at once, ``rate`` per second sustained.
+
+    Pure (the caller passes the time), so it is tested without a clock. ``refused``
+    counts the messages refused since the last one accepted: a client that keeps
+    sending after being told to slow down is closed.
+    """
+
+    rate: float
+    burst: int
+    _tokens: float = attrs.field(init=False)
+    _last: float | None = attrs.field(init=False, default=None)
+    refused: int = attrs.field(init=False, default=0)
+
+    def __attrs_post_init__(self) -> None:
+        self._tokens = float(self.burst)
+
+    def allow(self, now: float) -> bool:
+        """Whether a message arriving at ``now`` (seconds) may be served."""
+        if self._last is not None:
+            self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            self.refused = 0
+            return True
+        self.refused += 1
+        return False
 
 
 def websocket_route(path: str, things: Collection[str]) -> str | None:
@@ -246,7 +288,8 @@ async def websocket_endpoint(
             nursery.start_soon(run_then_cancel, relay_notifications_to_websocket,
                                websocket, outbox, stream, limits)
             nursery.start_soon(run_then_cancel, _keepalive, websocket, limits)
-            await process_messages_from_websocket(websocket, outbox, dialect, dispatcher)
+            await process_messages_from_websocket(websocket, outbox, dialect, dispatcher,
+                                                  limits)
             nursery.cancel_scope.cancel()
     finally:
         outbox.close()
@@ -257,6 +300,7 @@ async def process_messages_from_websocket(
     outbox: Outbox,
     dialect: Dialect,
     dispatcher: Dispatcher,
+    limits: WebSocketLimits,
 ) -> None:
     """Read every message until the connection closes, and answer each through ``outbox``.
 
@@ -268,13 +312,26 @@ async def process_messages_from_websocket(
     Error handling:
         A message that cannot be served is answered with an error message holding RFC
         9457 problem details, and reading goes on. A bug (in trio-things or Thing code)
-        is logged with its traceback and answered with 500; reading goes on.
+        is logged with its traceback and answered with 500; reading goes on. Messages
+        above ``limits.max_requests_per_second`` are answered 429 unserved; a client
+        that sends ``limits.request_burst`` of them in a row is closed with 1008.
     """
+    rate = RequestRate(rate=limits.max_requests_per_second, burst=limits.request_burst)
+    too_many = ProblemDetails.from_status(
+        429, f"more than {limits.max_requests_per_second:g} messages per second; slow down")
     while True:
         try:
             message = await websocket.get_message()
         except trio_websocket.ConnectionClosed:
             return
+        if outbox.close_request is not None:
+            continue  # closing: keep reading (for the close handshake), serve nothing
+        if not rate.allow(trio.current_time()):
+            if rate.refused > limits.request_burst:
+                outbox.request_close(RATE_CLOSE_CODE, "request rate limit exceeded")
+            else:
+                _put(outbox, dialect.encode_error(_context(dialect, message), too_many))
+            continue
         try:
             requests = dialect.decode(message)
         except MessageError as error:
@@ -302,6 +359,15 @@ async def process_messages_from_websocket(
                 _put(outbox, body)
 
 
+def _context(dialect: Dialect, message: str | bytes) -> Any:
+    """What an error reply to ``message`` should echo (its correlationID, ...)."""
+    try:
+        requests = dialect.decode(message)
+    except MessageError as error:
+        return error.context
+    return requests[0].context if requests else None
+
+
 def _put(outbox: Outbox, body: bytes) -> None:
     outbox.put((text_frame(body),))
 
@@ -322,8 +388,10 @@ async def relay_notifications_to_websocket(
     """Write what ``outbox`` holds to the socket, everything pending in one ``send_all``.
 
     Returns when the Outbox is closed, when the peer is gone, after closing the
-    connection with 1008 when the Outbox overflowed, or after dropping it when a write
-    made no progress within ``limits.write_timeout``.
+    connection as the Outbox asked (:meth:`~trio_things.fanout.outbox.Outbox.request_close`:
+    1008 when it overflowed, or for a flood) once what was queued before is written, or
+    after dropping it when a write did not complete within ``limits.write_timeout``.
+    Once the connection is closing (whoever closed it), frames are dropped unwritten.
 
     Cancellation: a cancelled write may leave half a frame on the wire; the
     :class:`~trio_things.transport.upgrade.UpgradeStream` is then broken and the
@@ -338,26 +406,25 @@ async def relay_notifications_to_websocket(
         return websocket.closed is None
 
     async for _ in outbox.receive_channel:
-        if outbox.overflowed:
-            pending = outbox.statistics().max_queued
-            logger.warning("closing a WebSocket client that fell %d messages behind (%d)",
-                           pending, OVERFLOW_CLOSE_CODE)
-            with trio.move_on_after(limits.close_timeout):
-                await websocket.aclose(OVERFLOW_CLOSE_CODE,
-                                       f"too slow: more than {pending} messages pending")
-            return
+        # Read before taking: every frame queued before a close request is in this take
+        # (the Outbox accepts none after it), so it is written before the close frame.
+        closing = outbox.close_request
         data = b"".join(itertools.chain.from_iterable(outbox.take()))
-        if not data:
-            continue
-        try:
-            with trio.fail_after(limits.write_timeout):
-                if not await stream.send_all_while(data, still_open):
-                    return
-        except trio.TooSlowError:
-            logger.warning("dropping a WebSocket client whose writes stalled for %.1f s",
-                           limits.write_timeout)
-            return
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        if data:
+            try:
+                with trio.fail_after(limits.write_timeout):
+                    # Not written once the connection is closing: dropped, as it must be.
+                    await stream.send_all_while(data, still_open)
+            except trio.TooSlowError:
+                logger.warning("dropping a WebSocket client whose writes stalled for %.1f s",
+                               limits.write_timeout)
+                return
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+        if closing is not None:
+            logger.warning("closing a WebSocket client (%d): %s", closing.code, closing.reason)
+            with trio.move_on_after(limits.close_timeout):
+                await websocket.aclose(closing.code, closing.reason)
             return
 
 

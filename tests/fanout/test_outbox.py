@@ -10,7 +10,13 @@ import trio
 
 from trio_things.errors import LocalProtocolError
 from trio_things.fanout.observers import Observer, ObserverSet
-from trio_things.fanout.outbox import Frame, Outbox, OutboxStatistics
+from trio_things.fanout.outbox import (
+    OVERFLOW_CLOSE_CODE,
+    CloseRequest,
+    Frame,
+    Outbox,
+    OutboxStatistics,
+)
 
 
 def frame(name: str) -> Frame:
@@ -240,3 +246,25 @@ def test_outboxes_compare_by_identity() -> None:
     a, b = Outbox(max_queued=1), Outbox(max_queued=1)
     assert a != b
     assert len({a, b}) == 2
+
+
+def test_a_close_request_keeps_what_was_queued_and_seals_the_outbox() -> None:
+    outbox = Outbox(max_queued=4)
+    outbox.put(frame("reply"))
+    outbox.request_close(1008, "flood")
+    outbox.request_close(1001, "later requests lose")
+    outbox.put(frame("after"))
+    outbox.put_latest("k", frame("after"))
+    assert outbox.close_request == CloseRequest(code=1008, reason="flood")
+    assert outbox.take() == [frame("reply")]
+    assert rings(outbox) == 1
+
+
+def test_overflow_requests_a_1008_close() -> None:
+    outbox = Outbox(max_queued=1)
+    outbox.put(frame("a"))
+    outbox.put(frame("b"))
+    assert outbox.close_request is not None
+    assert outbox.close_request.code == OVERFLOW_CLOSE_CODE == 1008
+    assert "more than 1" in outbox.close_request.reason
+    assert outbox.take() == []

@@ -24,9 +24,15 @@ put                     pending                         then
 ``put_latest(k, f)``    nothing under ``k``             ``f`` appended
 ``put_latest(k, f)``    ``f0`` under ``k``              ``f0`` dropped, ``f`` appended
 ``put(f)``              fewer than ``max_queued``       ``f`` appended
-``put(f)``              ``max_queued`` already          overflow: nothing kept
-anything                overflowed or closed            ignored
+``put(f)``              ``max_queued`` already          overflow: nothing kept, and a
+                                                        close with 1008 requested
+``request_close(c, r)`` anything                        kept; the close goes after it
+anything                overflowed, closing or closed   ignored
 ======================= =============================== ===========================
+
+Closing goes through the Outbox too (:meth:`Outbox.request_close`), so that the relay,
+the connection's only writer, writes what was queued before the close frame: a client
+told "429, slow down" gets that answer before it is closed for flooding.
 
 The relay learns of new frames through a :class:`trio.MemoryReceiveChannel`: the first
 put after a :meth:`~Outbox.take` rings it once (capacity 1, so a put never blocks and a
@@ -51,7 +57,7 @@ from trio_things.errors import LocalProtocolError
 if TYPE_CHECKING:
     from trio_things.fanout.observers import ObserverSet
 
-__all__ = ["OVERFLOW_CLOSE_CODE", "Frame", "Outbox", "OutboxStatistics"]
+__all__ = ["OVERFLOW_CLOSE_CODE", "CloseRequest", "Frame", "Outbox", "OutboxStatistics"]
 
 #: One whole WebSocket frame as parts to be joined at write time (a header, a shared
 #: body, a per-observer tail): joining once per write, not once per observer.
@@ -61,6 +67,14 @@ Frame = tuple[bytes, ...]
 #: connection because it has received a message that violates its policy." Reading too
 #: slowly to keep up with lossless history is that policy.
 OVERFLOW_CLOSE_CODE: Final = 1008
+
+
+@attrs.frozen(kw_only=True)
+class CloseRequest:
+    """Close the connection with ``code`` and ``reason`` once what is queued is written."""
+
+    code: int
+    reason: str
 
 
 @attrs.frozen(kw_only=True)
@@ -100,6 +114,7 @@ class Outbox:
     _coalesced: int = attrs.field(init=False, default=0)
     _taken: int = attrs.field(init=False, default=0)
     _overflowed: bool = attrs.field(init=False, default=False)
+    _close_request: CloseRequest | None = attrs.field(init=False, default=None)
     _closed: bool = attrs.field(init=False, default=False)
     _relay_claimed: bool = attrs.field(init=False, default=False)
     _doorbell: trio.MemorySendChannel[None] = attrs.field(init=False)
@@ -118,6 +133,11 @@ class Outbox:
         return self._overflowed
 
     @property
+    def close_request(self) -> CloseRequest | None:
+        """How the relay should close the connection after writing what is pending."""
+        return self._close_request
+
+    @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
         return self._closed
@@ -125,9 +145,9 @@ class Outbox:
     def put_latest(self, key: Hashable, frame: Frame) -> None:
         """Queue ``frame`` as the latest state under ``key``, replacing a pending one.
 
-        Never blocks. Ignored once the Outbox has overflowed or is closed.
+        Never blocks. Ignored once the Outbox has overflowed, is closing or is closed.
         """
-        if self._overflowed or self._closed:
+        if self._close_request is not None or self._closed:
             return
         if self._pending.pop(key, None) is not None:
             self._coalesced += 1
@@ -137,20 +157,30 @@ class Outbox:
     def put(self, frame: Frame) -> None:
         """Queue ``frame`` in order, losslessly; overflow if ``max_queued`` are pending.
 
-        Never blocks. Ignored once the Outbox has overflowed or is closed. On overflow
-        every pending frame is dropped (the connection is about to be closed, so writing
-        them would only delay the close) and the relay is woken to close it.
+        Never blocks. Ignored once the Outbox has overflowed, is closing or is closed. On
+        overflow every pending frame is dropped (the connection is about to be closed, so
+        writing them would only delay the close) and a close with
+        :data:`OVERFLOW_CLOSE_CODE` is requested.
         """
-        if self._overflowed or self._closed:
+        if self._close_request is not None or self._closed:
             return
         if self._queued >= self.max_queued:
             self._overflowed = True
             self._pending.clear()
             self._queued = 0
-            self._ring()
+            self.request_close(OVERFLOW_CLOSE_CODE,
+                               f"too slow: more than {self.max_queued} messages pending")
             return
         self._queued += 1
         self._pending[next(self._sequence)] = frame
+        self._ring()
+
+    def request_close(self, code: int, reason: str) -> None:
+        """Ask the relay to close the connection with ``code`` and ``reason`` once it has
+        written what is pending; accept nothing more. The first request wins."""
+        if self._close_request is not None or self._closed:
+            return
+        self._close_request = CloseRequest(code=code, reason=reason)
         self._ring()
 
     def discard_latest(self, key: Hashable) -> None:
