@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import jsonschema
 import pytest
 import trio
 
@@ -25,3 +29,22 @@ async def client(demo_server: ThingServer) -> AsyncIterator[HttpClient]:
     with trio.fail_after(30):
         async with connect(demo_server) as client:
             yield client
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _schema_path() -> Path:
+    configured = os.environ.get("TD_SCHEMA")
+    if configured:
+        return Path(configured)
+    return ROOT.parent / "shared" / "td-schema" / "td-json-schema-validation.json"
+
+
+@pytest.fixture(scope="module")
+def td_validator() -> jsonschema.Draft7Validator:
+    path = _schema_path()
+    if not path.exists():
+        pytest.fail(f"the TD 1.1 schema is missing at {path} (set TD_SCHEMA)")
+    schema = json.loads(path.read_text())
+    return jsonschema.Draft7Validator(schema, format_checker=jsonschema.FormatChecker())

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,3 +96,25 @@ def test_console_script_is_installed() -> None:
     script = Path(sys.executable).parent / "trio-things"
     assert script.exists()
     assert os.access(script, os.X_OK)
+
+
+def test_tokens_from_the_environment_are_required() -> None:
+    """TRIO_THINGS_TOKENS turns authentication on: a request without the token is 401."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trio_things.cli", "serve", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=os.environ | {"TRIO_THINGS_TOKENS": "env-token-123", "PYTHONUNBUFFERED": "1"})
+    try:
+        assert process.stdout is not None
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/", process.stdout.readline())
+        assert match is not None
+        url = f"http://127.0.0.1:{match.group(1)}/counter/count"
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(url, timeout=5)
+        assert info.value.code == 401
+        authorized = urllib.request.Request(url, headers={"Authorization": "Bearer env-token-123"})
+        with urllib.request.urlopen(authorized, timeout=5) as response:
+            assert response.read() == b"0"
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=5) == 0

@@ -28,6 +28,10 @@ outbox_size = 64
 write_timeout = 2.5
 keepalive_interval = 30
 
+[server.access]
+tokens = ["a-long-enough-token"]
+allowed_origins = ["https://ui.example"]
+
 [things.counter]
 class = "trio_things.demo:Counter"
 start = 5
@@ -40,6 +44,9 @@ start = 5
     assert config.websocket.write_timeout == 2.5
     assert config.websocket.keepalive_interval == 30
     assert config.websocket.max_message_bytes == 64 * 1024  # the default
+    assert config.access.enabled
+    assert config.access.tokens == ("a-long-enough-token",)
+    assert config.access.allowed_origins == ("https://ui.example",)
     [thing] = config.things
     assert thing == ThingConfig(name="counter", class_path="trio_things.demo:Counter",
                                 kwargs={"start": 5})
@@ -64,6 +71,7 @@ def test_labthings_json_config(tmp_path: Path) -> None:
     ("c.toml", "[server]\nbogus = 1", "[server]"),
     ("c.toml", "[server.websocket]\noutbox_size = 0", "[server]"),
     ("c.toml", "[server.websocket]\nbogus = 1", "[server]"),
+    ("c.toml", "[server.access]\ntokens = ['short']", "at least 8"),
     ("c.toml", "[sever]\n", "unknown section"),
     ("c.toml", "[things\n", "not valid TOML"),
     ("c.json", "{", "not valid JSON"),

@@ -28,6 +28,7 @@ async def open_ws(
     subprotocols: list[str] | None = None,
     *,
     stream_pair: StreamPair = trio.testing.memory_stream_pair,
+    headers: dict[str, str] | None = None,
 ) -> AsyncIterator[trio_websocket.WebSocketConnection]:
     """A client connected to ``server`` at ``path``; the server side runs in a nursery
     of this block and ends with it."""
@@ -35,7 +36,8 @@ async def open_ws(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server.handle_connection, server_stream)
         ws = await trio_websocket.wrap_client_stream(
-            nursery, client_stream, "testserver", path, subprotocols=subprotocols or [])
+            nursery, client_stream, "testserver", path, subprotocols=subprotocols or [],
+            extra_headers=[(k.encode(), v.encode()) for k, v in (headers or {}).items()])
         try:
             yield ws
         finally:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -49,7 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.config) if args.config else ServerConfig(things=DEMO_THINGS)
         overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-        config = attrs.evolve(config, **overrides)
+        config = attrs.evolve(config, access=config.access.with_tokens_from(os.environ),
+                              **overrides)
         server = ThingServer(config)
         server.add_configured_things()
     except (ConfigError, ValueError, TypeError) as error:

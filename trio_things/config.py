@@ -14,6 +14,12 @@ TOML (the native format)::
     outbox_size = 1024             # events/action status a slow client may lag by
     write_timeout = 10.0
 
+    [server.access]
+    tokens = ["..."]               # bearer tokens; or TRIO_THINGS_TOKENS in the environment
+    readonly_tokens = ["..."]      # may read, observe, subscribe and query only
+    allowed_origins = ["https://lab.example"]   # web pages that may open WebSockets
+    cors_origins = ["https://lab.example"]      # web pages that may call the HTTP API
+
     [things.thermometer]
     class = "trio_things.demo:Thermometer"
 
@@ -43,6 +49,7 @@ import attrs
 
 from trio_things.errors import LocalProtocolError
 from trio_things.model.thing import Thing
+from trio_things.protocol.access import AccessPolicy
 from trio_things.transport.http import HttpLimits
 from trio_things.websockets import WebSocketLimits
 
@@ -105,6 +112,7 @@ class ServerConfig:
     things: tuple[ThingConfig, ...] = ()
     http: HttpLimits = attrs.field(factory=HttpLimits)
     websocket: WebSocketLimits = attrs.field(factory=WebSocketLimits)
+    access: AccessPolicy = attrs.field(factory=AccessPolicy)
     #: Seconds an ended invocation stays queryable before it is forgotten.
     invocation_retention: float = attrs.field(default=300.0, validator=attrs.validators.gt(0))
     #: Seconds an HTTP long-poll for an event waits before answering 204.
@@ -167,11 +175,13 @@ def _from_toml(data: dict[str, Any]) -> ServerConfig:
     server = dict(_table(data, "server"))
     http = _table(server, "http")
     websocket = _table(server, "websocket")
-    server.pop("http", None)
-    server.pop("websocket", None)
+    access = _table(server, "access")
+    for table in ("http", "websocket", "access"):
+        server.pop(table, None)
     try:
         return ServerConfig(things=tuple(things), http=HttpLimits(**http),
-                            websocket=WebSocketLimits(**websocket), **server)
+                            websocket=WebSocketLimits(**websocket),
+                            access=AccessPolicy(**access), **server)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"[server]: {error}") from None
 

@@ -64,6 +64,7 @@ class Dispatcher:
         observers: ObserverRegistry,
         bindings: Sequence[Binding],
         long_poll_timeout: float,
+        security_definitions: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self._things = things
         self._invocations = invocations
@@ -71,6 +72,7 @@ class Dispatcher:
         self._observers = observers
         self._bindings = bindings
         self._long_poll_timeout = long_poll_timeout
+        self._security = security_definitions or {"nosec_sc": {"scheme": "nosec"}}
 
     @property
     def observers(self) -> ObserverRegistry:
@@ -216,6 +218,7 @@ class Dispatcher:
             description=_doc(cls),
             base=base,
             bindings=self._bindings,
+            security_definitions=self._security,
         )
 
     def _directory(self, base: str) -> dict[str, Any]:
@@ -225,8 +228,8 @@ class Dispatcher:
             "title": "trio-things directory",
             "description": "The Things this server serves; each link is a Thing Description.",
             "base": base,
-            "securityDefinitions": {"nosec_sc": {"scheme": "nosec"}},
-            "security": ["nosec_sc"],
+            "securityDefinitions": self._security,
+            "security": list(self._security),
             "properties": {
                 "things": {
                     "title": "Thing Descriptions",

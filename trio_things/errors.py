@@ -22,6 +22,7 @@ from typing import ClassVar
 __all__ = [
     "BadRequest",
     "Conflict",
+    "Forbidden",
     "InvalidValue",
     "LocalProtocolError",
     "MethodNotAllowed",
@@ -30,6 +31,8 @@ __all__ = [
     "RemoteProtocolError",
     "ThingDefinitionError",
     "ThingsError",
+    "TooManyRequests",
+    "Unauthorized",
     "UnsupportedMediaType",
 ]
 
@@ -73,6 +76,28 @@ class RemoteProtocolError(ThingsError):
 
 class BadRequest(RemoteProtocolError):
     """Malformed input: not JSON, missing fields, wrong shape."""
+
+
+class Unauthorized(RemoteProtocolError):
+    """No bearer token, or one the server does not know (RFC 6750 section 3)."""
+
+    status = 401
+    title = "Unauthorized"
+
+
+class Forbidden(RemoteProtocolError):
+    """Authenticated, but not allowed: a read-only token asking to write, or a WebSocket
+    handshake from an Origin that is not allowed."""
+
+    status = 403
+    title = "Forbidden"
+
+
+class TooManyRequests(RemoteProtocolError):
+    """The client sends faster than its rate limit."""
+
+    status = 429
+    title = "Too Many Requests"
 
 
 class NotFound(RemoteProtocolError):

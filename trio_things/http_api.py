@@ -7,6 +7,8 @@ Status codes (RFC 9110), every error with an RFC 9457 problem details body:
 201    an action invoked (``Location`` names the invocation)
 204    a property written; a synchronous action without output; a long-poll timeout
 400    a body that is not JSON, an action input that is not an object
+401    no bearer token, or an unknown one, when the server requires tokens
+403    a read-only token asking to write, invoke or cancel
 404    an unknown path, Thing, affordance or invocation (or an expired one)
 405    a method the resource does not support, e.g. writing a read-only property
 409    cancelling an ended invocation; the output of one that did not complete
@@ -23,12 +25,14 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Final
 
+import attrs
 import orjson
 
 from trio_things.dispatch import Dispatcher
-from trio_things.errors import RemoteProtocolError
+from trio_things.errors import RemoteProtocolError, Unauthorized
 from trio_things.model.affordances import ActionSpec, Affordances, EventSpec, PropertySpec
 from trio_things.model.description import Form
+from trio_things.protocol.access import WWW_AUTHENTICATE, AccessPolicy, check_role
 from trio_things.protocol.commands import (
     DocumentReply,
     InvocationListReply,
@@ -48,6 +52,13 @@ __all__ = ["HttpBinding", "handle_http_request"]
 logger = logging.getLogger("trio_things.http")
 
 _JSON: Final = "application/json"
+#: What a CORS preflight from an allowed origin is told (the Fetch standard's
+#: ``Access-Control-Allow-*`` headers); ten minutes before the browser asks again.
+_PREFLIGHT: Final = (
+    ("access-control-allow-methods", "GET, HEAD, PUT, POST, DELETE"),
+    ("access-control-allow-headers", "Authorization, Content-Type"),
+    ("access-control-max-age", "600"),
+)
 
 
 class HttpBinding:
@@ -91,11 +102,38 @@ async def handle_http_request(
     request: HttpRequest,
     *,
     default_host: str,
+    access: AccessPolicy,
 ) -> HttpResponse:
     """Answer one HTTP request. Never raises for a client's mistake: those become
     problem details; anything else propagates to the transport, which logs it and
-    answers 500."""
+    answers 500.
+
+    Access (:mod:`trio_things.protocol.access`) is checked before the request is even
+    routed, so a client without a valid token learns nothing of what the server holds.
+    A CORS preflight (``OPTIONS`` from an allowed origin) is answered without a token,
+    as browsers send none with it.
+    """
+    allow_origin = access.cors_origin(request.header("origin"))
+    cors = (("access-control-allow-origin", allow_origin), ("vary", "Origin")
+            ) if allow_origin else ()
+    if request.method == "OPTIONS" and allow_origin and request.header(
+            "access-control-request-method"):
+        return HttpResponse(status=204, headers=(*cors, *_PREFLIGHT))
+    response = await _answer(dispatcher, things, request, default_host, access)
+    return attrs.evolve(response, headers=(*response.headers, *cors)) if cors else response
+
+
+async def _answer(dispatcher: Dispatcher, things: dict[str, Affordances],
+                  request: HttpRequest, default_host: str, access: AccessPolicy
+                  ) -> HttpResponse:
     base = server_base(request.header("host"), default_host)
+    try:
+        role = access.authenticate(authorization=request.header("authorization"),
+                                   query=request.query)
+    except Unauthorized as error:
+        response = HttpResponse.problem(ProblemDetails.from_error(error))
+        return attrs.evolve(response, headers=(*response.headers,
+                                               ("www-authenticate", WWW_AUTHENTICATE)))
     try:
         command = decode_request(
             method=request.method,
@@ -105,6 +143,7 @@ async def handle_http_request(
             base=base,
             things=things,
         )
+        check_role(role, command)
         reply = await dispatcher.run(command)
     except RemoteProtocolError as error:
         return HttpResponse.problem(ProblemDetails.from_error(error))

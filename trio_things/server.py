@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import ipaddress
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -164,6 +165,7 @@ class ThingServer:
                 event_polls=event_polls,
                 observers=observers,
                 bindings=[HttpBinding(), WebSocketBinding()],
+                security_definitions=self.config.access.security_definitions(),
                 long_poll_timeout=self.config.long_poll_timeout,
             )
             try:
@@ -188,14 +190,15 @@ class ThingServer:
             raise LocalProtocolError("the server is not running")
         await serve_websocket_upgrade(
             request, stream, dispatcher=self._dispatcher, things=self._affordances,
-            limits=self.config.websocket, default_host=f"{self.config.host}:{self.config.port}")
+            limits=self.config.websocket, access=self.config.access,
+            default_host=f"{self.config.host}:{self.config.port}")
 
     async def _handle_request(self, request: HttpRequest) -> HttpResponse:
         if self._dispatcher is None:
             raise LocalProtocolError("the server is not running")
         return await handle_http_request(
             self._dispatcher, self._affordances, request,
-            default_host=f"{self.config.host}:{self.config.port}")
+            default_host=f"{self.config.host}:{self.config.port}", access=self.config.access)
 
     async def serve(self, *, task_status: trio.TaskStatus[list[trio.SocketListener]]
                     = trio.TASK_STATUS_IGNORED) -> None:
@@ -209,11 +212,25 @@ class ThingServer:
             Connections are served in a nursery inside :meth:`running`, so they are
             cancelled before the Things are exited.
         """
+        if not _loopback(self.config.host) and not self.config.access.enabled:
+            logger.warning(
+                "serving on %s without authentication: anyone who can reach this address "
+                "can read and control these Things; set tokens in [server.access] or "
+                "TRIO_THINGS_TOKENS", self.config.host or "every interface")
         async with self.running():
             listeners = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(trio.serve_listeners, self.handle_connection, listeners)
                 task_status.started(listeners)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name, or "" (every interface)
 
 
 async def _run_background(name: str, thing: Thing) -> None:

@@ -48,11 +48,12 @@ import trio
 import trio_websocket
 
 from trio_things.dispatch import Dispatcher
-from trio_things.errors import RemoteProtocolError
+from trio_things.errors import NotFound, RemoteProtocolError
 from trio_things.fanout.observers import PROPERTY, Observer
 from trio_things.fanout.outbox import Outbox
 from trio_things.model.affordances import ActionSpec, Affordances, EventSpec, PropertySpec
 from trio_things.model.description import Form, thing_id
+from trio_things.protocol.access import WWW_AUTHENTICATE, AccessPolicy, Role, check_role
 from trio_things.protocol.commands import PropertyChanged, SubscribedReply
 from trio_things.protocol.dialects import SUBPROTOCOL, Dialect, MessageError, choose_subprotocol
 from trio_things.protocol.frames import text_frame
@@ -207,8 +208,13 @@ async def serve_websocket_upgrade(
     things: Mapping[str, Affordances],
     limits: WebSocketLimits,
     default_host: str,
+    access: AccessPolicy,
 ) -> None:
     """Run one WebSocket connection until the client leaves or the server stops.
+
+    The handshake is refused with problem details when the path is no endpoint (404),
+    when tokens are required and none valid was given (401), or when a browser page
+    from an origin that is not allowed asks (403); see :mod:`trio_things.protocol.access`.
 
     Resource handling:
         trio-websocket's reader task runs in a nursery owned by this call; both end
@@ -228,11 +234,20 @@ async def serve_websocket_upgrade(
                 ws_request = await trio_websocket.wrap_server_stream(
                     nursery, stream, message_queue_size=1,
                     max_message_size=limits.max_message_bytes)
-                if route is None:
-                    problem = ProblemDetails.from_status(
-                        404, f"no WebSocket endpoint at {request.path!r}")
-                    await ws_request.reject(404, body=problem.to_bytes(), extra_headers=[
-                        (b"content-type", PROBLEM_CONTENT_TYPE.encode())])
+                try:
+                    if route is None:
+                        raise NotFound(f"no WebSocket endpoint at {request.path!r}")
+                    access.check_websocket_origin(origin=request.header("origin"),
+                                                  host=request.header("host"))
+                    role = access.authenticate(
+                        authorization=request.header("authorization"), query=request.query)
+                except RemoteProtocolError as error:
+                    problem = ProblemDetails.from_error(error)
+                    headers = [(b"content-type", PROBLEM_CONTENT_TYPE.encode())]
+                    if error.status == 401:
+                        headers.append((b"www-authenticate", WWW_AUTHENTICATE.encode()))
+                    await ws_request.reject(error.status, body=problem.to_bytes(),
+                                            extra_headers=headers)
                     return
                 subprotocol = choose_subprotocol(ws_request.proposed_subprotocols)
                 websocket = await ws_request.accept(subprotocol=subprotocol)
@@ -248,7 +263,7 @@ async def serve_websocket_upgrade(
                     default_thing=route or None)
             try:
                 await websocket_endpoint(websocket, stream=stream, dialect=dialect,
-                                         dispatcher=dispatcher, limits=limits)
+                                         dispatcher=dispatcher, limits=limits, role=role)
             finally:
                 with trio.CancelScope(shield=True), trio.move_on_after(limits.close_timeout):
                     await websocket.aclose(SHUTDOWN_CLOSE_CODE, "server shutting down")
@@ -265,9 +280,11 @@ async def websocket_endpoint(
     dialect: Dialect,
     dispatcher: Dispatcher,
     limits: WebSocketLimits,
+    role: Role = Role.FULL,
 ) -> None:
     """Serve one open WebSocket until the client leaves, misbehaves or stalls, or the
-    server stops; then leave every observer set.
+    server stops; then leave every observer set. ``role`` is what the client's token
+    allows.
 
     Returns:
         When the first of the connection's tasks ends; the others are cancelled.
@@ -289,7 +306,7 @@ async def websocket_endpoint(
                                websocket, outbox, stream, limits)
             nursery.start_soon(run_then_cancel, _keepalive, websocket, limits)
             await process_messages_from_websocket(websocket, outbox, dialect, dispatcher,
-                                                  limits)
+                                                  limits, role)
             nursery.cancel_scope.cancel()
     finally:
         outbox.close()
@@ -301,6 +318,7 @@ async def process_messages_from_websocket(
     dialect: Dialect,
     dispatcher: Dispatcher,
     limits: WebSocketLimits,
+    role: Role = Role.FULL,
 ) -> None:
     """Read every message until the connection closes, and answer each through ``outbox``.
 
@@ -341,6 +359,7 @@ async def process_messages_from_websocket(
             observer = Observer(outbox=outbox, encoder=dialect.encode_notification,
                                 tail=request.tail)
             try:
+                check_role(role, request.command)
                 reply = await dispatcher.run(request.command, observer)
                 body = dialect.encode_reply(request, reply)
             except RemoteProtocolError as error:

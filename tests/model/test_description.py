@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import datetime
 import enum
-import json
-import os
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import attrs
@@ -18,24 +15,6 @@ from trio_things.demo import Counter, Thermometer
 from trio_things.http_api import HttpBinding
 from trio_things.model.description import TD_CONTEXT, describe_thing
 from trio_things.websockets import WebSocketBinding
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _schema_path() -> Path:
-    configured = os.environ.get("TD_SCHEMA")
-    if configured:
-        return Path(configured)
-    return ROOT.parent / "shared" / "td-schema" / "td-json-schema-validation.json"
-
-
-@pytest.fixture(scope="module")
-def td_validator() -> jsonschema.Draft7Validator:
-    path = _schema_path()
-    if not path.exists():
-        pytest.fail(f"the TD 1.1 schema is missing at {path} (set TD_SCHEMA)")
-    schema = json.loads(path.read_text())
-    return jsonschema.Draft7Validator(schema, format_checker=jsonschema.FormatChecker())
 
 
 class Mode(enum.Enum):

@@ -118,6 +118,9 @@ def test_events_validate_their_payload() -> None:
     assert recorder.events == [("alarm", {"level": 3}), ("homed", None)]
     with pytest.raises(InvalidValue):
         stage.alarm.emit(Alarm(level="high"))  # type: ignore[arg-type]
+    with pytest.raises(InvalidValue, match="alarm: str cannot be written as Alarm"):
+        stage.alarm.emit("high")  # type: ignore[arg-type]  # not even an Alarm
+    assert len(recorder.events) == 2  # nothing reached the observers
 
 
 def test_actions_are_plain_methods_from_python() -> None:

@@ -46,7 +46,7 @@ from trio_things.model.affordances import (
     PropertySpec,
     _PropertyBase,
 )
-from trio_things.model.values import structure, unstructure
+from trio_things.model.values import structure, unstructure, unstructure_as
 
 __all__ = ["RESERVED_NAMES", "Notifier", "Thing"]
 
@@ -157,7 +157,7 @@ class Thing:
 
     def _tt_set_from_python(self, spec: PropertySpec, value: Any) -> None:
         """Validate a value assigned by Thing code, store it and notify observers."""
-        json_value = unstructure(value, spec.value_type)
+        json_value = unstructure_as(value, spec.value_type, path=spec.name)
         spec.schema.validate(json_value, spec.name)
         self._tt_store(spec, structure(json_value, spec.value_type, path=spec.name), json_value)
 
@@ -184,7 +184,7 @@ class Thing:
     def _tt_emit(self, spec: EventSpec, payload: Any) -> None:
         data = None
         if spec.schema is not None:
-            data = unstructure(payload, spec.payload_type)
+            data = unstructure_as(payload, spec.payload_type, path=spec.name)
             spec.schema.validate(data, spec.name)
         self._tt_state.notifier.event_emitted(self, spec.name, data)
 

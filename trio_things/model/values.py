@@ -17,7 +17,7 @@ import cattrs
 
 from trio_things.errors import InvalidValue
 
-__all__ = ["converter", "structure", "unstructure"]
+__all__ = ["converter", "structure", "unstructure", "unstructure_as"]
 
 T = TypeVar("T")
 
@@ -52,6 +52,22 @@ def unstructure(value: Any, tp: Any = None) -> Any:
     if tp is None:
         return converter.unstructure(value)
     return converter.unstructure(value, tp)
+
+
+def unstructure_as(value: Any, tp: Any, *, path: str) -> Any:
+    """:func:`unstructure` a value Thing code produced, as ``tp``.
+
+    Raises :class:`InvalidValue` naming ``path`` when ``value`` cannot be read as a
+    ``tp`` at all (cattrs fails with whatever the wrong object lacks, an
+    ``AttributeError`` say), so the mistake surfaces in the code that made it as the
+    error that call documents. A value of the right shape but out of bounds is the
+    schema's to reject, after this.
+    """
+    try:
+        return unstructure(value, tp)
+    except (AttributeError, TypeError, ValueError, KeyError) as error:
+        raise InvalidValue(f"{type(value).__name__} cannot be written as {_type_name(tp)} "
+                           f"({type(error).__name__}: {error})", path=path) from None
 
 
 def _type_name(tp: Any) -> str:
