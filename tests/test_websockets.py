@@ -726,3 +726,42 @@ def test_any_sequence_of_requests_leaves_the_observer_sets_as_asked(
                 assert {s.key for s in observers if len(s)} == set()
 
     trio.run(main)
+
+
+# --------------------------------------------------------------------------- bad handshakes
+
+
+@pytest.mark.parametrize("head", [
+    # no Sec-WebSocket-Key
+    b"GET /counter/ws HTTP/1.1\r\nHost: testserver\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    # an unsupported version
+    b"GET /counter/ws HTTP/1.1\r\nHost: testserver\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 8\r\n\r\n",
+])
+async def test_a_bad_handshake_is_refused_and_the_connection_ends(
+        server: ThingServer, head: bytes, autojump_clock: trio.testing.MockClock) -> None:
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.handle_connection, server_stream)
+            await client_stream.send_all(head)
+            received = b""
+            while chunk := await client_stream.receive_some():
+                received += chunk
+            assert received.startswith(b"HTTP/1.1 4")  # refused, never upgraded
+    # The server side ended by itself (the nursery closed), within the handshake timeout.
+    assert trio.current_time() <= WebSocketLimits().handshake_timeout + 1
+
+
+async def test_a_client_that_vanishes_mid_handshake_leaves_nothing(
+        server: ThingServer, autojump_clock: trio.testing.MockClock) -> None:
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.handle_connection, server_stream)
+            await client_stream.send_all(
+                b"GET /counter/ws HTTP/1.1\r\nHost: testserver\r\nUpgrade: websocket\r\n")
+            await client_stream.aclose()  # half a head, then gone
+    assert observer_count(server) == 0
