@@ -765,3 +765,24 @@ async def test_a_client_that_vanishes_mid_handshake_leaves_nothing(
                 b"GET /counter/ws HTTP/1.1\r\nHost: testserver\r\nUpgrade: websocket\r\n")
             await client_stream.aclose()  # half a head, then gone
     assert observer_count(server) == 0
+
+
+async def test_over_loopback_every_observer_gets_every_change_by_the_fast_path() -> None:
+    """Real sockets: frames go out by the fast path (written at once by the publisher)
+    or, when a socket is busy, by the relay; either way in order and none lost."""
+    server = ThingServer(ServerConfig(host="127.0.0.1", port=0))
+    server.add_thing("sensor", Sensor())
+    sensor = server.things["sensor"]
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(server.serve)
+            url = f"ws://127.0.0.1:{listeners[0].socket.getsockname()[1]}/sensor/ws"
+            async with trio_websocket.open_websocket_url(url, subprotocols=WTP) as first, \
+                    trio_websocket.open_websocket_url(url, subprotocols=WTP) as second:
+                for ws in (first, second):
+                    await request(ws, "subscribeevent", thing=None, name="tick")
+                for i in range(500):
+                    sensor.tick.emit(i)  # type: ignore[attr-defined]
+                for ws in (first, second):
+                    assert [(await receive(ws))["data"] for _ in range(500)] == list(range(500))
+            nursery.cancel_scope.cancel()

@@ -50,7 +50,7 @@ import trio_websocket
 from trio_things.dispatch import Dispatcher
 from trio_things.errors import NotFound, RemoteProtocolError
 from trio_things.fanout.observers import PROPERTY, Observer
-from trio_things.fanout.outbox import Outbox
+from trio_things.fanout.outbox import Frame, Outbox
 from trio_things.model.affordances import ActionSpec, Affordances, EventSpec, PropertySpec
 from trio_things.model.description import Form, thing_id
 from trio_things.protocol.access import WWW_AUTHENTICATE, AccessPolicy, Role, check_role
@@ -418,33 +418,51 @@ async def relay_notifications_to_websocket(
 
     Single writer: an Outbox has at most one relay (a second raises
     :class:`~trio_things.errors.LocalProtocolError`), so frames leave in queue order.
+    While it runs, it installs the Outbox's fast path (``write_now``): a frame put
+    into an empty Outbox is written at once if the socket is idle and takes it
+    (:meth:`~trio_things.transport.upgrade.UpgradeStream.write_nowait`), and the relay
+    is woken only for what is left: a backlog, or a queue that built up.
     """
     outbox.claim_relay()
 
     def still_open() -> bool:
         return websocket.closed is None
 
-    async for _ in outbox.receive_channel:
-        # Read before taking: every frame queued before a close request is in this take
-        # (the Outbox accepts none after it), so it is written before the close frame.
-        closing = outbox.close_request
-        data = b"".join(itertools.chain.from_iterable(outbox.take()))
-        if data:
-            try:
-                with trio.fail_after(limits.write_timeout):
-                    # Not written once the connection is closing: dropped, as it must be.
-                    await stream.send_all_while(data, still_open)
-            except trio.TooSlowError:
-                logger.warning("dropping a WebSocket client whose writes stalled for %.1f s",
-                               limits.write_timeout)
+    def write_now(frame: Frame) -> bool:
+        if not still_open():
+            return True  # closing: dropped, as the relay drops it
+        if not stream.write_nowait(b"".join(frame)):
+            return False
+        if stream.needs_flush or stream.broken:
+            outbox.wake()
+        return True
+
+    outbox.write_now = write_now
+    try:
+        async for _ in outbox.receive_channel:
+            # Read before taking: every frame queued before a close request is in this
+            # take (the Outbox accepts none after it), so it precedes the close frame.
+            closing = outbox.close_request
+            data = b"".join(itertools.chain.from_iterable(outbox.take()))
+            if data or stream.needs_flush or stream.broken:
+                try:
+                    with trio.fail_after(limits.write_timeout):
+                        # Not written once the connection is closing: dropped, as it must be.
+                        await stream.send_all_while(data, still_open)
+                except trio.TooSlowError:
+                    logger.warning("dropping a WebSocket client whose writes stalled "
+                                   "for %.1f s", limits.write_timeout)
+                    return
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+            if closing is not None:
+                logger.warning("closing a WebSocket client (%d): %s", closing.code,
+                               closing.reason)
+                with trio.move_on_after(limits.close_timeout):
+                    await websocket.aclose(closing.code, closing.reason)
                 return
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return
-        if closing is not None:
-            logger.warning("closing a WebSocket client (%d): %s", closing.code, closing.reason)
-            with trio.move_on_after(limits.close_timeout):
-                await websocket.aclose(closing.code, closing.reason)
-            return
+    finally:
+        outbox.write_now = None
 
 
 async def _keepalive(websocket: trio_websocket.WebSocketConnection,

@@ -225,20 +225,20 @@ def test_claim_relay_once() -> None:
 def test_statistics() -> None:
     outbox = Outbox(max_queued=5)
     assert outbox.statistics() == OutboxStatistics(
-        pending_latest=0, pending_queued=0, max_queued=5, coalesced=0, taken=0,
+        pending_latest=0, pending_queued=0, max_queued=5, coalesced=0, taken=0, written_now=0,
         overflowed=False, closed=False)
     outbox.put_latest("k", frame("1"))
     outbox.put_latest("k", frame("2"))
     outbox.put_latest("j", frame("3"))
     outbox.put(frame("4"))
     assert outbox.statistics() == OutboxStatistics(
-        pending_latest=2, pending_queued=1, max_queued=5, coalesced=1, taken=0,
+        pending_latest=2, pending_queued=1, max_queued=5, coalesced=1, taken=0, written_now=0,
         overflowed=False, closed=False)
     outbox.take()
     outbox.put(frame("5"))
     outbox.take()
     assert outbox.statistics() == OutboxStatistics(
-        pending_latest=0, pending_queued=0, max_queued=5, coalesced=1, taken=4,
+        pending_latest=0, pending_queued=0, max_queued=5, coalesced=1, taken=4, written_now=0,
         overflowed=False, closed=False)
 
 
@@ -267,4 +267,36 @@ def test_overflow_requests_a_1008_close() -> None:
     assert outbox.close_request is not None
     assert outbox.close_request.code == OVERFLOW_CLOSE_CODE == 1008
     assert "more than 1" in outbox.close_request.reason
+    assert outbox.take() == []
+
+
+def test_the_fast_path_writes_into_an_empty_outbox_only() -> None:
+    outbox = Outbox(max_queued=4)
+    written: list[Frame] = []
+    accept = True
+
+    def write_now(frame: Frame) -> bool:
+        if accept:
+            written.append(frame)
+        return accept
+
+    outbox.write_now = write_now
+    outbox.put_latest("k", frame("1"))
+    outbox.put(frame("2"))
+    assert written == [frame("1"), frame("2")]
+    assert rings(outbox) == 0  # the relay never woke
+    assert outbox.statistics().written_now == 2
+    accept = False  # the socket is busy: queue
+    outbox.put(frame("3"))
+    accept = True
+    outbox.put_latest("k", frame("4"))  # something is queued: no overtaking it
+    assert written == [frame("1"), frame("2")]
+    assert outbox.take() == [frame("3"), frame("4")]
+    assert rings(outbox) == 1
+
+
+def test_wake_rings_without_a_frame() -> None:
+    outbox = Outbox(max_queued=4)
+    outbox.wake()
+    assert rings(outbox) == 1
     assert outbox.take() == []

@@ -170,3 +170,77 @@ async def test_cancelled_write_breaks_the_stream_for_every_later_writer() -> Non
             nursery.cancel_scope.cancel()
         assert b"second" not in received and b"third" not in received
         assert stream.statistics() == UpgradeStreamStatistics(bytes_sent=0, writes=0, broken=True)
+
+
+# --------------------------------------------------------------------------- fast path
+
+
+async def socket_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
+    a, b = trio.socket.socketpair()
+    return trio.SocketStream(a), trio.SocketStream(b)
+
+
+async def read_exactly(stream: trio.abc.ReceiveStream, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        data += await stream.receive_some(size - len(data))
+    return data
+
+
+async def test_write_nowait_writes_at_once_on_an_idle_socket() -> None:
+    ours, peer = await socket_pair()
+    stream = UpgradeStream(ours, b"")
+    with trio.fail_after(5):
+        assert stream.write_nowait(b"frame")
+        assert not stream.needs_flush
+        assert await read_exactly(peer, 5) == b"frame"
+        assert stream.statistics().writes == 1
+
+
+async def test_write_nowait_keeps_the_rest_and_send_all_writes_it_first() -> None:
+    ours, peer = await socket_pair()
+    stream = UpgradeStream(ours, b"")
+    big = bytes(range(256)) * 40_000  # ~10 MB: more than any socket buffer takes at once
+    with trio.fail_after(10):
+        assert stream.write_nowait(big)
+        assert stream.needs_flush  # the rest waits, in order
+        assert not stream.write_nowait(b"later")  # a backlog: queue it instead
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream.send_all, b"tail")
+            received = await read_exactly(peer, len(big) + 4)
+        assert received == big + b"tail"
+        assert not stream.needs_flush
+
+
+async def test_write_nowait_refuses_while_a_send_all_writes() -> None:
+    ours, peer = await socket_pair()
+    stream = UpgradeStream(ours, b"")
+    big = b"x" * 10_000_000
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream.send_all, big)
+            await trio.testing.wait_all_tasks_blocked()  # stuck: nobody reads yet
+            assert not stream.write_nowait(b"frame")
+            assert await read_exactly(peer, len(big)) == big
+        assert stream.write_nowait(b"frame")
+        assert await read_exactly(peer, 5) == b"frame"
+
+
+async def test_no_fast_path_without_a_socket_or_after_close() -> None:
+    _client, server = trio.testing.memory_stream_pair()
+    assert not UpgradeStream(server, b"").write_nowait(b"frame")
+    ours, _peer = await socket_pair()
+    stream = UpgradeStream(ours, b"")
+    await stream.aclose()
+    assert not stream.write_nowait(b"frame")  # never a reused descriptor number
+
+
+async def test_write_nowait_to_a_vanished_peer_breaks_the_stream() -> None:
+    ours, peer = await socket_pair()
+    stream = UpgradeStream(ours, b"")
+    await peer.aclose()
+    with trio.fail_after(5):
+        while not stream.broken:  # the first writes may still land in a buffer
+            assert stream.write_nowait(b"x" * 65536)
+        with pytest.raises(trio.BrokenResourceError):
+            await stream.send_all(b"more")

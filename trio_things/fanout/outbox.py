@@ -34,6 +34,12 @@ Closing goes through the Outbox too (:meth:`Outbox.request_close`), so that the 
 the connection's only writer, writes what was queued before the close frame: a client
 told "429, slow down" gets that answer before it is closed for flooding.
 
+The fast path: when nothing is pending, a put first offers the frame to ``write_now``
+(installed by the connection: a synchronous, non-blocking write to an idle socket, see
+:meth:`trio_things.transport.upgrade.UpgradeStream.write_nowait`). If the socket takes
+it, the frame is delivered without waking the relay at all; if not, it is queued as
+above. Only an *empty* queue allows it, so frames still leave in order.
+
 The relay learns of new frames through a :class:`trio.MemoryReceiveChannel`: the first
 put after a :meth:`~Outbox.take` rings it once (capacity 1, so a put never blocks and a
 burst of puts costs the relay one wake-up). Memory per connection is therefore bounded
@@ -46,7 +52,7 @@ Every method is synchronous and must be called from the Trio thread
 from __future__ import annotations
 
 import itertools
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Final
 
 import attrs
@@ -91,6 +97,8 @@ class OutboxStatistics:
     """Frames replaced by a newer one before they were sent."""
     taken: int
     """Frames handed to the relay so far."""
+    written_now: int
+    """Frames ``write_now`` took on the fast path, without the relay."""
     overflowed: bool
     """Whether the ordered queue overflowed (the relay then closes the connection)."""
     closed: bool
@@ -117,6 +125,10 @@ class Outbox:
     _close_request: CloseRequest | None = attrs.field(init=False, default=None)
     _closed: bool = attrs.field(init=False, default=False)
     _relay_claimed: bool = attrs.field(init=False, default=False)
+    _written_now: int = attrs.field(init=False, default=0)
+    write_now: Callable[[Frame], bool] | None = attrs.field(init=False, default=None)
+    """The fast path: writes a frame at once and returns True, or returns False to have
+    it queued. Must never block. None (the default): always queue."""
     _doorbell: trio.MemorySendChannel[None] = attrs.field(init=False)
     receive_channel: trio.MemoryReceiveChannel[None] = attrs.field(init=False)
     """What the relay waits on: a value arrives when frames are pending or the queue
@@ -149,6 +161,8 @@ class Outbox:
         """
         if self._close_request is not None or self._closed:
             return
+        if not self._pending and self._write_at_once(frame):
+            return
         if self._pending.pop(key, None) is not None:
             self._coalesced += 1
         self._pending[key] = frame
@@ -171,6 +185,8 @@ class Outbox:
             self.request_close(OVERFLOW_CLOSE_CODE,
                                f"too slow: more than {self.max_queued} messages pending")
             return
+        if not self._pending and self._write_at_once(frame):
+            return
         self._queued += 1
         self._pending[next(self._sequence)] = frame
         self._ring()
@@ -182,6 +198,12 @@ class Outbox:
             return
         self._close_request = CloseRequest(code=code, reason=reason)
         self._ring()
+
+    def wake(self) -> None:
+        """Wake the relay though nothing is queued: the socket holds a backlog to
+        flush, or broke during a fast-path write."""
+        if not self._closed:
+            self._ring()
 
     def discard_latest(self, key: Hashable) -> None:
         """Drop the frame pending under ``key``, if any (the client stopped observing)."""
@@ -222,9 +244,16 @@ class Outbox:
             max_queued=self.max_queued,
             coalesced=self._coalesced,
             taken=self._taken,
+            written_now=self._written_now,
             overflowed=self._overflowed,
             closed=self._closed,
         )
+
+    def _write_at_once(self, frame: Frame) -> bool:
+        if self.write_now is not None and self.write_now(frame):
+            self._written_now += 1
+            return True
+        return False
 
     def _ring(self) -> None:
         if not self._rung:
