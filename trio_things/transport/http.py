@@ -206,7 +206,9 @@ async def serve_http_connection(
     try:
         request = await connection.serve(handle_request, upgrade=handle_upgrade is not None)
         if request is not None and handle_upgrade is not None:
-            await handle_upgrade(request, connection.upgrade_stream())
+            upgrade = connection.upgrade_stream()
+            del connection  # h11's state and buffers are done with: free them for the
+            await handle_upgrade(request, upgrade)  # long life of a WebSocket
     except _NORMAL_ENDINGS as exc:
         logger.debug("HTTP connection ended: %s", type(exc).__name__)
     except Exception:
