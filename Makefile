@@ -4,12 +4,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup serve test lint typecheck pytest docs clean
+.PHONY: setup serve test lint typecheck pytest docs bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,docs]'
+	$(BIN)/python -m pip install --quiet -e '.[test,docs,bench]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -32,6 +32,15 @@ pytest: setup
 
 docs: setup
 	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+
+## Fan-out benchmark beside the reference servers (several minutes); writes
+## docs/benchmarks.md, docs/benchmarks.png and docs/benchmarks.jsonl. ARGS=... passes options.
+bench: setup
+	$(BIN)/python -m benchmarks.fanout $(ARGS)
+
+## The same, small and under a minute; prints its tables and writes nothing.
+bench-quick: setup
+	$(BIN)/python -m benchmarks.fanout --quick $(ARGS)
 
 clean:
 	rm -rf $(VENV) docs/_build .mypy_cache .pytest_cache .ruff_cache

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import os
 import re
 import signal
@@ -76,7 +77,7 @@ def _report(results: list[list[tuple[float, str]]], seconds: float) -> int:
     intervals, latencies = [], []
     for r in results:
         times = [t for t, _ in r[1:]]
-        intervals += [b - a for a, b in zip(times, times[1:], strict=False)]
+        intervals += [b - a for a, b in itertools.pairwise(times)]
         for received, stamp in r[1:]:
             sent = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
             latencies.append(received - sent)

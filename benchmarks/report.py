@@ -1,0 +1,509 @@
+"""For people: Markdown tables (``docs/benchmarks.md``), a plot (``docs/benchmarks.png``)
+and the description of the machine the figures come from.
+
+Every table is built from :class:`benchmarks.summary.Records`: medians over runs, and
+ratios between servers paired by run. The page is generated whole; edit this module,
+not the page.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import os
+import platform
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.scenarios import Settings
+from benchmarks.summary import Records, select
+from benchmarks.targets import TARGETS
+
+__all__ = ["describe_machine", "markdown", "plot"]
+
+_PACKAGES = ("trio-things", "trio", "trio-websocket", "wsproto", "h11", "orjson", "attrs",
+             "cattrs", "websockets", "matplotlib")
+_REFERENCES = ("naive", "broadcast")
+_SUBJECT = "trio-things"
+#: Other work using this share of a core during a window is worth a note beside a figure.
+BUSY_OTHERS = 0.25
+
+
+def describe_machine() -> dict[str, Any]:
+    """What a reader needs to judge the figures: CPUs, memory, kernel, versions, load."""
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    memory_gib = None
+    try:
+        with open("/proc/meminfo") as meminfo:
+            kib = int(meminfo.readline().split()[1])
+            memory_gib = round(kib / 1024 / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    versions: dict[str, str | None] = {}
+    for package in _PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": memory_gib,
+        "kernel": f"{platform.system()} {platform.release()}",
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "packages": versions,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+# ---------------------------------------------------------------------- formatting
+
+
+def _rate(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 1e6:
+        return f"{value / 1e6:.2f}M"
+    if value >= 1e4:
+        return f"{value / 1e3:.1f}k"
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.1f}"
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1f} ms" if value >= 10 else f"{value:.2f} ms"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.0f} %"
+
+
+def _us(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} us"
+
+
+def _number(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def _flags(records: Records, **match: Any) -> str:
+    """Why a figure may understate the server: the load generator or the machine."""
+    chosen = select(records.all, **match)
+    notes = []
+    saturated = sum(bool(r.get("loadgen_saturated")) for r in chosen)
+    starved = sum(bool(r.get("server_starved")) for r in chosen)
+    busy = sum((r.get("other_cpu_share") or 0) >= BUSY_OTHERS for r in chosen)
+    if saturated:
+        notes.append(f"load generator saturated ({saturated}/{len(chosen)})")
+    if starved:
+        notes.append(f"server short of CPU ({starved}/{len(chosen)})")
+    if busy:
+        notes.append(f"others used the CPU ({busy}/{len(chosen)})")
+    return "; ".join(notes)
+
+
+# ---------------------------------------------------------------------- sections
+
+
+def _servers(records: Records) -> list[str]:
+    present = {r["server"] for r in records.all}
+    return [name for name in TARGETS if name in present]
+
+
+def _clients(records: Records, scenario: str) -> list[int]:
+    return sorted({r["clients"] for r in records.all if r["scenario"] == scenario})
+
+
+def _headline(records: Records, settings: Settings) -> list[str]:
+    servers = _servers(records)
+    refs = [ref for ref in _REFERENCES if ref in servers]
+    header = ["figure", *servers] + [f"{_SUBJECT} / {ref}" for ref in refs
+                                     if _SUBJECT in servers]
+    rows: list[list[str]] = []
+
+    def row(label: str, field: str, scenario: str, clients: int,
+            fmt: Callable[[float | None], str], **extra: Any) -> None:
+        if not records.count(scenario=scenario, clients=clients, **extra):
+            return
+        cells = [fmt(records.median(field, scenario=scenario, clients=clients, server=s,
+                                    **extra)) for s in servers]
+        if _SUBJECT in servers:
+            cells += [_ratio(records.ratio(field, scenario, clients, _SUBJECT, ref, **extra))
+                      for ref in refs]
+        rows.append([label, *cells])
+
+    for clients in _clients(records, "max-rate"):
+        row(f"max-rate deliveries/s, C = {clients}", "deliveries_per_s", "max-rate", clients,
+            _rate)
+    for clients in _clients(records, "max-rate"):
+        row(f"max-rate server CPU per delivery, C = {clients}", "server_cpu_per_delivery_us",
+            "max-rate", clients, _us)
+    rate = f"{settings.fixed_rate:g} Hz"
+    for clients in _clients(records, "fixed-rate"):
+        row(f"{rate} p99 latency, C = {clients}", "latency_p99_ms", "fixed-rate", clients,
+            _ms)
+    for clients in _clients(records, "events"):
+        row(f"events deliveries/s, C = {clients}", "deliveries_per_s", "events", clients,
+            _rate)
+        row(f"events lost, C = {clients}", "lost", "events", clients,
+            lambda v: _number(v, 0))
+    if records.count(scenario="isolation"):
+        cells = [_ratio(records.isolation_ratio(s)) for s in servers]
+        rows.append(["isolation: others' throughput with a stalled client / without",
+                     *cells] + ["" for _ in refs if _SUBJECT in servers])
+    for clients in _clients(records, "memory"):
+        row(f"RSS per idle observer, C = {clients}", "kib_per_connection", "memory", clients,
+            lambda v: "-" if v is None else f"{v:.1f} KiB")
+    return _table(header, rows)
+
+
+def _max_rate(records: Records) -> list[str]:
+    rows = []
+    for clients in _clients(records, "max-rate"):
+        for server in _servers(records):
+            match = {"scenario": "max-rate", "clients": clients, "server": server}
+            if not records.count(**match):
+                continue
+            rows.append([
+                str(clients), server,
+                _rate(records.median("deliveries_per_s", **match)),
+                _rate(records.median("updates_per_s", **match)),
+                _percent(records.median("miss_mean", **match)),
+                _us(records.median("server_cpu_per_delivery_us", **match)),
+                _percent(records.median("server_cpu_share", **match)),
+                _percent(records.median("loadgen_cpu_share", **match)),
+                _percent(records.median("other_cpu_share", **match)),
+                _flags(records, **match),
+            ])
+    return _table(["C", "server", "deliveries/s", "updates/s", "missed per observer",
+                   "server CPU per delivery", "server CPU", "load gen CPU (busiest worker)",
+                   "others' CPU", "notes"], rows)
+
+
+def _ratios(records: Records, scenario: str, field: str) -> list[str]:
+    servers = _servers(records)
+    if _SUBJECT not in servers:
+        return []
+    refs = [ref for ref in _REFERENCES if ref in servers]
+    rows = [[str(clients)] + [_ratio(records.ratio(field, scenario, clients, _SUBJECT, ref))
+                              for ref in refs]
+            for clients in _clients(records, scenario)]
+    return _table(["C"] + [f"{_SUBJECT} / {ref}" for ref in refs], rows)
+
+
+def _fixed_rate(records: Records) -> list[str]:
+    rows = []
+    for clients in _clients(records, "fixed-rate"):
+        for server in _servers(records):
+            match = {"scenario": "fixed-rate", "clients": clients, "server": server}
+            if not records.count(**match):
+                continue
+            rows.append([
+                str(clients), server,
+                _ms(records.median("latency_p50_ms", **match)),
+                _ms(records.median("latency_p99_ms", **match)),
+                _ms(records.median("latency_max_ms", **match)),
+                _percent(records.median("miss_mean", **match)),
+                _rate(records.median("updates_per_s", **match)),
+                _rate(records.median("deliveries_per_s", **match)),
+                _percent(records.median("server_cpu_share", **match)),
+                _percent(records.median("loadgen_cpu_share", **match)),
+                _flags(records, **match),
+            ])
+    return _table(["C", "server", "p50", "p99", "max", "missed per observer", "updates/s",
+                   "deliveries/s", "server CPU", "load gen CPU", "notes"], rows)
+
+
+def _events(records: Records) -> list[str]:
+    rows = []
+    for clients in _clients(records, "events"):
+        for server in _servers(records):
+            match = {"scenario": "events", "clients": clients, "server": server}
+            if not records.count(**match):
+                continue
+            lost = [r.get("lost") for r in records.all
+                    if all(r.get(k) == v for k, v in match.items()) and "error" not in r]
+            rows.append([
+                str(clients), server,
+                _number(records.median("events", **match), 0),
+                _rate(records.median("deliveries_per_s", **match)),
+                ", ".join(str(n) for n in lost),
+                _number(records.median("closed", **match), 0),
+                _us(records.median("server_cpu_per_delivery_us", **match)),
+                _percent(records.median("loadgen_cpu_share", **match)),
+                _flags(records, **match),
+            ])
+    return _table(["C", "server", "events per run", "deliveries/s", "lost (each run)",
+                   "clients closed", "server CPU per delivery", "load gen CPU", "notes"], rows)
+
+
+def _isolation(records: Records) -> list[str]:
+    rows = []
+    for server in _servers(records):
+        with_stall = {"scenario": "isolation", "server": server, "stalled": True}
+        without = {"scenario": "isolation", "server": server, "stalled": False}
+        if not records.count(**with_stall):
+            continue
+        closes = [r.get("stalled_closed_after_s") for r in records.all
+                  if all(r.get(k) == v for k, v in with_stall.items()) and "error" not in r]
+        closed = ", ".join("not closed" if c is None else f"{c:.1f} s" for c in closes)
+        rows.append([
+            server,
+            _rate(records.median("deliveries_per_s", **without)),
+            _rate(records.median("deliveries_per_s", **with_stall)),
+            _ratio(records.isolation_ratio(server)),
+            closed,
+            _ratio(records.isolation_ratio(server, "deliveries_per_s_after_close")),
+            _number(records.median("server_rss_growth_kib", **with_stall), 0),
+        ])
+    return _table(["server", "others' deliveries/s without", "with a stalled client",
+                   "ratio", "stalled client closed after (each run)",
+                   "ratio once it was closed", "server RSS growth (KiB)"], rows)
+
+
+def _memory(records: Records) -> list[str]:
+    rows = []
+    for clients in _clients(records, "memory"):
+        for server in _servers(records):
+            match = {"scenario": "memory", "clients": clients, "server": server}
+            if not records.count(**match):
+                continue
+            rows.append([
+                str(clients), server,
+                _number(records.median("rss_before_kib", **match), 0),
+                _number(records.median("rss_after_kib", **match), 0),
+                _number(records.median("kib_per_connection", **match)),
+                _number(records.median("connect_s", **match)),
+            ])
+    lines = _table(["C", "server", "RSS before (KiB)", "RSS with C idle observers (KiB)",
+                    "KiB per connection", "seconds to connect all"], rows)
+    for record in records.skipped():
+        lines += [f"Skipped: {record['scenario']} C = {record['clients']} "
+                  f"({record['server']}): {record['skipped']}.", ""]
+    return lines
+
+
+def _workers(records: Records) -> str:
+    counts = {r["loadgen_workers"] for r in records.all if "loadgen_workers" in r}
+    return ", ".join(str(n) for n in sorted(counts)) or "-"
+
+
+def _sources(records: Records) -> str:
+    sources = sorted({r["trio_things_source"] for r in records.all
+                      if r.get("trio_things_source")})
+    return ", ".join(f"`{s}`" for s in sources) or "unknown"
+
+
+def _machine(machine: dict[str, Any]) -> list[str]:
+    packages = ", ".join(f"{name} {version}" for name, version in machine["packages"].items()
+                         if version)
+    load = ", ".join(str(x) for x in machine["load_average"])
+    return [
+        f"- CPUs: {machine['cpus']} x {machine['cpu_model']}; memory "
+        f"{machine['memory_gib']} GiB",
+        f"- {machine['kernel']}, {machine['python']}",
+        f"- {packages}",
+        f"- load average when the run began: {load}",
+        "",
+    ]
+
+
+def markdown(records: Records, *, machine: dict[str, Any], command: str, settings: Settings,
+             started: datetime.datetime, elapsed: float, figure: str | None) -> str:
+    """The whole page."""
+    rate = f"{settings.fixed_rate:g} Hz"
+    lines = [
+        "# Fan-out benchmarks",
+        "",
+        "How fast trio-things pushes property changes and events to WebSocket observers, "
+        "beside two reference servers measured in the same invocation, with the same load "
+        "generator and payload. Every comparison is a ratio between servers measured in "
+        "this invocation (the median of per-run ratios: each run measures every server back "
+        "to back); absolute figures are medians over runs, for scale only, since this is a "
+        "shared, noisy machine.",
+        "",
+        "Generated by `python -m benchmarks.fanout` (`make bench`); `make bench-quick` runs "
+        "a small version in under a minute and writes nothing here; `python -m "
+        "benchmarks.fanout --render docs/benchmarks.jsonl` rebuilds this page from the saved "
+        "records. The figures came from:",
+        "",
+        "```sh",
+        command,
+        "```",
+        "",
+        f"on {started:%Y-%m-%d %H:%M} UTC, taking {elapsed / 60:.1f} minutes; "
+        f"{settings.runs} run(s) of every figure. The raw records are in "
+        "`docs/benchmarks.jsonl` (one JSON object per measurement).",
+        "",
+        "## Headline",
+        "",
+        "Medians over runs; the last columns are trio-things' figure over the reference's, "
+        "paired by run. Above 1 is better for deliveries/s and worse for CPU, latency and "
+        "memory.",
+        "",
+        *_headline(records, settings),
+    ]
+    if figure:
+        lines += [f"![Deliveries per second at full speed, and p99 latency at {rate}, "
+                  f"against the number of observers]({figure})", ""]
+    sources = sorted({r["trio_things_source"] for r in records.all
+                      if r.get("trio_things_source")})
+    if len(sources) > 1:
+        lines[lines.index("## Headline"):lines.index("## Headline")] = [
+            f"**Warning: the trio_things sources changed during this invocation** "
+            f"({len(sources)} versions: {', '.join(sources)}), so these figures mix them. "
+            "Measure again on a tree nobody is editing.", ""]
+    errors = records.errors()
+    if errors:
+        lines += ["Measurements that failed (not in the tables):", ""]
+        lines += [f"- {e['scenario']} C = {e['clients']} {e['server']} run {e['run']}: "
+                  f"{e['error'].splitlines()[0]}" for e in errors]
+        lines += [""]
+    lines += [
+        "## The servers",
+        "",
+        *[f"- **{t.name}**: {t.description}." for t in TARGETS.values()
+          if t.name in _servers(records)],
+        "",
+        "All three serve `ws://127.0.0.1:PORT/...` with the subprotocol `webthingprotocol`, "
+        "take one `observeproperty` (or `subscribeevent`) request and answer it, then push "
+        'text frames whose value is `{"n": counter, "t": publish time}`. trio-things sends '
+        "Web Thing Protocol notifications of its benchmark Thing "
+        "(`benchmarks/things.py`); the references send the same JSON structure with ids of "
+        "the same length, encoded once per update. Each server is a separate process with one "
+        "thread.",
+        "",
+        "## Property at full speed",
+        "",
+        "The producer updates the property as fast as the server accepts (trio-things and the "
+        "naive server yield to their scheduler after each update; broadcast after each "
+        "`broadcast()`). *Missed per observer* is 1 - frames received / updates made: "
+        "trio-things coalesces (an observer that is behind gets the latest value), the "
+        "naive server makes the producer wait for every client, broadcast buffers without "
+        "bound. *Server CPU per delivery* is the server's CPU time over frames received.",
+        "",
+        *_max_rate(records),
+        "Ratios of deliveries/s, paired by run:",
+        "",
+        *_ratios(records, "max-rate", "deliveries_per_s"),
+        f"## Property at {rate}",
+        "",
+        "Latency is receive time minus the publish time the frame carries (both this "
+        "machine's clock), over a sample of frames (at most about "
+        f"{settings.latency_samples_per_s:,} a second); *max* is the largest sampled. "
+        f"*updates/s* is the rate the producer achieved: a server that cannot deliver "
+        f"{rate} to every observer coalesces (trio-things: *missed*) or, when the producer "
+        "waits for every client (naive), publishes less often.",
+        "",
+        *_fixed_rate(records),
+        "## Events",
+        "",
+        "The producer emits a fixed number of events as fast as the server accepts; events "
+        "are history, so every observer must receive every one. *deliveries/s* counts from "
+        "the first emit to the last frame received.",
+        "",
+        *_events(records),
+        "## A client that never reads",
+        "",
+        "The full-speed scenario, once as it is and once with one more client that subscribes "
+        "and then never reads (a 4 KiB receive buffer). The throughput is the other "
+        "observers', from the first update on, over "
+        f"{settings.isolation_window:g} s. trio-things runs with "
+        f"`write_timeout = {settings.isolation_write_timeout:g}` s here (its default is 10 s) "
+        "so that the close falls in the window; the references have no such setting. "
+        "*Closed after* is when the server's count of open descriptors dropped.",
+        "",
+        *_isolation(records),
+        "## Memory",
+        "",
+        "The server's resident memory (`VmRSS`) before any client connects and a second after "
+        "C clients have observed the property (nothing is published), over C.",
+        "",
+        *_memory(records),
+        "## Machine",
+        "",
+        *_machine(machine)[:-1],
+        f"- trio_things sources measured (a digest of `trio_things/**/*.py` but the client): "
+        f"{_sources(records)}",
+        "",
+        "## How it is measured",
+        "",
+        f"- **Load generator** (`benchmarks/loadgen.py`): {_workers(records)} separate "
+        "process(es) (by default one fewer than the CPUs, so the server keeps a core), each "
+        "running "
+        "raw non-blocking sockets on one `epoll`. It writes the handshake and a masked "
+        "subscribe frame itself, then parses frame headers only, counting messages per "
+        "connection, and decodes the JSON of a sample of frames for their latency. In the "
+        "scenarios without latency it sets `SO_RCVLOWAT` "
+        f"({settings.rcvlowat} bytes) so each `recv` takes many frames: the kernel's cost per "
+        "`recv` is most of its cost per frame. Each snapshot drains every socket, so counts "
+        "are exact.",
+        "- **Who was the limit**: each table gives the server's CPU (100 % = one core) and "
+        "the busiest load-generator worker's. *load generator saturated* marks runs where a "
+        "worker used 90 % of a core or more: there the load generator, not the server, was "
+        "the limit, and the server's figure is a lower bound. *server short of CPU* marks "
+        "runs where the machine was full while the server had under 90 % of a core. "
+        "*others' CPU* is what the rest of the machine used in the window (other jobs, and "
+        "kernel work charged to no process).",
+        "- **Windows**: every figure is measured over a window that opens after "
+        f"{settings.warmup:g} s of load and lasts {settings.window:g} s; each server runs in a "
+        "fresh process per measurement, and the clients connect (and are acknowledged) "
+        "before the producer starts.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(records: Records, path: Path, *, rate: float) -> None:
+    """Deliveries/s at full speed and p99 latency at ``rate`` against C, a line per server."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
+    for server in _servers(records):
+        clients = [c for c in _clients(records, "max-rate")
+                   if records.median("deliveries_per_s", scenario="max-rate", clients=c,
+                                     server=server) is not None]
+        left.plot(clients, [records.median("deliveries_per_s", scenario="max-rate", clients=c,
+                                           server=server) for c in clients],
+                  marker="o", label=server)
+        clients = [c for c in _clients(records, "fixed-rate")
+                   if records.median("latency_p99_ms", scenario="fixed-rate", clients=c,
+                                     server=server) is not None]
+        right.plot(clients, [records.median("latency_p99_ms", scenario="fixed-rate",
+                                            clients=c, server=server) for c in clients],
+                   marker="o", label=server)
+    left.set(xscale="log", yscale="log", xlabel="observers (C)", ylabel="deliveries per second",
+             title="Property at full speed: deliveries/s")
+    right.set(xscale="log", yscale="log", xlabel="observers (C)", ylabel="p99 latency (ms)",
+              title=f"Property at {rate:g} Hz: p99 latency")
+    for axes in (left, right):
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
