@@ -118,3 +118,10 @@ def test_tokens_from_the_environment_are_required() -> None:
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=5) == 0
+
+
+def test_help_lists_the_client_commands() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    for command in ("serve", "td", "read", "write", "invoke", "observe", "subscribe"):
+        assert command in result.stdout

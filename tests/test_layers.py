@@ -18,6 +18,8 @@ LAYERS = {
     "transport": 4,
     "invocations": 5, "dispatch": 5, "websockets": 5, "http_api": 5, "server": 5,
     "config": 5, "demo": 5,
+    # The client sits beside the server, not on it: see test_the_client_never_imports_the_server.
+    "client": 5,
     "cli": 6,
     "__init__": 6,
 }
@@ -66,3 +68,40 @@ def test_model_and_protocol_never_import_trio() -> None:
                 if isinstance(node, ast.ImportFrom) and node.module:
                     assert node.module == "trio_things" or not node.module.startswith("trio") \
                         or node.module.startswith("trio_things"), path
+
+
+#: What the client may import of trio-things: the error root, the cattrs converter and
+#: the sans-IO protocol values (problem details). Never a server module: it must work
+#: against any server, so it cannot lean on ours (STYLE.md section 2).
+CLIENT_MAY_IMPORT = ("trio_things.errors", "trio_things.model.values", "trio_things.protocol.",
+                     "trio_things.client")
+
+
+def imported_modules(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text())
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.append(node.module)
+        elif isinstance(node, ast.Import):
+            found.extend(a.name for a in node.names)
+    return [name for name in found if name.split(".")[0] == "trio_things"]
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "client").rglob("*.py")),
+                         ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_the_client_never_imports_the_server(path: Path) -> None:
+    for module in imported_modules(path):
+        assert module.startswith(CLIENT_MAY_IMPORT), f"{path.name} imports {module}"
+        for server_module in ("server", "dispatch", "http_api", "websockets", "invocations",
+                              "transport", "fanout", "config", "demo"):
+            assert not module.startswith(f"trio_things.{server_module}"), (
+                f"{path.name} imports the server module {module}")
+
+
+def test_the_layer_check_would_catch_a_client_importing_the_server(tmp_path: Path) -> None:
+    """Keep the test above meaningful: it fails on the import it exists to forbid."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("from trio_things.server import ThingServer\n")
+    with pytest.raises(AssertionError, match=r"imports trio_things\.server"):
+        test_the_client_never_imports_the_server(bad)

@@ -3,9 +3,23 @@
 ``trio-things serve [CONFIG] [--host HOST] [--port PORT]`` serves the Things in CONFIG
 (TOML or LabThings JSON), or the built-in demo Things without one. Ctrl-C (SIGINT) or
 SIGTERM shuts down cleanly: connections, then actions, then the Things themselves.
-
 Exit status: 0 after a clean shutdown, 2 for a bad command line or configuration (one
 line on stderr naming the cause, never a traceback), 1 if the server failed.
+
+The client commands consume any Thing from the URL of its Thing Description
+(:mod:`trio_things.client.commands` has the details)::
+
+    trio-things td URL
+    trio-things read URL PROPERTY [--json]
+    trio-things write URL PROPERTY VALUE
+    trio-things invoke URL ACTION [KEY=VALUE ...] [--json]
+    trio-things observe URL PROPERTY... [--json] [--count N]
+    trio-things subscribe URL EVENT... [--json] [--count N]
+
+Their exit status: 0 done; 1 the server or the action failed; 2 usage (a bad command
+line, an unknown name, an invalid value, a read-only property); 3 the server is
+unreachable, the connection was lost, or it did not answer in time; 130 interrupted
+by Ctrl-C.
 """
 
 from __future__ import annotations
@@ -21,6 +35,7 @@ from pathlib import Path
 import attrs
 import trio
 
+from trio_things.client import commands as client_commands
 from trio_things.config import DEMO_THINGS, ConfigError, ServerConfig, load_config
 from trio_things.server import ThingServer
 
@@ -30,8 +45,8 @@ EXIT_USAGE = 2
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="trio-things",
-                                     description="Serve W3C Web of Things devices on Trio.")
+    parser = argparse.ArgumentParser(
+        prog="trio-things", description="Serve and consume W3C Web of Things devices on Trio.")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve Things over HTTP")
     serve.add_argument("config", nargs="?", type=Path,
@@ -40,12 +55,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to listen on (default 8000; 0: any)")
     serve.add_argument("--log-level", default="INFO",
                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    client_commands.add_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
+    if args.command != "serve":
+        return client_commands.run(args)
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     try:
         config = load_config(args.config) if args.config else ServerConfig(things=DEMO_THINGS)

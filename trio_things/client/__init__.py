@@ -1,0 +1,84 @@
+"""A Trio client for any Web Thing, driven by its Thing Description.
+
+::
+
+    import trio_things.client as ttc
+
+    async with ttc.connect("http://127.0.0.1:8000/thermometer/") as thermo:
+        await thermo.write("setpoint", 30)
+        async with thermo.observe("temperature") as temperatures:
+            invocation = await thermo.invoke("ramp", to=30)
+            ...
+
+It never imports the server: it speaks to any server whose TD offers forms it
+understands (HTTP, and the Web Thing Protocol over WebSocket). See ``docs/client.md``.
+
+Modules, one job each:
+
+==================== ==========================================================
+``consumer``         ``connect``, ``open_client``, ``Client``: fetch TDs, own it all
+``things``           ``ConsumedThing``: read, write, observe, subscribe, invoke
+``invocation``       ``Invocation``: live status, result, cancel
+``observation``      ``Observation``: an observed property or subscribed event
+``session``          one shared WebSocket per endpoint; routing; reconnection
+``wtp``              Web Thing Protocol messages, sans-IO
+``forms``            choosing forms from a TD, sans-IO
+``http``             keep-alive HTTP/1.1 over h11
+``streams``          URLs, and the seam that opens connections
+``values``           JSON in, typed values out (cattrs)
+``options``          timeouts and intervals; ``backoff``: reconnection waits
+``errors``           the exceptions, each carrying the server's problem details
+``commands``         the ``trio-things td/read/write/invoke/observe/subscribe`` CLI
+==================== ==========================================================
+"""
+
+from trio_things.client.consumer import Client, connect, open_client
+from trio_things.client.errors import (
+    ActionCancelled,
+    ActionFailed,
+    ClientError,
+    ConnectionLost,
+    FellBehind,
+    InvalidValue,
+    NotFound,
+    NotWritable,
+    ServerError,
+    Timeout,
+    Unreachable,
+    UnsupportedOperation,
+)
+from trio_things.client.invocation import ActionStatus, Invocation, LogLine, State
+from trio_things.client.observation import Change, Observation
+from trio_things.client.options import ClientOptions
+from trio_things.client.streams import OpenStream, open_tcp_stream
+from trio_things.client.things import ConsumedThing
+from trio_things.client.values import JsonValue
+
+__all__ = [
+    "ActionCancelled",
+    "ActionFailed",
+    "ActionStatus",
+    "Change",
+    "Client",
+    "ClientError",
+    "ClientOptions",
+    "ConnectionLost",
+    "ConsumedThing",
+    "FellBehind",
+    "InvalidValue",
+    "Invocation",
+    "JsonValue",
+    "LogLine",
+    "NotFound",
+    "NotWritable",
+    "Observation",
+    "OpenStream",
+    "ServerError",
+    "State",
+    "Timeout",
+    "Unreachable",
+    "UnsupportedOperation",
+    "connect",
+    "open_client",
+    "open_tcp_stream",
+]

@@ -1,0 +1,381 @@
+"""The client side of the ``trio-things`` command line: any Thing, from its TD URL.
+
+::
+
+    trio-things td URL                          the Thing Description, as JSON
+    trio-things read URL PROPERTY               temperature = 21.3
+    trio-things write URL PROPERTY VALUE        VALUE is JSON, or else a string
+    trio-things invoke URL ACTION [KEY=VALUE...]  live status and log until it ends
+    trio-things observe URL PROPERTY...         one line per change, until Ctrl-C
+    trio-things subscribe URL EVENT...          one line per emission, until Ctrl-C
+
+``--json`` prints JSON lines instead of the human-readable ones (``read``, ``invoke``,
+``observe``, ``subscribe``); ``--count N`` stops ``observe``/``subscribe`` after N lines;
+``--timeout`` bounds every network wait; ``--token`` (or ``TRIO_THINGS_TOKEN``) is sent
+as a bearer token. Ctrl-C during ``invoke`` asks whether to cancel the invocation on
+the server (on stderr, when stdin is a terminal; without one, it is cancelled).
+
+Exit status:
+
+===== ===================================================================
+0     done (``observe``/``subscribe``: stopped by Ctrl-C or ``--count``)
+1     the server or the action failed: an action that failed or was
+      cancelled by someone else, a 5xx answer, an event stream that fell behind
+2     usage: a bad command line, a name the Thing does not have, a value or
+      input the server refused, a read-only property, any other 4xx answer
+3     unreachable: no connection, a lost one, or no answer within ``--timeout``
+130   interrupted by Ctrl-C (``invoke``: whether cancelled or left running)
+===== ===================================================================
+
+Errors are one line on stderr, ``trio-things: error: ...``, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Final
+
+import attrs
+import trio
+
+from trio_things.client.consumer import connect
+from trio_things.client.errors import (
+    ActionCancelled,
+    ActionFailed,
+    ClientError,
+    ConnectionLost,
+    FellBehind,
+    InvalidValue,
+    NotFound,
+    NotWritable,
+    Timeout,
+    UnsupportedOperation,
+)
+from trio_things.client.invocation import ActionStatus, Invocation, State
+from trio_things.client.options import ClientOptions
+from trio_things.client.things import ConsumedThing
+from trio_things.client.values import JsonValue
+
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE",
+           "add_commands", "exit_status", "run"]
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_UNREACHABLE: Final = 3
+#: 128 + SIGINT, as shells report a process ended by Ctrl-C.
+EXIT_INTERRUPTED: Final = 130
+
+TOKEN_VARIABLE: Final = "TRIO_THINGS_TOKEN"
+
+Command = Callable[[argparse.Namespace, ConsumedThing, "_Interrupts"], Awaitable[int]]
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the client subcommands to ``commands`` (argparse's subparsers action)."""
+
+    def add(name: str, help: str, *, json_output: bool = True) -> argparse.ArgumentParser:
+        parser = commands.add_parser(name, help=help)
+        parser.add_argument("url", help="the URL of the Thing Description")
+        parser.add_argument("--timeout", type=float, default=ClientOptions().timeout,
+                            help="seconds any one network wait may take (default %(default)g)")
+        parser.add_argument("--token", default=os.environ.get(TOKEN_VARIABLE),
+                            help=f"a bearer token (default: ${TOKEN_VARIABLE})")
+        if json_output:
+            parser.add_argument("--json", action="store_true",
+                                help="print JSON lines instead of human-readable ones")
+        return parser
+
+    add("td", "print a Thing's Description", json_output=False)
+    add("read", "read a property").add_argument("property")
+    write = add("write", "write a property", json_output=False)
+    write.add_argument("property")
+    write.add_argument("value", help="the value: JSON, or else taken as a string")
+    invoke = add("invoke", "invoke an action and follow it until it ends")
+    invoke.add_argument("action")
+    invoke.add_argument("arguments", nargs="*", metavar="KEY=VALUE",
+                        help="the action's arguments; each VALUE is JSON, or else a string")
+    for name, what in (("observe", "property"), ("subscribe", "event")):
+        parser = add(name, f"print each change of {what}s until Ctrl-C" if name == "observe"
+                     else f"print each emission of {what}s until Ctrl-C")
+        parser.add_argument("names", nargs="+", metavar=what.upper())
+        parser.add_argument("--count", type=int, default=None,
+                            help="stop after this many lines")
+
+
+def parse_value(text: str) -> JsonValue:
+    """A command-line value: JSON if it parses (``30``, ``true``, ``[1, 2]``,
+    ``"x"``), else the text itself as a string (``precise``)."""
+    try:
+        value: JsonValue = json.loads(text)
+    except ValueError:
+        return text
+    return value
+
+
+def parse_arguments(pairs: list[str]) -> dict[str, JsonValue]:
+    """``KEY=VALUE`` pairs as keyword arguments; ``ValueError`` naming a bad one."""
+    arguments: dict[str, JsonValue] = {}
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        if not equals or not key:
+            raise ValueError(f"argument {pair!r} is not KEY=VALUE")
+        arguments[key] = parse_value(value)
+    return arguments
+
+
+def exit_status(error: ClientError) -> int:
+    """The exit status an error ends the command with (see the module's table)."""
+    if isinstance(error, ConnectionLost | Timeout):
+        return EXIT_UNREACHABLE
+    if isinstance(error, NotFound | NotWritable | InvalidValue | UnsupportedOperation):
+        return EXIT_USAGE
+    if isinstance(error, ActionFailed | ActionCancelled | FellBehind):
+        return EXIT_FAILED
+    status = error.status
+    return EXIT_USAGE if status is not None and 400 <= status < 500 else EXIT_FAILED
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one client command; return its exit status."""
+    logging.basicConfig(level=logging.WARNING, format="trio-things: %(message)s")
+    status: int = trio.run(_main, args)
+    return status
+
+
+def _error(message: str) -> None:
+    print(f"trio-things: error: {message}", file=sys.stderr, flush=True)
+
+
+class _Interrupts:
+    """Ctrl-C, as Trio delivers it to a signal receiver: each press cancels the scopes
+    opened with :meth:`cancelling` at that moment, instead of raising
+    KeyboardInterrupt wherever the program happens to be."""
+
+    def __init__(self) -> None:
+        self.pressed = 0
+        self._scopes: list[trio.CancelScope] = []
+
+    async def watch(self, signals: AsyncIterator[int]) -> None:
+        async for _ in signals:
+            self.pressed += 1
+            if self._scopes:
+                self._scopes.pop().cancel()
+
+    @contextmanager
+    def cancelling(self) -> Iterator[trio.CancelScope]:
+        """A cancel scope the next Ctrl-C cancels, if it is the innermost one open:
+        each press cancels one scope, innermost first."""
+        with trio.CancelScope() as scope:
+            self._scopes.append(scope)
+            try:
+                yield scope
+            finally:
+                if scope in self._scopes:
+                    self._scopes.remove(scope)
+
+
+async def _main(args: argparse.Namespace) -> int:
+    """The command, with Ctrl-C delivered as cancellation and every error reported as
+    one line and an exit status."""
+    interrupts = _Interrupts()
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(interrupts.watch, signals)
+            try:
+                return await _command(args, interrupts)
+            except BaseExceptionGroup as group:  # from a nursery of the command's own
+                error = _client_error(group)
+                if error is None:
+                    raise
+                _error(str(error))
+                return exit_status(error)
+            except ClientError as error:
+                _error(str(error))
+                return exit_status(error)
+            except ValueError as error:  # a malformed URL, KEY=VALUE or --timeout
+                _error(str(error))
+                return EXIT_USAGE
+            finally:
+                nursery.cancel_scope.cancel()
+
+
+async def _command(args: argparse.Namespace, interrupts: _Interrupts) -> int:
+    command: Command = _COMMANDS[args.command]
+    args.parsed_arguments = (parse_arguments(args.arguments) if args.command == "invoke"
+                             else {})
+    if args.timeout <= 0:
+        raise ValueError("--timeout must be positive")
+    # Invocations over HTTP bring the action's log, which `invoke` shows as progress.
+    options = ClientOptions(timeout=args.timeout, actions_over="http")
+    with interrupts.cancelling() as scope:
+        async with connect(args.url, options=options, token=args.token) as thing:
+            return await command(args, thing, interrupts)
+    assert scope.cancelled_caught
+    return EXIT_OK if args.command in ("observe", "subscribe") else EXIT_INTERRUPTED
+
+
+def _client_error(group: BaseExceptionGroup[BaseException]) -> ClientError | None:
+    """The first ClientError in ``group``, if that is all it holds (besides
+    cancellations it caused)."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        error = pending.pop()
+        if isinstance(error, BaseExceptionGroup):
+            pending.extend(error.exceptions)
+        else:
+            leaves.append(error)
+    errors = [e for e in leaves if not isinstance(e, trio.Cancelled)]
+    if errors and all(isinstance(e, ClientError) for e in errors):
+        first = errors[0]
+        assert isinstance(first, ClientError)
+        return first
+    return None
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def _human(value: JsonValue) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _json(value: JsonValue) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+async def _td(args: argparse.Namespace, thing: ConsumedThing, interrupts: _Interrupts) -> int:
+    _print(json.dumps(thing.td, indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
+async def _read(args: argparse.Namespace, thing: ConsumedThing, interrupts: _Interrupts) -> int:
+    value = await thing.read(args.property)
+    _print(_json({"name": args.property, "value": value}) if args.json
+           else f"{args.property} = {_human(value)}")
+    return EXIT_OK
+
+
+async def _write(args: argparse.Namespace, thing: ConsumedThing, interrupts: _Interrupts
+                 ) -> int:
+    await thing.write(args.property, parse_value(args.value))
+    return EXIT_OK
+
+
+async def _observe(args: argparse.Namespace, thing: ConsumedThing, interrupts: _Interrupts
+                   ) -> int:
+    """Each name in its own task; all share the client's one WebSocket."""
+    subscribe = args.command == "subscribe"
+    for name in args.names:  # every name checked before anything is printed
+        (thing.subscribe if subscribe else thing.observe)(name)
+    remaining = [args.count]
+
+    async def follow(name: str, nursery: trio.Nursery) -> None:
+        observation = thing.subscribe(name) if subscribe else thing.observe(name)
+        async with observation:
+            async for change in observation.changes():
+                if args.json:
+                    _print(_json({"name": change.name, "value" if not subscribe else "data":
+                                  change.value, "timestamp": change.timestamp}))
+                else:
+                    _print(f"{change.name}{': ' if subscribe else ' = '}"
+                           f"{_human(change.value)}")
+                if remaining[0] is not None:
+                    remaining[0] -= 1
+                    if remaining[0] <= 0:
+                        nursery.cancel_scope.cancel()
+
+    if args.count is not None and args.count <= 0:
+        return EXIT_OK
+    async with trio.open_nursery() as nursery:
+        for name in args.names:
+            nursery.start_soon(follow, name, nursery)
+    return EXIT_OK
+
+
+async def _invoke(args: argparse.Namespace, thing: ConsumedThing, interrupts: _Interrupts
+                  ) -> int:
+    invocation = await thing.invoke(args.action, **args.parsed_arguments)
+    progress = _Progress()
+    with interrupts.cancelling() as watching:
+        await _follow(invocation, args, progress)
+    if not watching.cancelled_caught:
+        if invocation.status.state is State.COMPLETED:
+            if not args.json:
+                _print(f"{args.action} = {_human(invocation.status.output)}")
+            return EXIT_OK
+        await invocation.result()  # raises ActionFailed or ActionCancelled
+        return EXIT_FAILED  # pragma: no cover - result() raised
+    return await _interrupted(invocation, args, interrupts, progress)
+
+
+@attrs.define
+class _Progress:
+    """What has been printed of an invocation, so following it again (after a
+    cancellation) prints only what is new."""
+
+    last: ActionStatus | None = None
+    logged: int = 0
+
+
+async def _follow(invocation: Invocation, args: argparse.Namespace,
+                  progress: _Progress) -> None:
+    """Print each status (and new log line) until the invocation ends."""
+    async for status in invocation.updates():
+        previous, progress.last = progress.last, status
+        if args.json:
+            if status != previous:
+                _print(_json(status.to_json()))
+            continue
+        changed = previous is None or status.state is not previous.state
+        if changed and not status.state.ended:
+            _print(f"{_label(status)}: {status.state.value}")
+        for line in status.log[progress.logged:]:  # the action's progress, as it logged it
+            level = "" if line.level == "INFO" else f"{line.level}: "
+            _print(f"{_label(status)}: {level}{line.message}")
+        progress.logged = len(status.log)
+        if changed and status.state.ended:
+            _print(f"{_label(status)}: {status.state.value}")
+
+
+def _label(status: ActionStatus) -> str:
+    return f"{status.action} {status.id[:8]}" if status.id else status.action
+
+
+async def _interrupted(invocation: Invocation, args: argparse.Namespace,
+                       interrupts: _Interrupts, progress: _Progress) -> int:
+    """Ctrl-C while following: ask (on a terminal) or cancel (without one)."""
+    if invocation.status.state.ended:
+        return EXIT_INTERRUPTED
+    cancel = True
+    if sys.stdin.isatty():
+        cancel = False
+        with interrupts.cancelling():  # a second Ctrl-C means: no, just leave
+            print("\ncancel the invocation? [y/N] ", end="", file=sys.stderr, flush=True)
+            answer = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+            cancel = answer.strip().lower() in ("y", "yes")
+    if not cancel:
+        where = invocation.status.href or invocation.id
+        print(f"trio-things: left running: {where}", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    print(f"trio-things: cancelling {_label(invocation.status)}", file=sys.stderr, flush=True)
+    with interrupts.cancelling():
+        if await invocation.cancel():
+            with trio.move_on_after(args.timeout):
+                await _follow(invocation, args, progress)
+    return EXIT_INTERRUPTED
+
+
+_COMMANDS: Final[dict[str, Command]] = {
+    "td": _td, "read": _read, "write": _write, "invoke": _invoke,
+    "observe": _observe, "subscribe": _observe,
+}

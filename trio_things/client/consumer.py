@@ -1,0 +1,193 @@
+"""Opening a client: ``connect(url)`` for one Thing, ``open_client()`` for several.
+
+::
+
+    async with trio_things.client.connect("http://127.0.0.1:8000/thermometer/") as thermo:
+        print(await thermo.read("temperature"))
+
+    async with trio_things.client.open_client() as client:
+        thermo = await client.consume("http://127.0.0.1:8000/thermometer/")
+        counter = await client.consume("http://127.0.0.1:8000/counter/")
+
+Resource handling: the :class:`Client` owns a nursery (the WebSocket sessions' tasks,
+invocation pollers), its HTTP connections and its WebSockets; leaving the ``async with``
+block closes them all: politely (WebSocket close 1000) on a normal exit, at once when
+the block is cancelled or raised. Several Things consumed through one client share its
+connections: one WebSocket per endpoint, one HTTP pool per origin.
+
+Error handling: an exception raised inside the block comes out as itself, not wrapped
+in an exception group by the client's nursery, so ``except NotFound:`` around the
+block works.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Final, NoReturn
+
+import trio
+
+from trio_things.client.errors import NotFound, ServerError, error_for_problem, problem_from_json
+from trio_things.client.http import HttpClient
+from trio_things.client.options import ClientOptions
+from trio_things.client.session import Session
+from trio_things.client.streams import Endpoint, OpenStream, open_tcp_stream
+from trio_things.client.things import ConsumedThing
+
+__all__ = ["Client", "connect", "open_client"]
+
+#: Redirects followed when fetching a TD (RFC 9110 section 15.4), at most.
+MAX_REDIRECTS: Final = 5
+_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+
+
+class Client:
+    """Consumes Things; see the module. Made by :func:`open_client`."""
+
+    def __init__(self, *, nursery: trio.Nursery, open_stream: OpenStream,
+                 options: ClientOptions, token: str | None, websocket: bool) -> None:
+        self.options = options
+        self._nursery = nursery
+        self._open_stream = open_stream
+        self._token = token
+        self._trusted: set[tuple[str, int]] = set()
+        self._http = HttpClient(open_stream, timeout=options.timeout,
+                                headers_for=self._credentials,
+                                max_response_bytes=options.max_response_bytes)
+        self._websocket = websocket
+        self._sessions: dict[str, Session] = {}
+
+    async def fetch_td(self, url: str) -> tuple[dict[str, Any], str]:
+        """The Thing Description at ``url`` and the URL it finally came from.
+
+        Raises:
+            Unreachable, ConnectionLost, Timeout: the server could not be asked.
+            NotFound: nothing there (404).
+            ServerError: an answer that is no TD (not a JSON object).
+        """
+        # The token goes where the caller sent us, not wherever a TD or a redirect
+        # points: a TD's forms may name any host.
+        endpoint = Endpoint.from_url(url)
+        self._trusted.add((endpoint.host, endpoint.port))
+        for _ in range(MAX_REDIRECTS + 1):
+            response = await self._http.request("GET", url)
+            location = response.headers.get("location")
+            if response.status in _REDIRECTS and location:
+                url = urllib.parse.urljoin(url, location)
+                continue
+            if response.status == 404:
+                raise NotFound(f"no Thing Description at {url}",
+                               problem=problem_from_json(response.json_or_text(), 404))
+            if not response.ok:
+                raise error_for_problem(problem_from_json(response.json_or_text(),
+                                                          response.status),
+                                        operation="readtd", what=f"the TD at {url}")
+            td = response.json()
+            if not isinstance(td, dict):
+                raise ServerError(f"{url} answered with no Thing Description (a JSON "
+                                  f"{type(td).__name__}, not an object)")
+            return td, url
+        raise ServerError(f"more than {MAX_REDIRECTS} redirects from {url}")
+
+    async def consume(self, url: str) -> ConsumedThing:
+        """Fetch the TD at ``url`` and return the Thing it describes."""
+        td, final_url = await self.fetch_td(url)
+        return ConsumedThing(td=td, url=final_url, http=self._http,
+                             session_for=self._session_for if self._websocket else None,
+                             spawn=self._spawn, options=self.options)
+
+    def _session_for(self, url: str) -> Session:
+        session = self._sessions.get(url)
+        if session is None:
+            session = self._sessions[url] = Session(
+                url, open_stream=self._open_stream, options=self.options,
+                nursery=self._nursery, headers=self._credentials(Endpoint.from_url(url)))
+        return session
+
+    def _credentials(self, endpoint: Endpoint) -> list[tuple[str, str]]:
+        """The ``Authorization`` header, for the hosts of the TDs we were asked for."""
+        if self._token and (endpoint.host, endpoint.port) in self._trusted:
+            return [("authorization", f"Bearer {self._token}")]
+        return []
+
+    def _spawn(self, task: Callable[[], Awaitable[None]]) -> None:
+        self._nursery.start_soon(task)
+
+    async def _close_politely(self) -> None:
+        for session in self._sessions.values():
+            await session.aclose()
+
+    async def _close(self) -> None:
+        await self._http.aclose()
+
+
+@asynccontextmanager
+async def open_client(*, open_stream: OpenStream = open_tcp_stream,
+                      options: ClientOptions | None = None, token: str | None = None,
+                      websocket: bool = True) -> AsyncIterator[Client]:
+    """A :class:`Client`, open for the ``async with`` block.
+
+    ``open_stream`` opens every connection (tests pass one over memory streams);
+    ``token`` is sent as ``Authorization: Bearer`` on every request and handshake to
+    the host and port of a TD URL given to :meth:`Client.consume` (never to other hosts
+    a TD's forms or a redirect may name);
+    ``websocket=False`` uses HTTP forms only (no observe or subscribe then).
+    """
+    user_error: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            client = Client(nursery=nursery, open_stream=open_stream,
+                            options=options or ClientOptions(), token=token,
+                            websocket=websocket)
+            try:
+                yield client
+            except BaseException as error:
+                user_error = error
+                raise
+            else:
+                await client._close_politely()
+            finally:
+                # Shielded: a checkpoint here, in a nursery about to be cancelled, would
+                # raise Cancelled over the block's own exception and lose it.
+                with trio.CancelScope(shield=True):
+                    await client._close()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        _unwrap(group, user_error)
+
+
+@asynccontextmanager
+async def connect(url: str, *, open_stream: OpenStream = open_tcp_stream,
+                  options: ClientOptions | None = None, token: str | None = None,
+                  websocket: bool = True) -> AsyncIterator[ConsumedThing]:
+    """The Thing whose TD is at ``url``, for the ``async with`` block (a client of its
+    own; see :func:`open_client` for the options)."""
+    async with open_client(open_stream=open_stream, options=options, token=token,
+                           websocket=websocket) as client:
+        yield await client.consume(url)
+
+
+def _unwrap(group: BaseExceptionGroup[BaseException], user_error: BaseException | None
+            ) -> NoReturn:
+    """Raise the one exception the nursery wrapped (the block's own, usually), without
+    the group as its context. Cancellations beside it are dropped: they only say the
+    nursery was cancelled because of it."""
+    inner = [e for e in group.exceptions if not isinstance(e, trio.Cancelled)]
+    if len(group.exceptions) == 1:
+        _raise(group.exceptions[0])
+    if len(inner) == 1:
+        _raise(inner[0])
+    if not inner and user_error is not None:
+        _raise(user_error)
+    raise group
+
+
+def _raise(error: BaseException) -> NoReturn:
+    context = error.__context__
+    try:
+        raise error
+    finally:
+        error.__context__ = context
+        del error, context

@@ -1,0 +1,51 @@
+"""The client's knobs: how long to wait, how often to poll, how to reconnect."""
+
+from __future__ import annotations
+
+import attrs
+
+__all__ = ["ClientOptions"]
+
+_positive = attrs.validators.gt(0.0)
+_positive_int = attrs.validators.gt(0)
+
+
+@attrs.frozen(kw_only=True)
+class ClientOptions:
+    """Timeouts and intervals, in seconds; all must be positive."""
+
+    timeout: float = attrs.field(default=10.0, validator=_positive)
+    """The longest any one network wait may take (a connection, an HTTP exchange, a
+    WebSocket handshake, the response to one request) before it raises
+    :class:`~trio_things.client.errors.Timeout`. A call may pass its own. It never
+    bounds how long an action may run: ``Invocation.result(timeout=...)`` does that."""
+    poll_interval: float = attrs.field(default=0.25, validator=_positive)
+    """How often an invocation's status is queried over HTTP when nothing pushes it:
+    modest, since every poll is one request to the server."""
+    backoff_initial: float = attrs.field(default=0.1, validator=_positive)
+    """The first wait before reconnecting after a lost connection; it doubles on every
+    failed attempt, up to ``backoff_max``, each wait randomised to 50-100 % of it so
+    that many clients of a restarted server do not all come back at once."""
+    backoff_max: float = attrs.field(default=5.0, validator=_positive)
+    """The longest wait between two reconnection attempts."""
+    reconnect_for: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_positive))
+    """How long to keep trying to reconnect after a connection was lost before giving
+    up (observations then raise ``ConnectionLost``); ``None``: for as long as the
+    client is open."""
+    keepalive_interval: float = attrs.field(default=20.0, validator=_positive)
+    """Seconds between two pings on an open WebSocket. A server that does not answer
+    one within ``timeout`` is taken as gone and reconnected to: without pings a peer
+    that vanished without closing (a cable pulled) would never be noticed."""
+    event_buffer: int = attrs.field(default=1024, validator=_positive_int)
+    """Events (and property values) one observation holds for a slow reader. Property
+    values are coalesced beyond it (the latest wins); events are never dropped: the
+    subscription ends with ``FellBehind`` instead."""
+    actions_over: str = attrs.field(default="websocket",
+                                    validator=attrs.validators.in_(("websocket", "http")))
+    """Which form ``invoke`` prefers when the TD offers both. ``"websocket"``: the
+    status is pushed as it changes. ``"http"``: the invocation is polled, and brings
+    the action's log (its progress) where the server keeps one, as LabThings servers
+    do; ``trio-things invoke`` uses it to show progress."""
+    max_response_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=_positive_int)
+    """The largest HTTP response body accepted; a larger one is a ``ServerError``."""
