@@ -786,3 +786,17 @@ async def test_over_loopback_every_observer_gets_every_change_by_the_fast_path()
                 for ws in (first, second):
                     assert [(await receive(ws))["data"] for _ in range(500)] == list(range(500))
             nursery.cancel_scope.cancel()
+
+
+async def test_observers_are_told_the_stored_value_not_the_clients_spelling(
+        server: ThingServer) -> None:
+    with trio.fail_after(5):
+        async with open_ws(server, "/thermometer/ws", WTP) as ws:
+            await request(ws, "observeproperty", thing=None, name="setpoint")
+            assert (await receive(ws))["value"] == 20.0
+            await send(ws, {"messageID": "w", "operation": "writeproperty",
+                            "name": "setpoint", "value": 22})
+            messages = [await receive(ws), await receive(ws)]  # in either order
+            [notification] = [m for m in messages if m["messageType"] == "notification"]
+            assert notification["value"] == 22.0
+            assert isinstance(notification["value"], float)  # as a read returns it

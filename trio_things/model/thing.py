@@ -162,9 +162,14 @@ class Thing:
         self._tt_store(spec, structure(json_value, spec.value_type, path=spec.name), json_value)
 
     def _tt_write_json(self, spec: PropertySpec, json_value: Any) -> None:
-        """Validate a value a client sent, store it and notify observers."""
+        """Validate a value a client sent, store it and notify observers.
+
+        Observers are told the stored value as a read would return it (a client's
+        ``22`` for a float property is ``22.0``), not the client's spelling of it.
+        """
         spec.schema.validate(json_value, spec.name)
-        self._tt_store(spec, structure(json_value, spec.value_type, path=spec.name), json_value)
+        value = structure(json_value, spec.value_type, path=spec.name)
+        self._tt_store(spec, value, unstructure(value, spec.value_type))
 
     def _tt_read_json(self, spec: PropertySpec) -> Any:
         """The property's current value as JSON data."""
