@@ -18,6 +18,7 @@ import trio
 import trio_things as tt
 from benchmarks.messages import EVENT
 from benchmarks.servers.control import Plan
+from benchmarks.servers.trio_control import wait_for_turn
 
 __all__ = ["BenchThing", "Tick"]
 
@@ -69,13 +70,7 @@ class BenchThing(tt.Thing):
         start = trio.current_time()
         index = 0
         while plan.count is None or index < plan.count:
-            deadline = plan.deadline(start, index)
-            if deadline is None:
-                # Yield after every update: at full speed the producer gets one turn per
-                # scheduler batch, and the relays of every observer get theirs.
-                await trio.lowlevel.checkpoint()
-            else:
-                await trio.sleep_until(deadline)
+            await wait_for_turn(plan, start, index)
             index += 1
             self.updates += 1
             value = Tick(self.updates, time.time())

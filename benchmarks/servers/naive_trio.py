@@ -18,7 +18,7 @@ import trio_websocket
 
 from benchmarks.messages import reference_ack, reference_notification
 from benchmarks.servers.control import Plan, raise_open_files_limit, write_line
-from benchmarks.servers.trio_control import serve_control
+from benchmarks.servers.trio_control import serve_control, wait_for_turn
 
 SUBPROTOCOL = "webthingprotocol"
 
@@ -51,11 +51,7 @@ class NaiveServer:
             start = trio.current_time()
             index = 0
             while plan.count is None or index < plan.count:
-                deadline = plan.deadline(start, index)
-                if deadline is None:
-                    await trio.lowlevel.checkpoint()
-                else:
-                    await trio.sleep_until(deadline)
+                await wait_for_turn(plan, start, index)
                 index += 1
                 self.updates += 1
                 message = reference_notification(plan.kind, self.updates, time.time())

@@ -7,9 +7,21 @@ import sys
 
 import trio
 
-from benchmarks.servers.control import Producer, handle, write_line
+from benchmarks.servers.control import Plan, Producer, handle, write_line
 
-__all__ = ["serve_control"]
+__all__ = ["serve_control", "wait_for_turn"]
+
+
+async def wait_for_turn(plan: Plan, start: float, index: int) -> None:
+    """Wait until update ``index`` is due: both Trio servers pace their producers with
+    this one function, so their comparison is of fan-out, not of pacing. At full speed
+    it yields after every update, so the producer gets one turn per scheduler batch
+    and the connections' tasks get theirs."""
+    deadline = plan.deadline(start, index)
+    if deadline is None:
+        await trio.lowlevel.checkpoint()
+    else:
+        await trio.sleep_until(deadline)
 
 
 async def serve_control(producer: Producer) -> None:
