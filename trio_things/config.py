@@ -6,6 +6,7 @@ TOML (the native format)::
     host = "127.0.0.1"
     port = 8000
     invocation_retention = 300     # seconds an ended invocation stays queryable
+    max_connections_per_client = 128
 
     [server.http]
     max_body_bytes = 1048576
@@ -117,6 +118,10 @@ class ServerConfig:
     invocation_retention: float = attrs.field(default=300.0, validator=attrs.validators.gt(0))
     #: Seconds an HTTP long-poll for an event waits before answering 204.
     long_poll_timeout: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
+    #: Connections one client address may have open at once (HTTP and WebSocket alike);
+    #: ``serve`` answers one more with 429 and closes it.
+    max_connections_per_client: int = attrs.field(default=128,
+                                                  validator=attrs.validators.gt(0))
 
 
 #: The Things ``trio-things serve`` runs without a configuration file.

@@ -26,7 +26,7 @@ import trio
 
 from trio_things.config import ConfigError, ServerConfig, check_thing_name
 from trio_things.dispatch import Dispatcher
-from trio_things.errors import LocalProtocolError
+from trio_things.errors import LocalProtocolError, TooManyRequests
 from trio_things.fanout.bridge import TrioBridge
 from trio_things.fanout.longpoll import LongPoll
 from trio_things.fanout.observers import ACTION, EVENT, PROPERTY, ObserverRegistry
@@ -36,7 +36,13 @@ from trio_things.model.affordances import Affordances
 from trio_things.model.invocation import Invocation
 from trio_things.model.thing import Thing
 from trio_things.protocol.commands import ActionStatusChanged, EventEmitted, PropertyChanged
-from trio_things.transport.http import HttpRequest, HttpResponse, serve_http_connection
+from trio_things.transport.admission import ClientConnections
+from trio_things.transport.http import (
+    HttpRequest,
+    HttpResponse,
+    refuse_http_connection,
+    serve_http_connection,
+)
 from trio_things.transport.upgrade import UpgradeStream
 from trio_things.websockets import WebSocketBinding, serve_websocket_upgrade
 
@@ -217,11 +223,31 @@ class ThingServer:
                 "serving on %s without authentication: anyone who can reach this address "
                 "can read and control these Things; set tokens in [server.access] or "
                 "TRIO_THINGS_TOKENS", self.config.host or "every interface")
+        clients = ClientConnections(limit=self.config.max_connections_per_client)
         async with self.running():
             listeners = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(trio.serve_listeners, self.handle_connection, listeners)
+                nursery.start_soon(trio.serve_listeners,
+                                   functools.partial(self._handle_socket, clients), listeners)
                 task_status.started(listeners)
+
+    async def _handle_socket(self, clients: ClientConnections, stream: trio.SocketStream) -> None:
+        """:meth:`handle_connection`, if the peer's address is within its connection limit."""
+        try:
+            address = str(stream.socket.getpeername()[0])
+        except OSError:  # the peer left between accept() and now
+            await trio.aclose_forcefully(stream)
+            return
+        if not clients.admit(address):
+            logger.debug("refused a connection: %s has %d open", address, clients[address])
+            await refuse_http_connection(stream, TooManyRequests(
+                f"This address has {clients.limit} connections open, the most one client "
+                "may have; close one before opening another."), limits=self.config.http)
+            return
+        try:
+            await self.handle_connection(stream)
+        finally:
+            clients.release(address)
 
 
 def _loopback(host: str) -> bool:

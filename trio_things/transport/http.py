@@ -36,6 +36,7 @@ __all__ = [
     "HttpResponse",
     "RequestHandler",
     "UpgradeHandler",
+    "refuse_http_connection",
     "serve_http_connection",
 ]
 
@@ -217,6 +218,30 @@ async def serve_http_connection(
         await trio.aclose_forcefully(stream)
 
 
+async def refuse_http_connection(
+    stream: trio.abc.Stream, error: RemoteProtocolError, *, limits: HttpLimits = HttpLimits(),
+) -> None:
+    """Answer ``error`` on a connection not served at all, then close ``stream``.
+
+    The answer (problem details with ``Connection: close``) is written at once, before
+    any request is read: reading one would be serving the connection. HTTP clients read
+    a response that comes early, and the half-close and drain that follow (as after any
+    refusal, see :func:`serve_http_connection`) keep a TCP reset from destroying it.
+
+    Resource handling and errors as for :func:`serve_http_connection`: it owns and
+    closes ``stream``, and only :exc:`trio.Cancelled` escapes. It takes at most
+    ``write_timeout`` plus two seconds.
+    """
+    try:
+        await _Connection(stream, limits).refuse(error)
+    except _NORMAL_ENDINGS as exc:
+        logger.debug("refused HTTP connection ended: %s", type(exc).__name__)
+    except Exception:
+        logger.exception("refusing an HTTP connection failed")
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
 class _Connection:
     """One connection's h11 state machine and the stream it is fed from."""
 
@@ -237,7 +262,7 @@ class _Connection:
                 request = await self._read_request()
             except RemoteProtocolError as error:
                 logger.debug("refused a request: %d", error.status)
-                await self._reject(error)
+                await self.refuse(error)
                 return None
             if request is None:
                 return None
@@ -324,8 +349,9 @@ class _Connection:
             head = _response_head(response)
         await self._write_response(head, response.body)
 
-    async def _reject(self, error: RemoteProtocolError) -> None:
-        """Answer a refused request and linger, unless an interrupted write forbids it."""
+    async def refuse(self, error: RemoteProtocolError) -> None:
+        """Answer a refused request (or connection) and linger, unless an interrupted
+        write forbids it."""
         if self._h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
         response = HttpResponse.problem(ProblemDetails.from_error(error))
