@@ -629,6 +629,54 @@ async def test_a_client_that_never_answers_pings_is_closed_with_1011(
         assert observer_count(server) == 0
 
 
+async def test_a_client_that_answers_pings_stays_connected(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """trio-websocket's client answers pings by itself: across twenty keepalive periods
+    of silence it is pinged and answers, and the connection still serves."""
+    server = make_server(keepalive_interval=5.0, keepalive_timeout=3.0)
+    async with server.running(), open_ws(server, "/counter/ws", WTP) as ws:
+        await trio.sleep(100)  # virtual time: twenty silent intervals
+        assert ws.closed is None
+        with trio.fail_after(1):
+            reply = await request(ws, "readproperty", thing=None, name="count")
+        assert reply["value"] == 0
+
+
+async def test_a_client_that_talks_is_never_pinged(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """Any byte proves the client alive: one that sends a request every 4 s (interval 5)
+    gets no ping, though it would never answer one, and is never closed."""
+    server = make_server(keepalive_interval=5.0, keepalive_timeout=3.0)
+    async with server.running():
+        client_stream, server_stream = trio.testing.memory_stream_pair()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.handle_connection, server_stream)
+            client = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+            await client_stream.send_all(client.send(wsproto.events.Request(
+                host="testserver", target="/counter/ws", subprotocols=WTP)))
+            events: list[wsproto.events.Event] = []
+            with trio.fail_after(60):
+                while not events:
+                    client.receive_data(await client_stream.receive_some())
+                    events.extend(client.events())
+                for n in range(12):  # 48 s
+                    await trio.sleep(4)
+                    await client_stream.send_all(client.send(wsproto.events.TextMessage(
+                        orjson.dumps({"operation": "readproperty", "name": "count",
+                                      "messageID": str(n)}).decode())))
+                    replies = 0
+                    while not replies:
+                        client.receive_data(await client_stream.receive_some())
+                        for event in client.events():
+                            events.append(event)
+                            replies += isinstance(event, wsproto.events.TextMessage)
+            assert isinstance(events[0], wsproto.events.AcceptConnection)
+            assert not any(isinstance(e, wsproto.events.Ping | wsproto.events.CloseConnection)
+                           for e in events)
+            assert sum(isinstance(e, wsproto.events.TextMessage) for e in events) == 12
+            nursery.cancel_scope.cancel()
+
+
 # --------------------------------------------------------------------------- floods
 
 
@@ -800,3 +848,23 @@ async def test_observers_are_told_the_stored_value_not_the_clients_spelling(
             [notification] = [m for m in messages if m["messageType"] == "notification"]
             assert notification["value"] == 22.0
             assert isinstance(notification["value"], float)  # as a read returns it
+
+
+def test_connections_through_the_same_host_share_one_dialect_object() -> None:
+    """Dialects hold no per-connection state, so they are shared (an idle connection's
+    memory matters at thousands); the cache is bounded, as ``Host`` is the client's."""
+    from trio_things.protocol.labthings import LabThingsDialect
+    from trio_things.protocol.wtp import WebThingProtocol
+    from trio_things.websockets import WebSocketDialects
+
+    dialects = WebSocketDialects(things={"counter": Counter.affordances},
+                                 default_host="127.0.0.1:8000", max_cached=4)
+    first = dialects.dialect("counter", SUBPROTOCOL, "lab:8000")
+    assert isinstance(first, WebThingProtocol)
+    assert dialects.dialect("counter", SUBPROTOCOL, "lab:8000") is first
+    assert dialects.dialect("counter", SUBPROTOCOL, "other:8000") is not first
+    assert isinstance(dialects.dialect("counter", None, "lab:8000"), LabThingsDialect)
+    assert isinstance(dialects.dialect("", None, "lab:8000"), WebThingProtocol)
+    for n in range(10):
+        dialects.dialect("counter", SUBPROTOCOL, f"host{n}")
+    assert len(dialects._cache) <= 4

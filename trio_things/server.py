@@ -18,7 +18,7 @@ import datetime
 import functools
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -44,7 +44,7 @@ from trio_things.transport.http import (
     serve_http_connection,
 )
 from trio_things.transport.upgrade import UpgradeStream
-from trio_things.websockets import WebSocketBinding, serve_websocket_upgrade
+from trio_things.websockets import WebSocketBinding, WebSocketDialects, serve_websocket_upgrade
 
 __all__ = ["ThingServer"]
 
@@ -115,6 +115,8 @@ class ThingServer:
         self._things: dict[str, Thing] = {}
         self._dispatcher: Dispatcher | None = None
         self._affordances: dict[str, Affordances] = {}
+        self._dialects = WebSocketDialects(
+            things=self._affordances, default_host=f"{self.config.host}:{self.config.port}")
 
     @property
     def things(self) -> Mapping[str, Thing]:
@@ -187,17 +189,22 @@ class ThingServer:
 
         Only inside :meth:`running`. Never raises for anything the peer does.
         """
-        await serve_http_connection(stream, handle_request=self._handle_request,
-                                    handle_upgrade=self._handle_upgrade,
-                                    limits=self.config.http)
+        await self._serve_http(stream)
 
-    async def _handle_upgrade(self, request: HttpRequest, stream: UpgradeStream) -> None:
+    def _serve_http(self, stream: trio.abc.Stream) -> Awaitable[None]:
+        # Not async, so that a connection that lives for months holds one frame less.
+        return serve_http_connection(stream, handle_request=self._handle_request,
+                                     handle_upgrade=self._handle_upgrade,
+                                     limits=self.config.http)
+
+    def _handle_upgrade(self, request: HttpRequest, stream: UpgradeStream) -> Awaitable[None]:
+        # Not async: the coroutine is the request's only holder, and frees it after the
+        # handshake (an async wrapper's frame would hold it for the connection's life).
         if self._dispatcher is None:
             raise LocalProtocolError("the server is not running")
-        await serve_websocket_upgrade(
-            request, stream, dispatcher=self._dispatcher, things=self._affordances,
-            limits=self.config.websocket, access=self.config.access,
-            default_host=f"{self.config.host}:{self.config.port}")
+        return serve_websocket_upgrade(
+            request, stream, dispatcher=self._dispatcher, dialects=self._dialects,
+            limits=self.config.websocket, access=self.config.access)
 
     async def _handle_request(self, request: HttpRequest) -> HttpResponse:
         if self._dispatcher is None:
@@ -245,7 +252,7 @@ class ThingServer:
                 "may have; close one before opening another."), limits=self.config.http)
             return
         try:
-            await self.handle_connection(stream)
+            await self._serve_http(stream)
         finally:
             clients.release(address)
 

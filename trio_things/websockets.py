@@ -6,20 +6,22 @@ bytes h11 already read) and is handed to trio-websocket. The dialect is chosen f
 client's ``Sec-WebSocket-Protocol``, which is echoed back
 (:mod:`trio_things.protocol.dialects`).
 
-Then :func:`websocket_endpoint` runs the connection in its own nursery (DESIGN
-section 2)::
+Then :func:`websocket_endpoint` runs the connection in one nursery, the one that also
+holds trio-websocket's reader task (DESIGN section 2)::
 
-    websocket_endpoint
+    serve_websocket_upgrade             the handshake, then the nursery:
+      trio-websocket's reader           reads frames; answers pings and close frames
       process_messages_from_websocket   reads every message; runs its commands, which
-                                        edit the observer sets; queues the replies
+        (the connection's own task)     edit the observer sets; queues the replies
       relay_notifications_to_websocket  waits on the Outbox's channel; writes everything
-                                        pending in one send_all, under a write timeout
-      keepalive                         pings; closes a peer that stops answering
+                                        pending in one send_all, under a write timeout;
+                                        pings a silent peer, closes one that stays silent
 
-When any of them ends (the client left or misbehaved, a write stalled, the server is
-shutting down) the nursery is cancelled, and a ``finally`` closes the Outbox, which
-removes the connection from every observer set. Expected endings are normal exits,
-logged in one line at most; nothing a client does raises out of this module.
+When the processor ends (the client left, or the server is shutting down), a
+``finally`` closes the Outbox, which removes the connection from every observer set
+and ends the relay; when the relay ends first (it closed the connection, or dropped a
+stalled one), it cancels the processor. Expected endings are normal exits, logged in
+one line at most; nothing a client does raises out of this module.
 
 Close codes (RFC 6455 section 7.4.1) a client can expect:
 
@@ -29,7 +31,8 @@ Close codes (RFC 6455 section 7.4.1) a client can expect:
 1008   the client read too slowly: its queue of events and action status overflowed;
        or it kept sending faster than ``max_requests_per_second`` after 429 answers
 1009   a message above ``max_message_bytes`` (sent by trio-websocket)
-1011   no pong within ``keepalive_timeout``
+1011   pinged after ``keepalive_interval`` of silence, no byte (a pong or anything
+       else) within ``keepalive_timeout``
 (none) a write made no progress within ``write_timeout``: the TCP connection is
        dropped, since half a frame may be on the wire
 ====== ========================================================================
@@ -37,10 +40,11 @@ Close codes (RFC 6455 section 7.4.1) a client can expect:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import urllib.parse
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Final
 
 import attrs
@@ -56,7 +60,8 @@ from trio_things.model.description import Form, thing_id
 from trio_things.protocol.access import WWW_AUTHENTICATE, AccessPolicy, Role, check_role
 from trio_things.protocol.commands import PropertyChanged, SubscribedReply
 from trio_things.protocol.dialects import SUBPROTOCOL, Dialect, MessageError, choose_subprotocol
-from trio_things.protocol.frames import text_frame
+from trio_things.protocol.frames import ping_frame, text_frame
+from trio_things.protocol.keepalive import Keepalive, KeepaliveAction
 from trio_things.protocol.labthings import LabThingsDialect
 from trio_things.protocol.problems import PROBLEM_CONTENT_TYPE, ProblemDetails
 from trio_things.protocol.routes import server_base
@@ -67,6 +72,7 @@ from trio_things.transport.upgrade import UpgradeStream
 __all__ = [
     "SUBPROTOCOL",
     "WebSocketBinding",
+    "WebSocketDialects",
     "WebSocketLimits",
     "process_messages_from_websocket",
     "relay_notifications_to_websocket",
@@ -80,6 +86,9 @@ logger = logging.getLogger("trio_things.websockets")
 #: RFC 6455 section 7.4.1: "1011 indicates that a server is terminating the connection
 #: because it encountered an unexpected condition": here, a peer that stopped answering.
 KEEPALIVE_CLOSE_CODE: Final = 1011
+#: The keepalive's ping; the peer's pong echoes the payload, and trio-websocket, which
+#: did not send it, ignores that pong. Any byte from the peer proves it alive.
+_KEEPALIVE_PING: Final = ping_frame(b"trio-things keepalive")
 #: "1001 indicates that an endpoint is 'going away', such as a server going down".
 SHUTDOWN_CLOSE_CODE: Final = 1001
 #: "1008 indicates that an endpoint is terminating the connection because it has
@@ -102,9 +111,10 @@ class WebSocketLimits:
     """Seconds one write of everything pending may take (its wait for the socket's write
     lock included) before the connection is dropped: a client that stopped reading."""
     keepalive_interval: float = attrs.field(default=20.0, validator=attrs.validators.gt(0))
-    """Seconds between two pings."""
+    """Seconds a client may send nothing before it is pinged."""
     keepalive_timeout: float = attrs.field(default=20.0, validator=attrs.validators.gt(0))
-    """Seconds a pong may take before the connection is closed with 1011."""
+    """Seconds after a ping with nothing from the client (a pong or anything else)
+    before the connection is closed with 1011."""
     max_requests_per_second: float = attrs.field(default=200.0,
                                                  validator=attrs.validators.gt(0))
     """The sustained rate of messages a client may send. Above it (after a burst of
@@ -200,14 +210,55 @@ class WebSocketBinding:
         return Form(href=f"{ws_scheme}://{rest}{thing}/ws", op=ops, subprotocol=SUBPROTOCOL)
 
 
+@attrs.define
+class WebSocketDialects:
+    """The endpoints of one server's Things, and the dialect objects its connections use.
+
+    A dialect object holds no per-connection state, so connections that address the
+    same endpoint through the same ``Host`` share one: an idle connection's memory is
+    what matters at thousands of connections. At most ``max_cached`` are kept (``Host``
+    is the client's to choose); beyond that the cache starts over.
+    """
+
+    things: Mapping[str, Affordances]
+    """The Things served, by name."""
+    default_host: str
+    """``host:port`` for a request without a usable ``Host`` header."""
+    max_cached: int = attrs.field(default=64, validator=attrs.validators.gt(0))
+    _cache: dict[tuple[str, str, str | None], Dialect] = attrs.field(init=False, factory=dict)
+
+    def route(self, path: str) -> str | None:
+        """See :func:`websocket_route`."""
+        return websocket_route(path, self.things)
+
+    def dialect(self, route: str, subprotocol: str | None, host: str | None) -> Dialect:
+        """The dialect for ``route`` (``""``: ``/ws``), the subprotocol chosen and the
+        request's ``Host``: the LabThings dialect without a subprotocol on a Thing's own
+        endpoint, else the Web Thing Protocol with TD ids as that client sees them."""
+        base = server_base(host, self.default_host)
+        key = (route, base, subprotocol)
+        dialect = self._cache.get(key)
+        if dialect is None:
+            if subprotocol is None and route:
+                dialect = LabThingsDialect(thing=route, affordances=self.things[route])
+            else:
+                dialect = WebThingProtocol(
+                    things=self.things,
+                    thing_ids={name: thing_id(base, name) for name in self.things},
+                    default_thing=route or None)
+            if len(self._cache) >= self.max_cached:
+                self._cache.clear()
+            self._cache[key] = dialect
+        return dialect
+
+
 async def serve_websocket_upgrade(
     request: HttpRequest,
     stream: UpgradeStream,
     *,
     dispatcher: Dispatcher,
-    things: Mapping[str, Affordances],
+    dialects: WebSocketDialects,
     limits: WebSocketLimits,
-    default_host: str,
     access: AccessPolicy,
 ) -> None:
     """Run one WebSocket connection until the client leaves or the server stops.
@@ -217,53 +268,34 @@ async def serve_websocket_upgrade(
     from an origin that is not allowed asks (403); see :mod:`trio_things.protocol.access`.
 
     Resource handling:
-        trio-websocket's reader task runs in a nursery owned by this call; both end
-        when it returns. On cancellation (server shutdown) the client is sent close
-        code 1001 (going away), waiting at most ``limits.close_timeout`` for its answer.
+        One nursery, owned by this call, holds trio-websocket's reader task and the
+        connection's relay; both end when it returns. On cancellation (server shutdown)
+        the client is sent close code 1001 (going away), waiting at most
+        ``limits.close_timeout`` for its answer. ``request`` is not kept once the
+        handshake is done: pass it as the only reference (see
+        :func:`~trio_things.transport.http.serve_http_connection`), and a connection
+        that lives for months does not hold its request head meanwhile.
 
     Error handling:
         A handshake that does not complete within ``limits.handshake_timeout``, an
         unknown path (404 with problem details) and a vanished peer all end the
         connection quietly; nothing the client sends can raise out of this function.
     """
-    websocket: trio_websocket.WebSocketConnection | None = None
-    route = websocket_route(request.path, things)
     async with trio.open_nursery() as nursery:
         try:
+            accepted = None
             with trio.move_on_after(limits.handshake_timeout):
-                ws_request = await trio_websocket.wrap_server_stream(
-                    nursery, stream, message_queue_size=1,
-                    max_message_size=limits.max_message_bytes)
-                try:
-                    if route is None:
-                        raise NotFound(f"no WebSocket endpoint at {request.path!r}")
-                    access.check_websocket_origin(origin=request.header("origin"),
-                                                  host=request.header("host"))
-                    role = access.authenticate(
-                        authorization=request.header("authorization"), query=request.query)
-                except RemoteProtocolError as error:
-                    problem = ProblemDetails.from_error(error)
-                    headers = [(b"content-type", PROBLEM_CONTENT_TYPE.encode())]
-                    if error.status == 401:
-                        headers.append((b"www-authenticate", WWW_AUTHENTICATE.encode()))
-                    await ws_request.reject(error.status, body=problem.to_bytes(),
-                                            extra_headers=headers)
-                    return
-                subprotocol = choose_subprotocol(ws_request.proposed_subprotocols)
-                websocket = await ws_request.accept(subprotocol=subprotocol)
-            if websocket is None or route is None:  # the handshake timed out
+                accepted = await _accept(request, stream, nursery, dialects=dialects,
+                                         access=access, limits=limits)
+            del request
+            if accepted is None:  # refused, or the handshake timed out
                 return
-            dialect: Dialect
-            if subprotocol is None and route:
-                dialect = LabThingsDialect(thing=route, affordances=things[route])
-            else:
-                base = server_base(request.header("host"), default_host)
-                dialect = WebThingProtocol(
-                    things=things, thing_ids={name: thing_id(base, name) for name in things},
-                    default_thing=route or None)
+            websocket, dialect, role = accepted
+            del accepted
             try:
-                await websocket_endpoint(websocket, stream=stream, dialect=dialect,
-                                         dispatcher=dispatcher, limits=limits, role=role)
+                await websocket_endpoint(websocket, nursery=nursery, stream=stream,
+                                         dialect=dialect, dispatcher=dispatcher,
+                                         limits=limits, role=role)
             finally:
                 with trio.CancelScope(shield=True), trio.move_on_after(limits.close_timeout):
                     await websocket.aclose(SHUTDOWN_CLOSE_CODE, "server shutting down")
@@ -273,9 +305,43 @@ async def serve_websocket_upgrade(
             nursery.cancel_scope.cancel()
 
 
+async def _accept(
+    request: HttpRequest,
+    stream: UpgradeStream,
+    nursery: trio.Nursery,
+    *,
+    dialects: WebSocketDialects,
+    access: AccessPolicy,
+    limits: WebSocketLimits,
+) -> tuple[trio_websocket.WebSocketConnection, Dialect, Role] | None:
+    """The opening handshake: the open connection, its dialect and the client's role;
+    None when it was refused (with problem details)."""
+    route = dialects.route(request.path)
+    ws_request = await trio_websocket.wrap_server_stream(
+        nursery, stream, message_queue_size=1, max_message_size=limits.max_message_bytes)
+    try:
+        if route is None:
+            raise NotFound(f"no WebSocket endpoint at {request.path!r}")
+        access.check_websocket_origin(origin=request.header("origin"),
+                                      host=request.header("host"))
+        role = access.authenticate(
+            authorization=request.header("authorization"), query=request.query)
+    except RemoteProtocolError as error:
+        problem = ProblemDetails.from_error(error)
+        headers = [(b"content-type", PROBLEM_CONTENT_TYPE.encode())]
+        if error.status == 401:
+            headers.append((b"www-authenticate", WWW_AUTHENTICATE.encode()))
+        await ws_request.reject(error.status, body=problem.to_bytes(), extra_headers=headers)
+        return None
+    subprotocol = choose_subprotocol(ws_request.proposed_subprotocols)
+    dialect = dialects.dialect(route, subprotocol, request.header("host"))
+    return await ws_request.accept(subprotocol=subprotocol), dialect, role
+
+
 async def websocket_endpoint(
     websocket: trio_websocket.WebSocketConnection,
     *,
+    nursery: trio.Nursery,
     stream: UpgradeStream,
     dialect: Dialect,
     dispatcher: Dispatcher,
@@ -286,28 +352,26 @@ async def websocket_endpoint(
     server stops; then leave every observer set. ``role`` is what the client's token
     allows.
 
+    The processor runs in the calling task, the relay in ``nursery``: the nursery that
+    holds trio-websocket's reader, so a connection costs one nursery and three tasks.
+
     Returns:
-        When the first of the connection's tasks ends; the others are cancelled.
+        When the processor ends (the connection closed), or when the relay ends (it
+        closed the connection, or dropped it) and cancels ``nursery``, whose scope
+        covers the caller's task, and with it the processor.
 
     Resource handling:
-        Owns the connection's Outbox and the nursery of its processor, relay and
-        keepalive. The caller owns ``websocket`` and ``stream`` and closes them.
+        Owns the connection's Outbox. Closing it on the way out leaves every observer
+        set and ends the relay, which never outlives ``nursery``. The caller owns
+        ``websocket``, ``stream`` and ``nursery``, and closes them.
     """
     outbox = Outbox(max_queued=limits.outbox_size)
     try:
-        async with trio.open_nursery() as nursery:
-
-            async def run_then_cancel(task: Callable[..., Awaitable[None]],
-                                      *args: object) -> None:
-                await task(*args)
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(run_then_cancel, relay_notifications_to_websocket,
-                               websocket, outbox, stream, limits)
-            nursery.start_soon(run_then_cancel, _keepalive, websocket, limits)
-            await process_messages_from_websocket(websocket, outbox, dialect, dispatcher,
-                                                  limits, role)
-            nursery.cancel_scope.cancel()
+        nursery.start_soon(functools.partial(
+            relay_notifications_to_websocket, websocket, outbox, stream, limits,
+            done=nursery.cancel_scope), name="trio_things websocket relay")
+        await process_messages_from_websocket(websocket, outbox, dialect, dispatcher,
+                                              limits, role)
     finally:
         outbox.close()
 
@@ -403,14 +467,21 @@ async def relay_notifications_to_websocket(
     outbox: Outbox,
     stream: UpgradeStream,
     limits: WebSocketLimits,
+    *,
+    done: trio.CancelScope | None = None,
 ) -> None:
-    """Write what ``outbox`` holds to the socket, everything pending in one ``send_all``.
+    """Write what ``outbox`` holds to the socket, everything pending in one ``send_all``;
+    and keep the connection alive.
 
     Returns when the Outbox is closed, when the peer is gone, after closing the
     connection as the Outbox asked (:meth:`~trio_things.fanout.outbox.Outbox.request_close`:
-    1008 when it overflowed, or for a flood) once what was queued before is written, or
-    after dropping it when a write did not complete within ``limits.write_timeout``.
-    Once the connection is closing (whoever closed it), frames are dropped unwritten.
+    1008 when it overflowed, or for a flood) once what was queued before is written,
+    after dropping it when a write did not complete within ``limits.write_timeout``, or
+    after closing it with 1011 when the peer fell silent: pinged after
+    ``keepalive_interval`` seconds without a byte from it, it did not answer within
+    ``keepalive_timeout`` (:mod:`trio_things.protocol.keepalive`). Once the connection is
+    closing (whoever closed it), frames are dropped unwritten. However it returns, it
+    cancels ``done`` if given: that is how the connection's processor learns it ended.
 
     Cancellation: a cancelled write may leave half a frame on the wire; the
     :class:`~trio_things.transport.upgrade.UpgradeStream` is then broken and the
@@ -423,62 +494,89 @@ async def relay_notifications_to_websocket(
     (:meth:`~trio_things.transport.upgrade.UpgradeStream.write_nowait`), and the relay
     is woken only for what is left: a backlog, or a queue that built up.
     """
-    outbox.claim_relay()
+    try:
+        outbox.claim_relay()
+        keepalive = Keepalive(interval=limits.keepalive_interval,
+                              timeout=limits.keepalive_timeout, start=trio.current_time())
+        writer = _RelayWriter(websocket=websocket, outbox=outbox, stream=stream,
+                              limits=limits)
+        outbox.write_now = writer.write_now
+        try:
+            while True:
+                with trio.move_on_at(keepalive.deadline()):
+                    try:
+                        await outbox.receive_channel.receive()
+                    except trio.EndOfChannel:
+                        return
+                due = keepalive.due(now=trio.current_time(),
+                                    received_at=stream.received_at,
+                                    received_bytes=stream.bytes_received)
+                if due is KeepaliveAction.GIVE_UP:
+                    logger.info("closing a WebSocket client that sent nothing for %.1f s "
+                                "after a ping", limits.keepalive_timeout)
+                    await writer.close(KEEPALIVE_CLOSE_CODE, "keepalive ping timeout")
+                    return
+                # Read before taking: every frame queued before a close request is in
+                # this take (the Outbox accepts none after it), so it precedes the close.
+                closing = outbox.close_request
+                data = b"".join(itertools.chain.from_iterable(outbox.take()))
+                if due is KeepaliveAction.PING:
+                    data += _KEEPALIVE_PING
+                if ((data or stream.needs_flush or stream.broken)
+                        and not await writer.write(data)):
+                    return
+                if closing is not None:
+                    logger.warning("closing a WebSocket client (%d): %s", closing.code,
+                                   closing.reason)
+                    await writer.close(closing.code, closing.reason)
+                    return
+        finally:
+            outbox.write_now = None
+    finally:
+        if done is not None:
+            done.cancel()
 
-    def still_open() -> bool:
-        return websocket.closed is None
 
-    def write_now(frame: Frame) -> bool:
-        if not still_open():
+@attrs.define
+class _RelayWriter:
+    """How the relay writes to one connection, and closes it.
+
+    A class rather than closures in the relay: an idle connection's memory is mostly
+    what its waiting tasks hold, and four closures cost more than one small object.
+    """
+
+    websocket: trio_websocket.WebSocketConnection
+    outbox: Outbox
+    stream: UpgradeStream
+    limits: WebSocketLimits
+
+    def still_open(self) -> bool:
+        return self.websocket.closed is None
+
+    def write_now(self, frame: Frame) -> bool:
+        """The Outbox's fast path (see :attr:`Outbox.write_now`)."""
+        if not self.still_open():
             return True  # closing: dropped, as the relay drops it
-        if not stream.write_nowait(b"".join(frame)):
+        if not self.stream.write_nowait(b"".join(frame)):
             return False
-        if stream.needs_flush or stream.broken:
-            outbox.wake()
+        if self.stream.needs_flush or self.stream.broken:
+            self.outbox.wake()
         return True
 
-    outbox.write_now = write_now
-    try:
-        async for _ in outbox.receive_channel:
-            # Read before taking: every frame queued before a close request is in this
-            # take (the Outbox accepts none after it), so it precedes the close frame.
-            closing = outbox.close_request
-            data = b"".join(itertools.chain.from_iterable(outbox.take()))
-            if data or stream.needs_flush or stream.broken:
-                try:
-                    with trio.fail_after(limits.write_timeout):
-                        # Not written once the connection is closing: dropped, as it must be.
-                        await stream.send_all_while(data, still_open)
-                except trio.TooSlowError:
-                    logger.warning("dropping a WebSocket client whose writes stalled "
-                                   "for %.1f s", limits.write_timeout)
-                    return
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return
-            if closing is not None:
-                logger.warning("closing a WebSocket client (%d): %s", closing.code,
-                               closing.reason)
-                with trio.move_on_after(limits.close_timeout):
-                    await websocket.aclose(closing.code, closing.reason)
-                return
-    finally:
-        outbox.write_now = None
-
-
-async def _keepalive(websocket: trio_websocket.WebSocketConnection,
-                     limits: WebSocketLimits) -> None:
-    """Ping every ``keepalive_interval``; close with 1011 when a pong does not come
-    within ``keepalive_timeout`` (trio-websocket has no keepalive of its own)."""
-    while True:
-        await trio.sleep(limits.keepalive_interval)
+    async def write(self, data: bytes) -> bool:
+        """Write ``data`` (after any backlog); False when the connection is to end."""
         try:
-            with trio.move_on_after(limits.keepalive_timeout) as waiting:
-                await websocket.ping()
-        except trio_websocket.ConnectionClosed:
-            return
-        if waiting.cancelled_caught:
-            logger.info("closing a WebSocket client that did not answer a ping in %.1f s",
-                        limits.keepalive_timeout)
-            with trio.move_on_after(limits.close_timeout):
-                await websocket.aclose(KEEPALIVE_CLOSE_CODE, "keepalive ping timeout")
-            return
+            with trio.fail_after(self.limits.write_timeout):
+                # Not written once the connection is closing: dropped, as it must be.
+                await self.stream.send_all_while(data, self.still_open)
+        except trio.TooSlowError:
+            logger.warning("dropping a WebSocket client whose writes stalled "
+                           "for %.1f s", self.limits.write_timeout)
+            return False
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        return True
+
+    async def close(self, code: int, reason: str) -> None:
+        with trio.move_on_after(self.limits.close_timeout):
+            await self.websocket.aclose(code, reason)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
-from trio_things.protocol.frames import MAX_PAYLOAD, text_frame, text_frame_header
+from trio_things.protocol.frames import MAX_PAYLOAD, ping_frame, text_frame, text_frame_header
 
 #: Each side of the 7-bit, 16-bit and 64-bit length encodings (RFC 6455 section 5.2).
 LENGTHS = [0, 1, 125, 126, 127, 65535, 65536, 70000]
@@ -62,3 +62,17 @@ def test_largest_length_has_top_bit_clear() -> None:
     header = text_frame_header(MAX_PAYLOAD)
     assert header[:2] == b"\x81\x7f"
     assert header[2] & 0x80 == 0
+
+
+@pytest.mark.parametrize("payload", [b"", b"trio-things keepalive", b"x" * 125])
+def test_ping_frame_is_what_wsproto_parses_as_a_ping(payload: bytes) -> None:
+    client = FrameProtocol(client=True, extensions=[])
+    client.receive_bytes(ping_frame(payload))
+    (frame,) = list(client.received_frames())
+    assert frame.opcode is Opcode.PING
+    assert frame.payload == payload
+
+
+def test_a_ping_payload_over_125_bytes_is_refused() -> None:
+    with pytest.raises(ValueError):
+        ping_frame(b"x" * 126)

@@ -32,10 +32,15 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-__all__ = ["MAX_PAYLOAD", "text_frame", "text_frame_header"]
+__all__ = ["MAX_PAYLOAD", "ping_frame", "text_frame", "text_frame_header"]
 
 #: FIN set, RSV1-3 clear, opcode 0x1 (text frame).
 _FIN_TEXT: Final = 0x81
+#: FIN set, RSV1-3 clear, opcode 0x9 (ping).
+_FIN_PING: Final = 0x89
+#: RFC 6455 section 5.5: "All control frames MUST have a payload length of 125 bytes or
+#: less and MUST NOT be fragmented."
+MAX_CONTROL_PAYLOAD: Final = 125
 #: RFC 6455 section 5.2: "the most significant bit MUST be 0".
 MAX_PAYLOAD: Final = (1 << 63) - 1
 
@@ -64,3 +69,11 @@ def text_frame_header(length: int) -> bytes:
 def text_frame(payload: bytes) -> bytes:
     """A whole unmasked, final text frame carrying ``payload`` (UTF-8 JSON)."""
     return text_frame_header(len(payload)) + payload
+
+
+def ping_frame(payload: bytes = b"") -> bytes:
+    """A whole unmasked ping frame (RFC 6455 section 5.5.2); the peer answers it with a
+    pong carrying the same ``payload``, at most 125 bytes (:exc:`ValueError` beyond)."""
+    if len(payload) > MAX_CONTROL_PAYLOAD:
+        raise ValueError(f"a control frame's payload cannot exceed {MAX_CONTROL_PAYLOAD} bytes")
+    return bytes((_FIN_PING, len(payload))) + payload

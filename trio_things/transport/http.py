@@ -157,7 +157,8 @@ RequestHandler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 
 UpgradeHandler = Callable[[HttpRequest, UpgradeStream], Awaitable[None]]
 """Takes over the connection after a WebSocket upgrade request, answering it itself.
-Should not raise: whatever escapes is logged with its traceback."""
+Should not raise: whatever escapes is logged with its traceback. The transport keeps no
+reference to the request once it has called the handler, so the handler can free it."""
 
 
 async def serve_http_connection(
@@ -207,9 +208,11 @@ async def serve_http_connection(
     try:
         request = await connection.serve(handle_request, upgrade=handle_upgrade is not None)
         if request is not None and handle_upgrade is not None:
-            upgrade = connection.upgrade_stream()
-            del connection  # h11's state and buffers are done with: free them for the
-            await handle_upgrade(request, upgrade)  # long life of a WebSocket
+            upgraded = handle_upgrade(request, connection.upgrade_stream())
+            # h11's state and buffers, and the request, are done with: the handler holds
+            # the request only as long as it needs it, for the long life of a WebSocket.
+            del connection, request
+            await upgraded
     except _NORMAL_ENDINGS as exc:
         logger.debug("HTTP connection ended: %s", type(exc).__name__)
     except Exception:

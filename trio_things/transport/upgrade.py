@@ -24,6 +24,7 @@ What the socket does not take at once is kept as a *backlog* that the next ``sen
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 
@@ -63,6 +64,9 @@ class UpgradeStream(trio.abc.Stream):
     (including those already waiting for the lock) raises :exc:`trio.BrokenResourceError`
     without writing. Reading is unaffected, so a close frame can still be received.
 
+    Reads are counted (:attr:`bytes_received`, :attr:`received_at`): they are how the
+    relay's keepalive (:mod:`trio_things.protocol.keepalive`) knows the peer is alive.
+
     Ownership: the stream owns the wrapped ``stream``; :meth:`aclose` closes it.
     """
 
@@ -76,6 +80,10 @@ class UpgradeStream(trio.abc.Stream):
         # Only a real socket has a fast path; memory streams (tests) always take the relay's.
         self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
         self._backlog = b""
+        self.bytes_received = 0
+        """Bytes read from the underlying stream so far."""
+        self.received_at = -math.inf
+        """:func:`trio.current_time` after the last read that returned bytes."""
 
     @property
     def needs_flush(self) -> bool:
@@ -132,7 +140,11 @@ class UpgradeStream(trio.abc.Stream):
         if max_bytes is not None and max_bytes < 1:
             raise ValueError("max_bytes must be >= 1")
         if not self._replay:
-            return await self._stream.receive_some(max_bytes)
+            data = await self._stream.receive_some(max_bytes)
+            if data:
+                self.bytes_received += len(data)
+                self.received_at = trio.current_time()
+            return data
         await trio.lowlevel.checkpoint()
         size = len(self._replay) if max_bytes is None else max_bytes
         chunk, self._replay = self._replay[:size], self._replay[size:]
