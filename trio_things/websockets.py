@@ -564,7 +564,19 @@ class _RelayWriter:
         return True
 
     async def write(self, data: bytes) -> bool:
-        """Write ``data`` (after any backlog); False when the connection is to end."""
+        """Write ``data`` (after any backlog); False when the connection is to end.
+
+        First without waiting, as the fast path writes: a ``send_all`` yields to the
+        scheduler while it holds the write lock, a publisher that finds the lock held
+        queues its frame and wakes the relay again, and so a producer at full speed
+        would keep every frame on the relay's slow path (one wake-up each) for good.
+        """
+        if data and self.still_open() and self.stream.write_nowait(data):
+            if self.stream.broken:
+                return False
+            if not self.stream.needs_flush:
+                return True
+            data = b""  # the rest is the backlog, which a send_all writes first
         try:
             with trio.fail_after(self.limits.write_timeout):
                 # Not written once the connection is closing: dropped, as it must be.
