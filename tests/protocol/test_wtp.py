@@ -538,3 +538,15 @@ def test_decode_message_shaped_json(value: dict[str, Any], default_thing: str | 
 @given(st.text(), st.sampled_from([None, "counter"]))
 def test_decode_arbitrary_text(text: str, default_thing: str | None) -> None:
     decodes_or_message_error(text, default_thing)
+
+
+def test_message_ids_are_distinct_version_4_uuids() -> None:
+    import uuid
+
+    from trio_things.protocol.wtp import _message_id
+
+    ids = [_message_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)

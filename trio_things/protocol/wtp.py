@@ -32,7 +32,8 @@ string).
 from __future__ import annotations
 
 import datetime
-import uuid
+import os
+import random
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, assert_never
 
@@ -78,12 +79,27 @@ class Envelope:
     correlation_id: str | None = None
 
 
+#: RFC 9562 section 5.4: the version field (bits 48-51) is 0b0100, the variant field
+#: (bits 64-65) 0b10; the other 122 bits are random.
+_UUID4_CLEAR: Final = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
+_UUID4_SET: Final = (0x4 << 76) | (0x2 << 62)
+
+
 def _dumps(value: Any) -> bytes:
     return orjson.dumps(value, option=_DUMPS_OPTIONS)
 
 
+#: Message ids need to be unique, not secret (unlike invocation ids, which grant a
+#: cancel): a Mersenne Twister seeded from the OS is ~4x cheaper than ``uuid.uuid4()``,
+#: which reads the OS's randomness each time, and one is drawn per notification.
+_random_bits = random.Random(os.urandom(32)).getrandbits
+
+
 def _message_id() -> str:
-    return str(uuid.uuid4())
+    """A fresh RFC 9562 version 4 UUID, as the draft asks of ``messageID``."""
+    bits = _random_bits(128) & _UUID4_CLEAR | _UUID4_SET
+    hex_ = f"{bits:032x}"
+    return f"{hex_[:8]}-{hex_[8:12]}-{hex_[12:16]}-{hex_[16:20]}-{hex_[20:]}"
 
 
 def action_status(invocation: Invocation) -> dict[str, Any]:
