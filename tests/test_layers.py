@@ -105,3 +105,18 @@ def test_the_layer_check_would_catch_a_client_importing_the_server(tmp_path: Pat
     bad.write_text("from trio_things.server import ThingServer\n")
     with pytest.raises(AssertionError, match=r"imports trio_things\.server"):
         test_the_client_never_imports_the_server(bad)
+
+
+def test_importing_the_client_does_not_load_the_server() -> None:
+    """The package root imports the server lazily, so a client-only program does not
+    load it (the client has its own HTTP and WebSocket code)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, trio_things.client, trio_things; "
+            "assert 'trio_things.server' not in sys.modules, 'server loaded'; "
+            "assert 'trio_things.websockets' not in sys.modules, 'websockets loaded'; "
+            "trio_things.ThingServer; assert 'trio_things.server' in sys.modules")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr

@@ -4,7 +4,10 @@ Describe a device as a :class:`Thing` with :func:`property`, :func:`action` and
 :func:`event`; serve it with :class:`ThingServer` or ``trio-things serve``.
 """
 
-from trio_things.config import ConfigError, ServerConfig, ThingConfig
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from trio_things.errors import (
     InvalidValue,
     LocalProtocolError,
@@ -15,7 +18,10 @@ from trio_things.errors import (
 from trio_things.model.affordances import ActionContext, Event, action, event, property
 from trio_things.model.schema import Schema
 from trio_things.model.thing import Thing
-from trio_things.server import ThingServer
+
+if TYPE_CHECKING:
+    from trio_things.config import ConfigError, ServerConfig, ThingConfig
+    from trio_things.server import ThingServer
 
 __all__ = [
     "ActionContext",
@@ -37,3 +43,19 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+#: Imported on first use (PEP 562), so that ``import trio_things.client`` (a consumer
+#: of other servers' Things) does not load the server, trio-websocket and h11.
+_LAZY = {"ConfigError": "trio_things.config", "ServerConfig": "trio_things.config",
+         "ThingConfig": "trio_things.config", "ThingServer": "trio_things.server"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'trio_things' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
