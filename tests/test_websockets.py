@@ -868,3 +868,47 @@ def test_connections_through_the_same_host_share_one_dialect_object() -> None:
     for n in range(10):
         dialects.dialect("counter", SUBPROTOCOL, f"host{n}")
     assert len(dialects._cache) <= 4
+
+
+@pytest.mark.parametrize(("headers", "status"), [
+    ({}, 400),
+    ({"sec-websocket-key": "not base64!", "sec-websocket-version": "13"}, 400),
+    ({"sec-websocket-key": "c2hvcnQ=", "sec-websocket-version": "13"}, 400),  # 5 bytes
+    ({"sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ=="}, 426),
+    ({"sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==", "sec-websocket-version": "8"}, 426),
+])
+async def test_a_handshake_rfc_6455_refuses_gets_problem_details_and_close(
+        headers: dict[str, str], status: int) -> None:
+    """Refused before trio-websocket sees it (which would answer a bare 400): problem
+    details, ``Connection: close``, and for a version other than 13 the version we speak
+    (RFC 6455 section 4.2.2)."""
+    import h11
+
+    server = make_server()
+    head = ("GET /counter/ws HTTP/1.1\r\nHost: testserver\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+            + "\r\n").encode()
+    async with server.running():
+        client_stream, server_stream = trio.testing.memory_stream_pair()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.handle_connection, server_stream)
+            await client_stream.send_all(head)
+            client = h11.Connection(h11.CLIENT)
+            client.send(h11.Request(method="GET", target="/counter/ws",
+                                    headers=[("host", "testserver")]))
+            with trio.fail_after(5):
+                events: list[object] = []
+                while not any(isinstance(e, h11.EndOfMessage) for e in events):
+                    client.receive_data(await client_stream.receive_some())
+                    while (event := client.next_event()) not in (h11.NEED_DATA, h11.PAUSED):
+                        events.append(event)
+                assert await client_stream.receive_some() == b""  # and closed at once
+    response = events[0]
+    assert isinstance(response, h11.Response)
+    fields = {k.decode(): v.decode() for k, v in response.headers}
+    assert response.status_code == status
+    assert fields["content-type"] == "application/problem+json"
+    assert fields["connection"] == "close"
+    assert (fields.get("sec-websocket-version") == "13") == (status == 426)
+    body = b"".join(e.data for e in events if isinstance(e, h11.Data))
+    assert orjson.loads(body)["status"] == status

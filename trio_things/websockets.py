@@ -40,6 +40,7 @@ Close codes (RFC 6455 section 7.4.1) a client can expect:
 
 from __future__ import annotations
 
+import base64
 import functools
 import itertools
 import logging
@@ -52,7 +53,7 @@ import trio
 import trio_websocket
 
 from trio_things.dispatch import Dispatcher
-from trio_things.errors import NotFound, RemoteProtocolError
+from trio_things.errors import BadRequest, NotFound, RemoteProtocolError
 from trio_things.fanout.observers import PROPERTY, Observer
 from trio_things.fanout.outbox import Frame, Outbox
 from trio_things.model.affordances import ActionSpec, Affordances, EventSpec, PropertySpec
@@ -66,7 +67,7 @@ from trio_things.protocol.labthings import LabThingsDialect
 from trio_things.protocol.problems import PROBLEM_CONTENT_TYPE, ProblemDetails
 from trio_things.protocol.routes import server_base
 from trio_things.protocol.wtp import WebThingProtocol
-from trio_things.transport.http import HttpRequest
+from trio_things.transport.http import HttpRequest, refuse_http_connection
 from trio_things.transport.upgrade import UpgradeStream
 
 __all__ = [
@@ -74,6 +75,7 @@ __all__ = [
     "WebSocketBinding",
     "WebSocketDialects",
     "WebSocketLimits",
+    "check_handshake",
     "process_messages_from_websocket",
     "relay_notifications_to_websocket",
     "serve_websocket_upgrade",
@@ -171,6 +173,25 @@ def websocket_route(path: str, things: Collection[str]) -> str | None:
         case [thing, "ws"] if thing in things:
             return thing
     return None
+
+
+def check_handshake(request: HttpRequest) -> None:
+    """Raise :class:`~trio_things.errors.RemoteProtocolError` unless ``request`` is an
+    opening handshake RFC 6455 section 4.2.1 accepts (the transport has checked the
+    method, ``Upgrade`` and ``Connection``): 400 without a valid ``Sec-WebSocket-Key``,
+    426 for a ``Sec-WebSocket-Version`` other than 13 (answered with
+    ``Sec-WebSocket-Version: 13``, as section 4.2.2 asks)."""
+    key = request.header("sec-websocket-key")
+    try:
+        valid_key = key is not None and len(base64.b64decode(key, validate=True)) == 16
+    except ValueError:
+        valid_key = False
+    if not valid_key:
+        raise BadRequest("a WebSocket handshake needs a Sec-WebSocket-Key: the base64 of "
+                         "16 random bytes (RFC 6455 section 4.1)")
+    if request.header("sec-websocket-version") != "13":
+        raise RemoteProtocolError("this server speaks WebSocket version 13 only "
+                                  "(Sec-WebSocket-Version: 13)", status=426)
 
 
 class WebSocketBinding:
@@ -316,6 +337,12 @@ async def _accept(
 ) -> tuple[trio_websocket.WebSocketConnection, Dialect, Role] | None:
     """The opening handshake: the open connection, its dialect and the client's role;
     None when it was refused (with problem details)."""
+    try:
+        check_handshake(request)
+    except RemoteProtocolError as error:  # trio-websocket would answer a bare 400
+        await refuse_http_connection(
+            stream, error, headers=[("sec-websocket-version", "13")] if error.status == 426 else [])
+        return None
     route = dialects.route(request.path)
     ws_request = await trio_websocket.wrap_server_stream(
         nursery, stream, message_queue_size=1, max_message_size=limits.max_message_bytes)
@@ -328,7 +355,8 @@ async def _accept(
             authorization=request.header("authorization"), query=request.query)
     except RemoteProtocolError as error:
         problem = ProblemDetails.from_error(error)
-        headers = [(b"content-type", PROBLEM_CONTENT_TYPE.encode())]
+        # The connection ends with the refusal (RFC 9112 section 9.6: say so).
+        headers = [(b"content-type", PROBLEM_CONTENT_TYPE.encode()), (b"connection", b"close")]
         if error.status == 401:
             headers.append((b"www-authenticate", WWW_AUTHENTICATE.encode()))
         await ws_request.reject(error.status, body=problem.to_bytes(), extra_headers=headers)

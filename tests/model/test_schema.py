@@ -129,3 +129,16 @@ def test_types_without_json_form_are_definition_errors(tp: object) -> None:
 def test_invalid_regex_is_rejected_when_declared() -> None:
     with pytest.raises(Exception, match=r"unterminated|missing"):
         Schema(pattern="[")
+
+
+@pytest.mark.parametrize("value", [2**64, -(2**63) - 1, 1e26, float(2**60)])
+def test_integers_beyond_what_json_carries_exactly_are_refused(value: object) -> None:
+    """Beyond 64 bits orjson cannot write an integer, and a float beyond 2**53 is not
+    the integer the client wrote: both refused, naming the value."""
+    with pytest.raises(InvalidValue, match="count"):
+        schema_for(int).validate(value, "count")
+
+
+@pytest.mark.parametrize("value", [2**64 - 1, -(2**63), 3.0, float(2**53)])
+def test_integers_within_reach_are_accepted(value: object) -> None:
+    schema_for(int).validate(value, "count")

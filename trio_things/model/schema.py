@@ -250,10 +250,28 @@ def _json_equal(a: Any, b: Any) -> bool:
         and not isinstance(a, bool) and not isinstance(b, bool))) and bool(a == b)
 
 
+#: The integers JSON values may carry here: what orjson encodes (signed and unsigned
+#: 64-bit). A parser reads a larger one as a float, which has lost its low digits.
+_MIN_INTEGER: Final = -(1 << 63)
+_MAX_INTEGER: Final = (1 << 64) - 1
+#: Floats hold every integer up to 2**53 exactly; beyond, ``1e26`` is not the integer
+#: the client wrote, only the nearest double.
+_MAX_EXACT_FLOAT: Final = float(1 << 53)
+
+
 def _check_type(expected: JsonType, value: Any, path: str) -> None:
     if expected == "integer":
-        ok = (isinstance(value, int) and not isinstance(value, bool)) or (
-            isinstance(value, float) and value.is_integer())
+        if isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+            if not _MIN_INTEGER <= value <= _MAX_INTEGER:
+                raise InvalidValue(f"{_show(value)} is beyond the 64-bit integers", path=path)
+        elif isinstance(value, float) and value.is_integer():
+            ok = True
+            if abs(value) > _MAX_EXACT_FLOAT:
+                raise InvalidValue(f"{_show(value)} is too large to be an exact integer "
+                                   "(write it without an exponent, within 64 bits)", path=path)
+        else:
+            ok = False
     elif expected == "number":
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     else:

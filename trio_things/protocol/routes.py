@@ -28,6 +28,7 @@ without a server.
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any, Final
@@ -43,9 +44,19 @@ __all__ = ["decode_request", "server_base"]
 _NO_BODY: Final = object()
 
 
+#: RFC 3986 section 3.2.2 host (reg-name, IPv4, or an IP literal in brackets) and
+#: section 3.2.3 port, in ASCII only.
+_HOST: Final = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]+)(?::[0-9]*)?")
+
+
 def server_base(host: str | None, default_host: str, scheme: str = "http") -> str:
-    """The server's root URL as the client addressed it (``Host``), ending with ``/``."""
-    if not host or any(ch in host for ch in "/?#@ \\"):
+    """The server's root URL as the client addressed it (``Host``), ending with ``/``.
+
+    A ``Host`` that is no RFC 3986 authority without userinfo (a name or an IP
+    literal, and a port) is replaced by ``default_host``: it ends up in TDs, ``Location``
+    headers and ids, where anything else (a ``/``, a non-ASCII byte) would break them.
+    """
+    if not host or not _HOST.fullmatch(host):
         host = default_host
     return f"{scheme}://{host}/"
 

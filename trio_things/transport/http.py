@@ -223,6 +223,7 @@ async def serve_http_connection(
 
 async def refuse_http_connection(
     stream: trio.abc.Stream, error: RemoteProtocolError, *, limits: HttpLimits = HttpLimits(),
+    headers: Iterable[tuple[str, str]] = (),
 ) -> None:
     """Answer ``error`` on a connection not served at all, then close ``stream``.
 
@@ -230,13 +231,14 @@ async def refuse_http_connection(
     any request is read: reading one would be serving the connection. HTTP clients read
     a response that comes early, and the half-close and drain that follow (as after any
     refusal, see :func:`serve_http_connection`) keep a TCP reset from destroying it.
+    ``headers`` are added to the response (e.g. ``Sec-WebSocket-Version`` with a 426).
 
     Resource handling and errors as for :func:`serve_http_connection`: it owns and
     closes ``stream``, and only :exc:`trio.Cancelled` escapes. It takes at most
     ``write_timeout`` plus two seconds.
     """
     try:
-        await _Connection(stream, limits).refuse(error)
+        await _Connection(stream, limits).refuse(error, headers)
     except _NORMAL_ENDINGS as exc:
         logger.debug("refused HTTP connection ended: %s", type(exc).__name__)
     except Exception:
@@ -352,12 +354,14 @@ class _Connection:
             head = _response_head(response)
         await self._write_response(head, response.body)
 
-    async def refuse(self, error: RemoteProtocolError) -> None:
+    async def refuse(self, error: RemoteProtocolError,
+                     headers: Iterable[tuple[str, str]] = ()) -> None:
         """Answer a refused request (or connection) and linger, unless an interrupted
         write forbids it."""
         if self._h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
         response = HttpResponse.problem(ProblemDetails.from_error(error))
+        response = attrs.evolve(response, headers=(*response.headers, *headers))
         await self._write_response(_response_head(response, close=True), response.body)
         await self._linger()
 
