@@ -20,8 +20,9 @@ holds trio-websocket's reader task (DESIGN section 2)::
 When the processor ends (the client left, or the server is shutting down), a
 ``finally`` closes the Outbox, which removes the connection from every observer set
 and ends the relay; when the relay ends first (it closed the connection, or dropped a
-stalled one), it cancels the processor. Expected endings are normal exits, logged in
-one line at most; nothing a client does raises out of this module.
+stalled one), it cancels the nursery, whose scope covers the processor too. Expected
+endings are normal exits, logged in one line at most; nothing a client does raises out
+of this module.
 
 Close codes (RFC 6455 section 7.4.1) a client can expect:
 
