@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import trio_things as tt
-from tests.wsclient import open_ws, receive, request, send
+from tests.wsclient import open_raw_ws, open_ws, receive, request, send
 from trio_things.config import ServerConfig
 from trio_things.demo import Counter, Thermometer
 from trio_things.model.description import thing_id
@@ -607,12 +607,7 @@ async def test_a_client_that_never_answers_pings_is_closed_with_1011(
         autojump_clock: trio.testing.MockClock) -> None:
     server = make_server(keepalive_interval=5.0, keepalive_timeout=3.0)
     async with server.running():
-        client_stream, server_stream = trio.testing.memory_stream_pair()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(server.handle_connection, server_stream)
-            client = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
-            await client_stream.send_all(client.send(wsproto.events.Request(
-                host="testserver", target="/counter/ws", subprotocols=WTP)))
+        async with open_raw_ws(server, "/counter/ws", WTP) as (client, client_stream):
             events: list[wsproto.events.Event] = []
             start = trio.current_time()
             with trio.fail_after(60):
@@ -625,7 +620,6 @@ async def test_a_client_that_never_answers_pings_is_closed_with_1011(
             assert isinstance(close, wsproto.events.CloseConnection)
             assert close.code == 1011
             assert trio.current_time() - start == pytest.approx(5.0 + 3.0)
-            nursery.cancel_scope.cancel()
         assert observer_count(server) == 0
 
 
@@ -648,12 +642,7 @@ async def test_a_client_that_talks_is_never_pinged(
     gets no ping, though it would never answer one, and is never closed."""
     server = make_server(keepalive_interval=5.0, keepalive_timeout=3.0)
     async with server.running():
-        client_stream, server_stream = trio.testing.memory_stream_pair()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(server.handle_connection, server_stream)
-            client = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
-            await client_stream.send_all(client.send(wsproto.events.Request(
-                host="testserver", target="/counter/ws", subprotocols=WTP)))
+        async with open_raw_ws(server, "/counter/ws", WTP) as (client, client_stream):
             events: list[wsproto.events.Event] = []
             with trio.fail_after(60):
                 while not events:
@@ -674,7 +663,6 @@ async def test_a_client_that_talks_is_never_pinged(
             assert not any(isinstance(e, wsproto.events.Ping | wsproto.events.CloseConnection)
                            for e in events)
             assert sum(isinstance(e, wsproto.events.TextMessage) for e in events) == 12
-            nursery.cancel_scope.cancel()
 
 
 # --------------------------------------------------------------------------- floods

@@ -15,6 +15,8 @@ import orjson
 import trio
 import trio.testing
 import trio_websocket
+import wsproto
+import wsproto.events
 
 from trio_things.server import ThingServer
 
@@ -44,6 +46,22 @@ async def open_ws(
             with trio.move_on_after(1):
                 await ws.aclose()
             nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def open_raw_ws(server: ThingServer, path: str, subprotocols: list[str]
+                      ) -> AsyncIterator[tuple[wsproto.WSConnection, trio.abc.Stream]]:
+    """A bare wsproto client whose handshake request has been sent to ``server`` at
+    ``path``, and its stream: it answers nothing by itself (no pongs), so tests can
+    play a client that misbehaves. The server side runs in a nursery of this block."""
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.handle_connection, server_stream)
+        client = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+        await client_stream.send_all(client.send(wsproto.events.Request(
+            host="testserver", target=path, subprotocols=subprotocols)))
+        yield client, client_stream
+        nursery.cancel_scope.cancel()
 
 
 async def receive(ws: trio_websocket.WebSocketConnection) -> Any:
