@@ -261,17 +261,10 @@ _MAX_EXACT_FLOAT: Final = float(1 << 53)
 
 def _check_type(expected: JsonType, value: Any, path: str) -> None:
     if expected == "integer":
-        if isinstance(value, int) and not isinstance(value, bool):
-            ok = True
-            if not _MIN_INTEGER <= value <= _MAX_INTEGER:
-                raise InvalidValue(f"{_show(value)} is beyond the 64-bit integers", path=path)
-        elif isinstance(value, float) and value.is_integer():
-            ok = True
-            if abs(value) > _MAX_EXACT_FLOAT:
-                raise InvalidValue(f"{_show(value)} is too large to be an exact integer "
-                                   "(write it without an exponent, within 64 bits)", path=path)
-        else:
-            ok = False
+        ok = (isinstance(value, int) and not isinstance(value, bool)) or (
+            isinstance(value, float) and value.is_integer())
+        if ok:
+            _check_integer_range(value, path)
     elif expected == "number":
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     else:
@@ -280,6 +273,15 @@ def _check_type(expected: JsonType, value: Any, path: str) -> None:
         got = _JSON_NAMES.get(type(value), type(value).__name__)
         raise InvalidValue(f"expected {_ARTICLES[expected]}, got {got} {_show(value)}",
                            path=path)
+
+
+def _check_integer_range(value: int | float, path: str) -> None:
+    if isinstance(value, int):
+        if not _MIN_INTEGER <= value <= _MAX_INTEGER:
+            raise InvalidValue(f"{_show(value)} is beyond the 64-bit integers", path=path)
+    elif abs(value) > _MAX_EXACT_FLOAT:
+        raise InvalidValue(f"{_show(value)} is too large to be an exact integer "
+                           "(write it without an exponent, within 64 bits)", path=path)
 
 
 _PYTHON_TYPES: Final[dict[str, type | tuple[type, ...]]] = {
