@@ -824,6 +824,32 @@ async def test_over_loopback_every_observer_gets_every_change_by_the_fast_path()
             nursery.cancel_scope.cancel()
 
 
+class Camera(tt.Thing):
+    """A Thing whose property can be larger than a socket buffer takes at once."""
+
+    frame: str = tt.property(default="")
+
+
+async def test_over_loopback_a_frame_the_socket_takes_in_part_is_finished_unprompted() -> None:
+    """The fast path writes what the socket takes; the rest wakes the relay, which
+    writes it though nothing else is ever published (else the client would wait)."""
+    server = ThingServer(ServerConfig(host="127.0.0.1", port=0))
+    server.add_thing("camera", Camera())
+    camera = server.things["camera"]
+    image = "x" * 16_000_000  # more than a loopback socket buffer takes in one write
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(server.serve)
+            url = f"ws://127.0.0.1:{listeners[0].socket.getsockname()[1]}/camera/ws"
+            async with trio_websocket.open_websocket_url(
+                    url, subprotocols=WTP, max_message_size=32_000_000) as ws:
+                await request(ws, "observeproperty", thing=None, name="frame")
+                assert (await receive(ws))["value"] == ""
+                camera.frame = image  # type: ignore[attr-defined]
+                assert (await receive(ws))["value"] == image
+            nursery.cancel_scope.cancel()
+
+
 async def test_observers_are_told_the_stored_value_not_the_clients_spelling(
         server: ThingServer) -> None:
     with trio.fail_after(5):

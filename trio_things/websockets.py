@@ -527,9 +527,9 @@ async def relay_notifications_to_websocket(
         outbox.claim_relay()
         keepalive = Keepalive(interval=limits.keepalive_interval,
                               timeout=limits.keepalive_timeout, start=trio.current_time())
-        writer = _RelayWriter(websocket=websocket, outbox=outbox, stream=stream,
-                              limits=limits)
+        writer = _RelayWriter(websocket=websocket, stream=stream, limits=limits)
         outbox.write_now = writer.write_now
+        stream.on_unfinished_write = outbox.wake
         try:
             while True:
                 with trio.move_on_at(keepalive.deadline()):
@@ -561,6 +561,7 @@ async def relay_notifications_to_websocket(
                     return
         finally:
             outbox.write_now = None
+            stream.on_unfinished_write = None
     finally:
         if done is not None:
             done.cancel()
@@ -575,7 +576,6 @@ class _RelayWriter:
     """
 
     websocket: trio_websocket.WebSocketConnection
-    outbox: Outbox
     stream: UpgradeStream
     limits: WebSocketLimits
 
@@ -583,14 +583,14 @@ class _RelayWriter:
         return self.websocket.closed is None
 
     def write_now(self, frame: Frame) -> bool:
-        """The Outbox's fast path (see :attr:`Outbox.write_now`)."""
-        if not self.still_open():
+        """The Outbox's fast path (see :attr:`Outbox.write_now`); what it leaves
+        unfinished wakes the relay (:attr:`UpgradeStream.on_unfinished_write`).
+
+        Run once per delivery: no call here that can be saved (hence no ``still_open``).
+        """
+        if self.websocket.closed is not None:
             return True  # closing: dropped, as the relay drops it
-        if not self.stream.write_nowait(b"".join(frame)):
-            return False
-        if self.stream.needs_flush or self.stream.broken:
-            self.outbox.wake()
-        return True
+        return self.stream.write_nowait(b"".join(frame))
 
     async def write(self, data: bytes) -> bool:
         """Write ``data`` (after any backlog); False when the connection is to end.

@@ -190,20 +190,26 @@ async def read_exactly(stream: trio.abc.ReceiveStream, size: int) -> bytes:
 async def test_write_nowait_writes_at_once_on_an_idle_socket() -> None:
     ours, peer = await socket_pair()
     stream = UpgradeStream(ours, b"")
+    unfinished: list[None] = []
+    stream.on_unfinished_write = lambda: unfinished.append(None)
     with trio.fail_after(5):
         assert stream.write_nowait(b"frame")
         assert not stream.needs_flush
         assert await read_exactly(peer, 5) == b"frame"
         assert stream.statistics().writes == 1
+        assert unfinished == []  # nothing left for a writer: nobody is woken
 
 
 async def test_write_nowait_keeps_the_rest_and_send_all_writes_it_first() -> None:
     ours, peer = await socket_pair()
     stream = UpgradeStream(ours, b"")
     big = bytes(range(256)) * 40_000  # ~10 MB: more than any socket buffer takes at once
+    unfinished: list[None] = []
+    stream.on_unfinished_write = lambda: unfinished.append(None)
     with trio.fail_after(10):
         assert stream.write_nowait(big)
         assert stream.needs_flush  # the rest waits, in order
+        assert unfinished == [None]  # and whoever writes next is woken for it, once
         assert not stream.write_nowait(b"later")  # a backlog: queue it instead
         async with trio.open_nursery() as nursery:
             nursery.start_soon(stream.send_all, b"tail")
@@ -226,6 +232,31 @@ async def test_write_nowait_refuses_while_a_send_all_writes() -> None:
         assert await read_exactly(peer, 5) == b"frame"
 
 
+async def test_write_nowait_refuses_while_a_send_all_waits_for_the_lock() -> None:
+    ours, peer = await socket_pair()
+    stream = UpgradeStream(ours, b"")
+    big = b"x" * 10_000_000
+    waiting = trio.CancelScope()
+
+    async def send_second() -> None:
+        with waiting:
+            await stream.send_all(b"second")
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream.send_all, big)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(send_second)
+            await trio.testing.wait_all_tasks_blocked()  # queued for the lock
+            assert not stream.write_nowait(b"frame")  # it would overtake "second"
+            waiting.cancel()  # cancelled while waiting: nothing written, still usable
+            await trio.testing.wait_all_tasks_blocked()
+            assert not stream.write_nowait(b"frame")  # the first still writes
+            assert await read_exactly(peer, len(big)) == big
+        assert stream.write_nowait(b"frame")  # no writer is left holding the fast path
+        assert await read_exactly(peer, 5) == b"frame"
+
+
 async def test_no_fast_path_without_a_socket_or_after_close() -> None:
     _client, server = trio.testing.memory_stream_pair()
     assert not UpgradeStream(server, b"").write_nowait(b"frame")
@@ -239,8 +270,11 @@ async def test_write_nowait_to_a_vanished_peer_breaks_the_stream() -> None:
     ours, peer = await socket_pair()
     stream = UpgradeStream(ours, b"")
     await peer.aclose()
+    unfinished: list[None] = []
+    stream.on_unfinished_write = lambda: unfinished.append(None)
     with trio.fail_after(5):
         while not stream.broken:  # the first writes may still land in a buffer
             assert stream.write_nowait(b"x" * 65536)
+        assert unfinished  # the relay is woken to notice
         with pytest.raises(trio.BrokenResourceError):
             await stream.send_all(b"more")

@@ -105,13 +105,17 @@ class OutboxStatistics:
     """Whether the Outbox accepts nothing more."""
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, on_setattr=attrs.setters.NO_OP)
 class Outbox:
     """The frames pending for one connection; see the module docstring for the policy.
 
     Identity object: it is what :class:`~trio_things.fanout.observers.ObserverSet`
     holds for a connection, and it records every set it is in (``memberships``) so the
     connection can leave them all in one :meth:`close`.
+
+    ``max_queued`` is validated when the Outbox is made, not on every attribute write
+    (``on_setattr=NO_OP``): attrs' validating ``__setattr__`` would run for each counter
+    update on the fan-out path, ~0.4 us per delivery.
     """
 
     max_queued: int = attrs.field(validator=attrs.validators.gt(0))
@@ -161,7 +165,9 @@ class Outbox:
         """
         if self._close_request is not None or self._closed:
             return
-        if not self._pending and self._write_at_once(frame):
+        # The fast path, inline (it runs once per delivery: no call that can be saved).
+        if not self._pending and self.write_now is not None and self.write_now(frame):
+            self._written_now += 1
             return
         if self._pending.pop(key, None) is not None:
             self._coalesced += 1
@@ -185,7 +191,8 @@ class Outbox:
             self.request_close(OVERFLOW_CLOSE_CODE,
                                f"too slow: more than {self.max_queued} messages pending")
             return
-        if not self._pending and self._write_at_once(frame):
+        if not self._pending and self.write_now is not None and self.write_now(frame):
+            self._written_now += 1
             return
         self._queued += 1
         self._pending[next(self._sequence)] = frame
@@ -248,12 +255,6 @@ class Outbox:
             overflowed=self._overflowed,
             closed=self._closed,
         )
-
-    def _write_at_once(self, frame: Frame) -> bool:
-        if self.write_now is not None and self.write_now(frame):
-            self._written_now += 1
-            return True
-        return False
 
     def _ring(self) -> None:
         if not self._rung:

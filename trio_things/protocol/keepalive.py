@@ -29,7 +29,7 @@ class KeepaliveAction(enum.Enum):
     GIVE_UP = "give up"
 
 
-@attrs.define
+@attrs.define(on_setattr=attrs.setters.NO_OP)  # validated once, not on every wake-up
 class Keepalive:
     """The keepalive of one connection, opened at ``start`` (seconds, any clock).
 

@@ -74,16 +74,24 @@ class UpgradeStream(trio.abc.Stream):
         self._stream = stream
         self._replay = replay
         self._write_lock = trio.StrictFIFOLock()
+        # How many send_all calls hold or wait for the lock: a plain int, because the
+        # fast path reads it on every delivery (cheaper than asking the lock).
+        self._writers = 0
         self._broken = False
         self._bytes_sent = 0
         self._writes = 0
         # Only a real socket has a fast path; memory streams (tests) always take the relay's.
-        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
+        self._fileno: Callable[[], int] | None = (
+            stream.socket.fileno if isinstance(stream, trio.SocketStream) else None)
         self._backlog = b""
         self.bytes_received = 0
         """Bytes read from the underlying stream so far."""
         self.received_at = -math.inf
         """:func:`trio.current_time` after the last read that returned bytes."""
+        self.on_unfinished_write: Callable[[], object] | None = None
+        """Called when :meth:`write_nowait` took data but left work for the next
+        ``send_all``: a backlog to flush, or a broken stream to notice. The relay sets it
+        to wake itself, so the fast path needs no check after each write."""
 
     @property
     def needs_flush(self) -> bool:
@@ -97,15 +105,14 @@ class UpgradeStream(trio.abc.Stream):
         write lock, a backlog is waiting, the stream is no socket, or the socket's buffer
         is full: then queue ``data`` for the relay. Returns True when ``data`` is taken
         care of: written, or partly written with the rest kept as :attr:`needs_flush`
-        backlog, or dropped because the stream is (now) broken. After True, if
-        :attr:`needs_flush` or :attr:`broken`, wake the relay so it flushes or ends.
+        backlog, or dropped because the stream is (now) broken; in those last two cases
+        :attr:`on_unfinished_write` is called, so that a writer flushes or ends.
 
         Synchronous, so it can never be interrupted mid-frame by a cancellation.
         """
-        if (self._socket is None or self._broken or self._backlog
-                or self._write_lock.locked()):
+        if self._writers or self._backlog or self._broken or self._fileno is None:
             return False
-        fd = self._socket.fileno()
+        fd = self._fileno()
         if fd < 0:  # closed: never write to a descriptor number that may be reused
             return False
         try:
@@ -114,12 +121,18 @@ class UpgradeStream(trio.abc.Stream):
             return False
         except OSError:  # the peer is gone (EPIPE, ECONNRESET): the relay will end
             self._broken = True
+            self._unfinished()
             return True
         self._bytes_sent += sent
         self._writes += 1
         if sent < len(data):
             self._backlog = data[sent:]
+            self._unfinished()
         return True
+
+    def _unfinished(self) -> None:
+        if self.on_unfinished_write is not None:
+            self.on_unfinished_write()
 
     @property
     def broken(self) -> bool:
@@ -171,22 +184,27 @@ class UpgradeStream(trio.abc.Stream):
         MUST NOT send any more data frames after sending a Close frame").
         """
         self._raise_if_broken()
-        async with self._write_lock:
-            self._raise_if_broken()
-            # A backlog is the rest of a frame already begun: it goes first, always (even
-            # when the connection is closing: a close frame may follow only whole frames).
-            wrote = still_open()
-            payload = self._backlog + data if wrote else self._backlog
-            self._backlog = b""
-            if payload:
-                try:
-                    await self._stream.send_all(payload)
-                except BaseException:
-                    self._broken = True
-                    raise
-                self._bytes_sent += len(payload)
-                self._writes += 1
-            return wrote
+        self._writers += 1
+        try:
+            async with self._write_lock:
+                self._raise_if_broken()
+                # A backlog is the rest of a frame already begun: it goes first, always
+                # (even when the connection is closing: a close frame may follow only
+                # whole frames).
+                wrote = still_open()
+                payload = self._backlog + data if wrote else self._backlog
+                self._backlog = b""
+                if payload:
+                    try:
+                        await self._stream.send_all(payload)
+                    except BaseException:
+                        self._broken = True
+                        raise
+                    self._bytes_sent += len(payload)
+                    self._writes += 1
+                return wrote
+        finally:
+            self._writers -= 1
 
     async def wait_send_all_might_not_block(self) -> None:
         """Wait until the underlying stream might accept data, taking the write lock meanwhile.
@@ -194,9 +212,13 @@ class UpgradeStream(trio.abc.Stream):
         Holding the lock keeps this from overlapping a ``send_all``, which Trio's streams
         treat as a conflict.
         """
-        async with self._write_lock:
-            self._raise_if_broken()
-            await self._stream.wait_send_all_might_not_block()
+        self._writers += 1
+        try:
+            async with self._write_lock:
+                self._raise_if_broken()
+                await self._stream.wait_send_all_might_not_block()
+        finally:
+            self._writers -= 1
 
     def _raise_if_broken(self) -> None:
         if self._broken:
@@ -206,5 +228,5 @@ class UpgradeStream(trio.abc.Stream):
         """Close the underlying stream and drop any unread replay and backlog. Idempotent."""
         self._replay = b""
         self._backlog = b""
-        self._socket = None
+        self._fileno = None
         await self._stream.aclose()
