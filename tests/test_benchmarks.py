@@ -178,3 +178,16 @@ def test_quick_path_writes_records_page_and_plot(tmp_path: Path,
     assert main(["--render", str(tmp_path / "benchmarks.jsonl"), "--out", str(again)]) == 0
     assert (again / "benchmarks.md").read_text() == page
     assert (again / "benchmarks.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_fast_path_benchmark_times_every_layer_on_the_fast_path(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``benchmarks.fastpath`` drives the real relay's writers; it refuses to report
+    if any frame left the fast path (the figures would then mix two paths)."""
+    from benchmarks import fastpath
+
+    assert fastpath.main(["--observers", "5", "--rounds", "3"]) == 0
+    out = capsys.readouterr().out
+    for layer in fastpath.LAYERS:
+        assert layer in out
+    assert "trio-things adds" in out
