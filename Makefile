@@ -53,4 +53,4 @@ soak: setup
 	$(BIN)/pytest -q -m soak tests/soak
 
 clean:
-	rm -rf $(VENV) docs/_build .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) docs/_build .mypy_cache .pytest_cache .ruff_cache .hypothesis
