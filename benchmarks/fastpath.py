@@ -45,9 +45,10 @@ from trio_things.fanout.observers import Observer, ObserverSet
 from trio_things.fanout.outbox import Outbox
 from trio_things.protocol.commands import PropertyChanged
 from trio_things.protocol.frames import text_frame
+from trio_things.protocol.limits import WebSocketLimits
 from trio_things.protocol.wtp import encode_notification
 from trio_things.transport.upgrade import UpgradeStream
-from trio_things.websockets import WebSocketLimits, relay_notifications_to_websocket
+from trio_things.websockets import relay_notifications_to_websocket
 
 __all__ = ["LAYERS", "main", "measure"]
 

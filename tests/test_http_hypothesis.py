@@ -41,10 +41,10 @@ from hypothesis import strategies as st
 from tests.wsclient import open_ws, receive, request
 from trio_things.config import ServerConfig
 from trio_things.demo import Counter, Thermometer
+from trio_things.protocol.dialects import SUBPROTOCOL
+from trio_things.protocol.limits import HttpLimits
 from trio_things.protocol.problems import PROBLEM_CONTENT_TYPE
 from trio_things.server import ThingServer
-from trio_things.transport.http import HttpLimits
-from trio_things.websockets import SUBPROTOCOL
 
 LIMITS: Final = HttpLimits(max_header_bytes=2048, max_body_bytes=4096)
 #: Virtual seconds an example may take: each jump of the clock costs a millisecond of
@@ -554,7 +554,7 @@ def plain(method: str, target: str, body: bytes = b"", **changes: Any) -> Reques
 @settings(max_examples=150, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(sequence=st.lists(requests(), min_size=1, max_size=5))
-# Every status of the table in trio_things/http_api.py, whatever the generator finds:
+# Every status of the table in trio_things/bindings/http.py, whatever the generator finds:
 @example(sequence=[  # 201, 409 (running), 200 (cancelled), 409 (ended), 409 (no output)
     plain("POST", "/thermometer/ramp", b'{"to": 100, "rate": 0.001}'),
     plain("GET", f"/action_invocations/{LAST}/output"),

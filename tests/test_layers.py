@@ -9,52 +9,134 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "trio_things"
 
-# Lower number = lower layer. A module may import its own layer and those below.
+# Lower number = lower layer; one rank per module (a package's __init__ takes its
+# package's rank, "client" ranks the whole client). A module may import modules of
+# lower rank only, so modules of the same rank are independent of each other.
 LAYERS = {
     "errors": 0,
-    "model": 1,
-    "protocol": 2,
-    "fanout": 3,
-    "transport": 4,
-    "invocations": 5, "dispatch": 5, "websockets": 5, "http_api": 5, "server": 5,
-    "config": 5, "demo": 5,
+    "model": 10, "model.values": 10, "model.schema": 10, "model.invocation": 10,
+    "model.affordances": 11,
+    "model.thing": 12, "model.description": 12,
+    "protocol": 20, "protocol.limits": 20, "protocol.rate": 20, "protocol.frames": 20,
+    "protocol.keepalive": 20,
+    "protocol.problems": 21, "protocol.commands": 21,
+    "protocol.access": 22, "protocol.invocation_json": 22, "protocol.dialects": 22,
+    "protocol.routes": 22,
+    "protocol.labthings": 23, "protocol.wtp": 23,
+    "fanout": 30, "fanout.bridge": 30, "fanout.longpoll": 30, "fanout.outbox": 30,
+    "fanout.observers": 31,
+    "fanout.notifier": 32,
+    "transport": 40, "transport.admission": 40,
+    "transport.upgrade": 41,
+    "transport.http": 42,
+    "runtime": 50, "runtime.actions": 50,
+    "runtime.dispatcher": 51,
+    "websockets": 60,
+    "bindings": 61, "bindings.http": 61, "bindings.websocket": 61,
+    "config": 62,
+    "server": 63,
+    "demo": 64,
     # The client sits beside the server, not on it: see test_the_client_never_imports_the_server.
-    "client": 5,
-    "cli": 6,
-    "__init__": 6,
+    "client": 64,
+    "cli": 70,
+    "__init__": 70,
 }
 
 
 def layer_of(module: str) -> int:
-    first = module.removeprefix("trio_things.").split(".")[0]
-    return LAYERS[first]
+    """The rank of a dotted module name (``trio_things.`` optional)."""
+    parts = module.removeprefix("trio_things.").removesuffix(".__init__").split(".")
+    if parts[0] == "client":
+        return LAYERS["client"]
+    return LAYERS[".".join(parts[:2])]
 
 
 def modules() -> list[Path]:
     return sorted(p for p in PACKAGE.rglob("*.py"))
 
 
-@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
-def test_imports_point_downwards(path: Path) -> None:
-    relative = path.relative_to(PACKAGE).with_suffix("")
-    own = layer_of(".".join(relative.parts))
-    tree = ast.parse(path.read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(
-                "trio_things"):
-            imported = node.module
-        elif isinstance(node, ast.Import):
-            names = [a.name for a in node.names if a.name.startswith("trio_things.")]
-            if not names:
+def module_name(path: Path) -> str:
+    return ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+
+
+def test_every_module_has_a_rank() -> None:
+    unranked = [module_name(p) for p in modules()
+                if not module_name(p).startswith("client")
+                and module_name(p).removesuffix(".__init__") not in LAYERS]
+    assert unranked == [], f"give these modules a rank in LAYERS: {unranked}"
+
+
+def imports_of(path: Path) -> list[str]:
+    """Every trio_things module ``path`` imports, wherever the import stands (under
+    ``TYPE_CHECKING`` or inside a function too); ``from package import module`` names
+    the module."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.split(".")[0] != "trio_things":
                 continue
-            imported = names[0]
-        else:
-            continue
+            for alias in node.names:
+                submodule = f"{node.module}.{alias.name}"
+                as_path = PACKAGE.parent / (submodule.replace(".", "/") + ".py")
+                found.append(submodule if as_path.exists() else node.module)
+        elif isinstance(node, ast.Import):
+            found.extend(a.name for a in node.names if a.name.split(".")[0] == "trio_things")
+    return found
+
+
+@pytest.mark.parametrize("path", [
+    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="until the delivery seam"))
+    if p.name == "outbox.py" else p for p in modules()], ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_point_downwards(path: Path) -> None:
+    """A module imports only modules of a lower rank (or, in the client, its own
+    package); modules of the same rank never import each other."""
+    name = module_name(path)
+    own = layer_of(name)
+    for imported in imports_of(path):
         if imported == "trio_things":
-            assert own >= LAYERS["__init__"] or relative.parts[0] == "demo", (
-                f"{relative} imports the package root")
+            assert own >= LAYERS["__init__"] or name == "demo", f"{name} imports the package root"
             continue
-        assert layer_of(imported) <= own, f"{relative} (layer {own}) imports {imported}"
+        inner = imported.removeprefix("trio_things.")
+        if name.startswith("client") and inner.startswith("client"):
+            continue  # one unit; test_no_import_cycle still covers it
+        if name.removesuffix(".__init__") == inner.split(".")[0]:
+            continue  # a package's __init__ may name its own modules
+        assert layer_of(imported) < own, (
+            f"{name} (rank {own}) imports {imported} (rank {layer_of(imported)})")
+
+
+@pytest.mark.xfail(strict=True, reason="observers <-> outbox, until the delivery seam")
+def test_no_import_cycle() -> None:
+    """No module reaches itself through imports, counting those under ``TYPE_CHECKING``."""
+    graph = {module_name(p).removesuffix(".__init__"): {
+        i.removeprefix("trio_things.") for i in imports_of(p) if i != "trio_things"}
+        for p in modules()}
+    done: set[str] = set()
+
+    def visit(node: str, trail: list[str]) -> None:
+        if node in trail:
+            raise AssertionError("import cycle: " + " -> ".join([*trail[trail.index(node):], node]))
+        if node in done:
+            return
+        for target in sorted(graph.get(node, ())):
+            visit(target, [*trail, node])
+        done.add(node)
+
+    for module in sorted(graph):
+        visit(module, [])
+
+
+def test_the_cycle_check_would_catch_a_cycle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the test above meaningful: two modules importing each other fail it."""
+    real = imports_of
+
+    def with_cycle(path: Path) -> list[str]:
+        extra = {"fanout.outbox": ["trio_things.fanout.observers"]}
+        return real(path) + extra.get(module_name(path), [])
+
+    monkeypatch.setitem(globals(), "imports_of", with_cycle)
+    with pytest.raises(AssertionError, match="import cycle"):
+        test_no_import_cycle()
 
 
 def test_model_and_protocol_never_import_trio() -> None:

@@ -48,8 +48,8 @@ from tests.wsclient import receive, request, send
 from trio_things.config import ServerConfig
 from trio_things.demo import Counter, Reading, Thermometer
 from trio_things.model.invocation import Invocation
+from trio_things.protocol.dialects import SUBPROTOCOL
 from trio_things.server import ThingServer
-from trio_things.websockets import SUBPROTOCOL
 
 WTP: Final = [SUBPROTOCOL]
 #: Inputs of actions that would run far longer than any test: 130,000 virtual seconds...
@@ -427,7 +427,7 @@ class Stubborn(tt.Thing):
 
 async def test_shutdown_waits_for_a_thread_that_ignores_cancellation() -> None:
     """A worker thread cannot be abandoned: the server can only wait until it checks for
-    cancellation or returns (``abandon_on_cancel=False`` in ``invocations.py``; see
+    cancellation or returns (``abandon_on_cancel=False`` in ``trio_things/runtime/actions.py``; see
     docs/things.md "Cancellation"). Real time here: the actions block on a
     ``threading.Event`` the test controls.
 

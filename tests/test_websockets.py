@@ -21,8 +21,11 @@ from tests.wsclient import open_raw_ws, open_ws, receive, request, send
 from trio_things.config import ServerConfig
 from trio_things.demo import Counter, Thermometer
 from trio_things.model.description import thing_id
+from trio_things.protocol.dialects import SUBPROTOCOL
+from trio_things.protocol.limits import WebSocketLimits
+from trio_things.protocol.rate import RequestRate
+from trio_things.protocol.routes import websocket_route
 from trio_things.server import ThingServer
-from trio_things.websockets import SUBPROTOCOL, RequestRate, WebSocketLimits, websocket_route
 
 WTP = [SUBPROTOCOL]
 BASE = "http://testserver/"
@@ -867,9 +870,9 @@ async def test_observers_are_told_the_stored_value_not_the_clients_spelling(
 def test_connections_through_the_same_host_share_one_dialect_object() -> None:
     """Dialects hold no per-connection state, so they are shared (an idle connection's
     memory matters at thousands); the cache is bounded, as ``Host`` is the client's."""
+    from trio_things.bindings.websocket import WebSocketDialects
     from trio_things.protocol.labthings import LabThingsDialect
     from trio_things.protocol.wtp import WebThingProtocol
-    from trio_things.websockets import WebSocketDialects
 
     dialects = WebSocketDialects(things={"counter": Counter.affordances},
                                  default_host="127.0.0.1:8000", max_cached=4)

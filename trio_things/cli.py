@@ -7,7 +7,7 @@ Exit status: 0 after a clean shutdown, 2 for a bad command line or configuration
 line on stderr naming the cause, never a traceback), 1 if the server failed.
 
 The client commands consume any Thing from the URL of its Thing Description
-(:mod:`trio_things.client.commands` has the details)::
+(:mod:`trio_things.client.command_line` has the details)::
 
     trio-things td URL
     trio-things read URL PROPERTY [--json]
@@ -35,7 +35,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from trio_things.client import commands as client_commands
+from trio_things.client import command_line
 from trio_things.config import DEMO_THINGS, ConfigError, ServerConfig, load_config
 from trio_things.server import ThingServer
 
@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to listen on (default 8000; 0: any)")
     serve.add_argument("--log-level", default="INFO",
                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    client_commands.add_commands(commands)
+    command_line.add_commands(commands)
     return parser
 
 
@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
     if args.command != "serve":
-        return client_commands.run(args)
+        return command_line.run(args)
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     try:
         config = load_config(args.config) if args.config else ServerConfig(things=DEMO_THINGS)

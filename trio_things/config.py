@@ -51,8 +51,7 @@ import attrs
 from trio_things.errors import LocalProtocolError
 from trio_things.model.thing import Thing
 from trio_things.protocol.access import AccessPolicy
-from trio_things.transport.http import HttpLimits
-from trio_things.websockets import WebSocketLimits
+from trio_things.protocol.limits import HttpLimits, WebSocketLimits
 
 __all__ = [
     "DEMO_THINGS",

@@ -4,7 +4,7 @@ Ownership, outermost first::
 
     ThingServer.running()          enters every Thing (async with), in order
       nursery                      Things' background tasks
-        open_invocation_manager    every action task
+        open_action_runner    every action task
           handle_connection(...)   one HTTP connection each (serve() or your own streams)
 
 Leaving ``running()`` (Ctrl-C, cancellation, an error) cancels the connections, then the
@@ -14,28 +14,30 @@ Things in reverse order, so a Thing's hardware is released after nothing uses it
 
 from __future__ import annotations
 
-import datetime
 import functools
 import ipaddress
 import logging
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
 
 import trio
 
+from trio_things.bindings.http import HttpBinding, handle_http_request
+from trio_things.bindings.websocket import (
+    WebSocketBinding,
+    WebSocketDialects,
+    serve_websocket_upgrade,
+)
 from trio_things.config import ConfigError, ServerConfig, check_thing_name
-from trio_things.dispatch import Dispatcher
 from trio_things.errors import LocalProtocolError, TooManyRequests
 from trio_things.fanout.bridge import TrioBridge
 from trio_things.fanout.longpoll import LongPoll
-from trio_things.fanout.observers import ACTION, EVENT, PROPERTY, ObserverRegistry
-from trio_things.http_api import HttpBinding, handle_http_request
-from trio_things.invocations import open_invocation_manager
+from trio_things.fanout.notifier import ThingNotifier, publish_action_status
+from trio_things.fanout.observers import ObserverRegistry
 from trio_things.model.affordances import Affordances
-from trio_things.model.invocation import Invocation
 from trio_things.model.thing import Thing
-from trio_things.protocol.commands import ActionStatusChanged, EventEmitted, PropertyChanged
+from trio_things.runtime.actions import open_action_runner
+from trio_things.runtime.dispatcher import Dispatcher
 from trio_things.transport.admission import ClientConnections
 from trio_things.transport.http import (
     HttpRequest,
@@ -44,62 +46,10 @@ from trio_things.transport.http import (
     serve_http_connection,
 )
 from trio_things.transport.upgrade import UpgradeStream
-from trio_things.websockets import WebSocketBinding, WebSocketDialects, serve_websocket_upgrade
 
 __all__ = ["ThingServer"]
 
 logger = logging.getLogger("trio_things.server")
-
-
-class _ThingNotifier:
-    """The :class:`~trio_things.model.thing.Notifier` the server installs in a Thing:
-    the start of the fan-out path (Thing code -> observer set -> outboxes -> relays).
-
-    Called from whatever thread changed the Thing. It does nothing at all while nobody
-    observes; otherwise it builds the notification (stamped with the time of the change)
-    and hands it to the Trio thread, where the observer set publishes it. Reading an
-    observer set's size from a worker thread is racy, and harmless: a change that just
-    missed a new observer is covered by the current value that observer is sent.
-    """
-
-    def __init__(self, name: str, bridge: TrioBridge,
-                 event_polls: Mapping[tuple[str, str], LongPoll],
-                 observers: ObserverRegistry) -> None:
-        self._name = name
-        self._bridge = bridge
-        self._event_polls = event_polls
-        self._observers = observers
-
-    def property_changed(self, thing: Thing, name: str, value: Any) -> None:
-        observers = self._observers.get(self._name, PROPERTY, name)
-        if observers:
-            self._bridge.call_soon(observers.publish, PropertyChanged(
-                thing=self._name, name=name, value=value, timestamp=_now()))
-
-    def event_emitted(self, thing: Thing, name: str, data: Any) -> None:
-        observers = self._observers.get(self._name, EVENT, name)
-        if observers:
-            self._bridge.call_soon(observers.publish, EventEmitted(
-                thing=self._name, name=name, data=data, timestamp=_now()))
-        poll = self._event_polls[(self._name, name)]
-        if poll.waiting:  # a racy read from a thread is fine: a miss is a poll too late
-            self._bridge.call_soon(poll.publish, data)
-
-
-def _publish_action_status(observers: ObserverRegistry, invocation: Invocation) -> None:
-    """Tell the action's observers and the invocation's own (its invoker) of its status;
-    forget the invocation's observer set once it has ended. On the Trio thread."""
-    notification = ActionStatusChanged(invocation=invocation, timestamp=_now())
-    observers.get(invocation.thing, ACTION, invocation.action).publish(notification)
-    invocation_observers = observers.invocation_if_observed(invocation.id)
-    if invocation_observers is not None:
-        invocation_observers.publish(notification)
-        if invocation.status.ended:
-            observers.forget_invocation(invocation.id)
-
-
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
 
 
 class ThingServer:
@@ -162,11 +112,11 @@ class ThingServer:
             for name, thing in self._things.items():
                 nursery.start_soon(_run_background, name, thing, name=f"{name} background")
             invocations = await stack.enter_async_context(
-                open_invocation_manager(
+                open_action_runner(
                     retention=self.config.invocation_retention,
-                    on_status=functools.partial(_publish_action_status, observers)))
+                    on_status=functools.partial(publish_action_status, observers)))
             for name, thing in self._things.items():
-                thing._tt_set_notifier(_ThingNotifier(name, bridge, event_polls, observers))
+                thing._tt_set_notifier(ThingNotifier(name, bridge, event_polls, observers))
             self._dispatcher = Dispatcher(
                 things=self._things,
                 invocations=invocations,

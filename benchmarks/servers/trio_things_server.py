@@ -20,8 +20,8 @@ from benchmarks.servers.control import raise_open_files_limit, write_line
 from benchmarks.servers.trio_control import serve_control
 from benchmarks.things import BenchThing
 from trio_things.config import ServerConfig
+from trio_things.protocol.limits import WebSocketLimits
 from trio_things.server import ThingServer
-from trio_things.websockets import WebSocketLimits
 
 
 async def _serve(server: ThingServer, thing: BenchThing) -> None:

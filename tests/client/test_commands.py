@@ -16,7 +16,7 @@ import trio
 
 from tests.client.conftest import Lab, make_server
 from trio_things.client import open_tcp_stream
-from trio_things.client.commands import parse_arguments, parse_value
+from trio_things.client.command_line import parse_arguments, parse_value
 from trio_things.client.http import HttpClient
 from trio_things.config import ServerConfig
 from trio_things.server import ThingServer

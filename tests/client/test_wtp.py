@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from trio_things.client import errors
-from trio_things.client.invocation import ActionStatus, State, looks_like_invocation
+from trio_things.client.actions import ActionStatus, State, looks_like_invocation
 from trio_things.client.wtp import parse, request
 
 

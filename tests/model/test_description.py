@@ -11,10 +11,10 @@ import jsonschema
 import pytest
 
 import trio_things as tt
+from trio_things.bindings.http import HttpBinding
+from trio_things.bindings.websocket import WebSocketBinding
 from trio_things.demo import Counter, Thermometer
-from trio_things.http_api import HttpBinding
 from trio_things.model.description import TD_CONTEXT, describe_thing
-from trio_things.websockets import WebSocketBinding
 
 
 class Mode(enum.Enum):

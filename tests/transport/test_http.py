@@ -19,9 +19,9 @@ import trio
 import trio.testing
 
 from trio_things.errors import MethodNotAllowed
+from trio_things.protocol.limits import HttpLimits
 from trio_things.protocol.problems import PROBLEM_CONTENT_TYPE, ProblemDetails
 from trio_things.transport.http import (
-    HttpLimits,
     HttpRequest,
     HttpResponse,
     RequestHandler,

@@ -16,9 +16,9 @@ understands (HTTP, and the Web Thing Protocol over WebSocket). See ``docs/client
 Modules, one job each:
 
 ==================== ==========================================================
-``consumer``         ``connect``, ``open_client``, ``Client``: fetch TDs, own it all
+``connect``          ``connect``, ``open_client``, ``Client``: fetch TDs, own it all
 ``things``           ``ConsumedThing``: read, write, observe, subscribe, invoke
-``invocation``       ``Invocation``: live status, result, cancel
+``actions``          ``Invocation``: an invoked action's live status, result, cancel
 ``observation``      ``Observation``: an observed property or subscribed event
 ``session``          one shared WebSocket per endpoint; routing; reconnection
 ``wtp``              Web Thing Protocol messages, sans-IO
@@ -28,11 +28,12 @@ Modules, one job each:
 ``values``           JSON in, typed values out (cattrs)
 ``options``          timeouts and intervals; ``backoff``: reconnection waits
 ``errors``           the exceptions, each carrying the server's problem details
-``commands``         the ``trio-things td/read/write/invoke/observe/subscribe`` CLI
+``command_line``     the ``trio-things td/read/write/invoke/observe/subscribe`` CLI
 ==================== ==========================================================
 """
 
-from trio_things.client.consumer import Client, connect, open_client
+from trio_things.client.actions import ActionStatus, Invocation, LogLine, State
+from trio_things.client.connect import Client, connect, open_client
 from trio_things.client.errors import (
     ActionCancelled,
     ActionFailed,
@@ -47,7 +48,6 @@ from trio_things.client.errors import (
     Unreachable,
     UnsupportedOperation,
 )
-from trio_things.client.invocation import ActionStatus, Invocation, LogLine, State
 from trio_things.client.observation import Change, Observation
 from trio_things.client.options import ClientOptions
 from trio_things.client.streams import OpenStream, open_tcp_stream

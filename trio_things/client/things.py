@@ -31,6 +31,12 @@ import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, TypeVar, overload
 
+from trio_things.client.actions import (
+    ActionStatus,
+    Invocation,
+    State,
+    looks_like_invocation,
+)
 from trio_things.client.errors import (
     NotFound,
     NotWritable,
@@ -49,12 +55,6 @@ from trio_things.client.forms import (
     wtp_form,
 )
 from trio_things.client.http import HttpClient, HttpResponse
-from trio_things.client.invocation import (
-    ActionStatus,
-    Invocation,
-    State,
-    looks_like_invocation,
-)
 from trio_things.client.observation import Observation
 from trio_things.client.options import ClientOptions
 from trio_things.client.session import Session

@@ -14,20 +14,18 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypedDict, TypeVar, Unpack, overload
+from typing import Any, Generic, Protocol, TypedDict, TypeVar, Unpack, overload
 
 import attrs
 
 from trio_things.errors import ThingDefinitionError
 from trio_things.model.schema import DataSchema, Schema, schema_for
 
-if TYPE_CHECKING:
-    from trio_things.model.thing import Thing
-
 __all__ = [
     "Action",
     "ActionContext",
     "ActionSpec",
+    "AffordanceOwner",
     "Affordances",
     "BoundEvent",
     "DataProperty",
@@ -43,6 +41,26 @@ __all__ = [
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _StoredValues(Protocol):
+    values: dict[str, Any]
+
+
+class AffordanceOwner(Protocol):
+    """What the descriptors here need of the Thing that holds them.
+
+    :class:`trio_things.model.thing.Thing` is the one implementation. A protocol, so that
+    this module need not import ``thing.py``, which imports this one (no import cycle,
+    not even for the type checker).
+    """
+
+    @property
+    def _tt_state(self) -> _StoredValues: ...
+
+    def _tt_set_from_python(self, spec: PropertySpec, value: Any) -> None: ...
+
+    def _tt_emit(self, spec: EventSpec, payload: Any) -> None: ...
 
 
 # --------------------------------------------------------------------------- specs
@@ -200,13 +218,13 @@ class DataProperty(_PropertyBase, Generic[T]):
     @overload
     def __get__(self, obj: None, objtype: type | None = None) -> DataProperty[T]: ...
     @overload
-    def __get__(self, obj: Thing, objtype: type | None = None) -> T: ...
-    def __get__(self, obj: Thing | None, objtype: type | None = None) -> Any:
+    def __get__(self, obj: AffordanceOwner, objtype: type | None = None) -> T: ...
+    def __get__(self, obj: AffordanceOwner | None, objtype: type | None = None) -> Any:
         if obj is None:
             return self
         return obj._tt_state.values[self.name]
 
-    def __set__(self, obj: Thing, value: T) -> None:
+    def __set__(self, obj: AffordanceOwner, value: T) -> None:
         obj._tt_set_from_python(self.spec, value)
 
 
@@ -241,13 +259,13 @@ class FunctionalProperty(_PropertyBase, Generic[T]):
     @overload
     def __get__(self, obj: None, objtype: type | None = None) -> FunctionalProperty[T]: ...
     @overload
-    def __get__(self, obj: Thing, objtype: type | None = None) -> T: ...
-    def __get__(self, obj: Thing | None, objtype: type | None = None) -> Any:
+    def __get__(self, obj: AffordanceOwner, objtype: type | None = None) -> T: ...
+    def __get__(self, obj: AffordanceOwner | None, objtype: type | None = None) -> Any:
         if obj is None:
             return self
         return self.getter(obj)
 
-    def __set__(self, obj: Thing, value: T) -> None:
+    def __set__(self, obj: AffordanceOwner, value: T) -> None:
         if self.setter_function is None:
             raise AttributeError(f"property {self.name!r} has no setter")
         obj._tt_set_from_python(self.spec, value)
@@ -497,8 +515,8 @@ class Event(Generic[T]):
     @overload
     def __get__(self, obj: None, objtype: type | None = None) -> Event[T]: ...
     @overload
-    def __get__(self, obj: Thing, objtype: type | None = None) -> BoundEvent[T]: ...
-    def __get__(self, obj: Thing | None, objtype: type | None = None) -> Any:
+    def __get__(self, obj: AffordanceOwner, objtype: type | None = None) -> BoundEvent[T]: ...
+    def __get__(self, obj: AffordanceOwner | None, objtype: type | None = None) -> Any:
         if obj is None:
             return self
         return BoundEvent(obj, self.spec)
@@ -508,7 +526,7 @@ class Event(Generic[T]):
 class BoundEvent(Generic[T]):
     """An event of one Thing instance; :meth:`emit` sends it to every subscriber."""
 
-    thing: Thing
+    thing: AffordanceOwner
     spec: EventSpec
 
     def emit(self, payload: T | None = None) -> None:

@@ -21,7 +21,7 @@ Any other transition is a bug in trio-things and raises
 :class:`~trio_things.errors.LocalProtocolError`.
 
 This module keeps the *record*; running the action (tasks, threads, cancel scopes) is
-the server's job (:mod:`trio_things.invocations`).
+the server's job (:mod:`trio_things.runtime.actions`).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 * **Commands**: one frozen class per TD operation (plus the server's own reads). Every
   binding (HTTP routes, the WebSocket dialects) decodes its messages into these values,
-  and :mod:`trio_things.dispatch` runs them. Shape is checked when the command is
+  and :mod:`trio_things.runtime.dispatcher` runs them. Shape is checked when the command is
   decoded; values are checked against the affordance's schema when it runs.
 * **Replies**: what running a command answers, protocol-neutral; each binding encodes
   them its own way.

@@ -28,7 +28,7 @@ from trio_things.errors import BadRequest, NotFound
 from trio_things.model.affordances import Affordances
 from trio_things.protocol import commands as c
 from trio_things.protocol.dialects import MessageError, Request
-from trio_things.protocol.invocations import invocation_json
+from trio_things.protocol.invocation_json import invocation_json
 from trio_things.protocol.problems import ProblemDetails
 
 __all__ = ["LabThingsDialect", "encode_notification"]

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Final
 
 import orjson
@@ -39,7 +39,7 @@ from trio_things.errors import BadRequest, MethodNotAllowed, NotFound, Unsupport
 from trio_things.model.affordances import Affordances
 from trio_things.protocol import commands as c
 
-__all__ = ["decode_request", "server_base"]
+__all__ = ["decode_request", "server_base", "websocket_route"]
 
 _NO_BODY: Final = object()
 
@@ -196,3 +196,15 @@ def _action_input(body: bytes, content_type: str | None) -> Any:
     if not body.strip():
         return {}
     return _json_body(body, content_type)
+
+
+def websocket_route(path: str, things: Collection[str]) -> str | None:
+    """The Thing a WebSocket path addresses (``""`` for the server-wide ``/ws``), or
+    ``None`` when the path is no WebSocket endpoint."""
+    segments = [urllib.parse.unquote(s) for s in path.strip("/").split("/")]
+    match segments:
+        case ["ws"]:
+            return ""
+        case [thing, "ws"] if thing in things:
+            return thing
+    return None

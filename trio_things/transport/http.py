@@ -27,11 +27,11 @@ import h11
 import trio
 
 from trio_things.errors import PayloadTooLarge, RemoteProtocolError
+from trio_things.protocol.limits import HttpLimits
 from trio_things.protocol.problems import PROBLEM_CONTENT_TYPE, ProblemDetails
 from trio_things.transport.upgrade import UpgradeStream
 
 __all__ = [
-    "HttpLimits",
     "HttpRequest",
     "HttpResponse",
     "RequestHandler",
@@ -57,26 +57,6 @@ _NO_CONTENT_STATUSES: Final = frozenset({204, 304})
 
 #: Framing is the transport's: handlers' values for these are replaced.
 _FRAMING_HEADERS: Final = frozenset({"content-length", "transfer-encoding"})
-
-
-@attrs.frozen(kw_only=True)
-class HttpLimits:
-    """How much and how long one connection may take; every value must be positive."""
-
-    max_header_bytes: int = attrs.field(default=16 * 1024, validator=attrs.validators.gt(0))
-    """Request line plus headers, measured as h11 parsed them re-serialized (``name: value``
-    lines, CRLFs, the blank line); beyond it the request is answered 431 and closed."""
-    max_body_bytes: int = attrs.field(default=1024 * 1024, validator=attrs.validators.gt(0))
-    """Request body after chunked decoding; beyond it 413 and close. A declared
-    Content-Length is checked before any of the body is read."""
-    idle_timeout: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
-    """Seconds to wait for the first byte of a request on a kept-alive connection; then
-    close quietly."""
-    request_timeout: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
-    """Seconds for a whole request (head and body) once its first byte came; then 408
-    and close."""
-    write_timeout: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
-    """Seconds one response write may take; then the connection is dropped unanswered."""
 
 
 @attrs.frozen(kw_only=True)

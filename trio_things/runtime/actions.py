@@ -2,7 +2,7 @@
 
 An ``async def`` action runs as a task; a plain ``def`` action runs in a worker thread
 through :func:`trio.to_thread.run_sync`, whose task waits for it. Either way the task
-sits in a :class:`trio.CancelScope` that :meth:`InvocationManager.cancel` (or server
+sits in a :class:`trio.CancelScope` that :meth:`ActionRunner.cancel` (or server
 shutdown) cancels:
 
 * an async action is cancelled at its next ``await``;
@@ -41,9 +41,9 @@ from trio_things.model.invocation import Invocation, InvocationError, Invocation
 from trio_things.model.thing import Thing
 from trio_things.model.values import structure, unstructure
 
-__all__ = ["InvocationManager", "open_invocation_manager"]
+__all__ = ["ActionRunner", "open_action_runner"]
 
-logger = logging.getLogger("trio_things.invocations")
+logger = logging.getLogger("trio_things.runtime.actions")
 
 #: How often ``ActionContext.sleep`` checks for cancellation from a worker thread.
 _THREAD_SLEEP_SLICE: Final = 0.05  # seconds
@@ -98,9 +98,9 @@ class _Running:
     done: trio.Event
 
 
-class InvocationManager:
+class ActionRunner:
     """Starts, tracks, cancels and expires invocations. Create it with
-    :func:`open_invocation_manager`, which owns the nursery the actions run in."""
+    :func:`open_action_runner`, which owns the nursery the actions run in."""
 
     def __init__(self, nursery: trio.Nursery, *, retention: float,
                  on_status: StatusListener | None = None) -> None:
@@ -234,16 +234,16 @@ def _failure(invocation: Invocation, error: Exception) -> InvocationError:
 
 
 @asynccontextmanager
-async def open_invocation_manager(
+async def open_action_runner(
     *, retention: float, on_status: StatusListener | None = None,
-) -> AsyncIterator[InvocationManager]:
-    """An :class:`InvocationManager` whose actions run in a nursery owned by this block.
+) -> AsyncIterator[ActionRunner]:
+    """An :class:`ActionRunner` whose actions run in a nursery owned by this block.
 
     On exit (including cancellation at shutdown) every running action is cancelled
     and recorded ``cancelled``; the block returns once all have stopped.
     """
     async with trio.open_nursery() as nursery:
-        manager = InvocationManager(nursery, retention=retention, on_status=on_status)
+        manager = ActionRunner(nursery, retention=retention, on_status=on_status)
         try:
             yield manager
         finally:

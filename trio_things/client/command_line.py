@@ -45,7 +45,8 @@ from typing import Final
 import attrs
 import trio
 
-from trio_things.client.consumer import connect
+from trio_things.client.actions import ActionStatus, Invocation, State
+from trio_things.client.connect import connect
 from trio_things.client.errors import (
     ActionCancelled,
     ActionFailed,
@@ -58,7 +59,6 @@ from trio_things.client.errors import (
     Timeout,
     UnsupportedOperation,
 )
-from trio_things.client.invocation import ActionStatus, Invocation, State
 from trio_things.client.options import ClientOptions
 from trio_things.client.things import ConsumedThing
 from trio_things.client.values import JsonValue

@@ -32,7 +32,6 @@ from trio_things.errors import (
 )
 from trio_things.fanout.longpoll import LongPoll
 from trio_things.fanout.observers import ACTION, EVENT, PROPERTY, Observer, ObserverRegistry
-from trio_things.invocations import InvocationManager
 from trio_things.model.affordances import PropertySpec
 from trio_things.model.description import TD_CONTEXT, Binding, describe_thing, thing_id
 from trio_things.model.invocation import Invocation, InvocationStatus
@@ -48,6 +47,7 @@ from trio_things.protocol.commands import (
     SubscribedReply,
     ValueReply,
 )
+from trio_things.runtime.actions import ActionRunner
 
 __all__ = ["Dispatcher"]
 
@@ -59,7 +59,7 @@ class Dispatcher:
         self,
         *,
         things: Mapping[str, Thing],
-        invocations: InvocationManager,
+        invocations: ActionRunner,
         event_polls: Mapping[tuple[str, str], LongPoll],
         observers: ObserverRegistry,
         bindings: Sequence[Binding],

@@ -28,7 +28,6 @@ from typing import Any, Final
 import attrs
 import orjson
 
-from trio_things.dispatch import Dispatcher
 from trio_things.errors import RemoteProtocolError, Unauthorized
 from trio_things.model.affordances import ActionSpec, Affordances, EventSpec, PropertySpec
 from trio_things.model.description import Form
@@ -42,9 +41,10 @@ from trio_things.protocol.commands import (
     SubscribedReply,
     ValueReply,
 )
-from trio_things.protocol.invocations import invocation_href, invocation_json
+from trio_things.protocol.invocation_json import invocation_href, invocation_json
 from trio_things.protocol.problems import ProblemDetails
 from trio_things.protocol.routes import decode_request, server_base
+from trio_things.runtime.dispatcher import Dispatcher
 from trio_things.transport.http import HttpRequest, HttpResponse
 
 __all__ = ["HttpBinding", "handle_http_request"]
@@ -151,7 +151,7 @@ async def _answer(dispatcher: Dispatcher, things: dict[str, Affordances],
 
 
 def encode_reply(reply: Reply, base: str) -> HttpResponse:
-    """The HTTP response for a :data:`~trio_things.dispatch.Reply`."""
+    """The HTTP response for a :data:`~trio_things.runtime.dispatcher.Reply`."""
     match reply:
         case ValueReply(value=value):
             return HttpResponse.json(200, _dumps(value))

@@ -1,0 +1,75 @@
+"""Where the fan-out path begins: a Thing's changes become notifications.
+
+The server installs one :class:`ThingNotifier` in each Thing it serves (the Thing calls
+it through the :class:`~trio_things.model.thing.Notifier` protocol), and
+:func:`publish_action_status` is the action runner's ``on_status``. Both turn a change
+into a :mod:`~trio_things.protocol.commands` notification and publish it to the
+observer sets (:mod:`trio_things.fanout.observers`), on the Trio thread: a change made in
+a worker thread crosses over through :class:`~trio_things.fanout.bridge.TrioBridge`.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from typing import Any
+
+from trio_things.fanout.bridge import TrioBridge
+from trio_things.fanout.longpoll import LongPoll
+from trio_things.fanout.observers import ACTION, EVENT, PROPERTY, ObserverRegistry
+from trio_things.model.invocation import Invocation
+from trio_things.model.thing import Thing
+from trio_things.protocol.commands import ActionStatusChanged, EventEmitted, PropertyChanged
+
+__all__ = ["ThingNotifier", "publish_action_status"]
+
+
+class ThingNotifier:
+    """The :class:`~trio_things.model.thing.Notifier` the server installs in a Thing:
+    the start of the fan-out path (Thing code -> observer set -> outboxes -> relays).
+
+    Called from whatever thread changed the Thing. It does nothing at all while nobody
+    observes; otherwise it builds the notification (stamped with the time of the change)
+    and hands it to the Trio thread, where the observer set publishes it. Reading an
+    observer set's size from a worker thread is racy, and harmless: a change that just
+    missed a new observer is covered by the current value that observer is sent.
+    """
+
+    def __init__(self, name: str, bridge: TrioBridge,
+                 event_polls: Mapping[tuple[str, str], LongPoll],
+                 observers: ObserverRegistry) -> None:
+        self._name = name
+        self._bridge = bridge
+        self._event_polls = event_polls
+        self._observers = observers
+
+    def property_changed(self, thing: Thing, name: str, value: Any) -> None:
+        observers = self._observers.get(self._name, PROPERTY, name)
+        if observers:
+            self._bridge.call_soon(observers.publish, PropertyChanged(
+                thing=self._name, name=name, value=value, timestamp=_now()))
+
+    def event_emitted(self, thing: Thing, name: str, data: Any) -> None:
+        observers = self._observers.get(self._name, EVENT, name)
+        if observers:
+            self._bridge.call_soon(observers.publish, EventEmitted(
+                thing=self._name, name=name, data=data, timestamp=_now()))
+        poll = self._event_polls[(self._name, name)]
+        if poll.waiting:  # a racy read from a thread is fine: a miss is a poll too late
+            self._bridge.call_soon(poll.publish, data)
+
+
+def publish_action_status(observers: ObserverRegistry, invocation: Invocation) -> None:
+    """Tell the action's observers and the invocation's own (its invoker) of its status;
+    forget the invocation's observer set once it has ended. On the Trio thread."""
+    notification = ActionStatusChanged(invocation=invocation, timestamp=_now())
+    observers.get(invocation.thing, ACTION, invocation.action).publish(notification)
+    invocation_observers = observers.invocation_if_observed(invocation.id)
+    if invocation_observers is not None:
+        invocation_observers.publish(notification)
+        if invocation.status.ended:
+            observers.forget_invocation(invocation.id)
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)

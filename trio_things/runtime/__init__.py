@@ -1,0 +1,1 @@
+"""The server's runtime: commands run against Things, and actions run as tasks."""
