@@ -7,7 +7,8 @@ C >= 100 the kernel's loopback write is most of a delivery's cost, the same for 
 server; the Python around it is what a change to the core can win or lose, and it is
 lost in that benchmark's noise. This one takes the kernel out: it builds ``--observers``
 real connections' writing sides (a socket pair each, an :class:`UpgradeStream`, a
-trio-websocket connection, an :class:`Outbox` and its relay task, running), then points
+trio-websocket connection, a :class:`SocketWriter`, an :class:`Outbox` made with it, and
+the relay task, running), then points
 each server-side descriptor at ``/dev/null`` with ``dup2``, so a write costs a small,
 steady amount. It then delivers one frame to every observer through each layer in turn,
 interleaved round by round, and reports the median cost per delivery:
@@ -15,7 +16,7 @@ interleaved round by round, and reports the median cost per delivery:
 ===============  =========================================================
 ``os.write``     the floor: a bare loop of writes to the same descriptors
 ``write_nowait`` :meth:`UpgradeStream.write_nowait` (the socket's fast path)
-``write_now``    the relay's fast-path writer (closing check, frame join)
+``write_now``    :meth:`SocketWriter.write_now`, the Outbox's writer (closing check, join)
 ``put_latest``   :meth:`Outbox.put_latest` (a property's coalescing put)
 ``publish``      :meth:`ObserverSet.publish`: what one property change costs
 ===============  =========================================================
@@ -48,7 +49,7 @@ from trio_things.protocol.frames import text_frame
 from trio_things.protocol.limits import WebSocketLimits
 from trio_things.protocol.wtp import encode_notification
 from trio_things.transport.upgrade import UpgradeStream
-from trio_things.websockets import relay_notifications_to_websocket
+from trio_things.websockets import SocketWriter, relay_notifications_to_websocket
 
 __all__ = ["LAYERS", "main", "measure"]
 
@@ -65,19 +66,22 @@ async def measure(observers: int, rounds: int) -> dict[str, float]:
             streams: list[UpgradeStream] = []
             outboxes: list[Outbox] = []
             observer_set = ObserverSet(key=_KEY, coalesce=True)
+            writers: list[SocketWriter] = []
             for ours, _peer in pairs:
                 stream = UpgradeStream(trio.SocketStream(trio.socket.from_stdlib_socket(ours)),
                                        b"")
                 websocket = trio_websocket.WebSocketConnection(
                     stream, wsproto.WSConnection(wsproto.ConnectionType.SERVER))
-                outbox = Outbox(max_queued=1024)
-                nursery.start_soon(relay_notifications_to_websocket, websocket, outbox,
-                                   stream, WebSocketLimits())
+                writer = SocketWriter(websocket=websocket, stream=stream,
+                                      limits=WebSocketLimits())
+                outbox = Outbox(WebSocketLimits().outbox_size, writer=writer)
+                nursery.start_soon(relay_notifications_to_websocket, writer, outbox)
                 observer_set.add(Observer(outbox=outbox, encoder=encode_notification))
                 streams.append(stream)
+                writers.append(writer)
                 outboxes.append(outbox)
                 os.dup2(sink, ours.fileno())  # the kernel's share is out of the figures
-            await trio.testing.wait_all_tasks_blocked()  # every relay installed its writer
+            await trio.testing.wait_all_tasks_blocked()  # every relay waits for a frame
 
             notification = PropertyChanged(
                 thing="bench", name="tick", value={"n": 123456, "t": 1764067200.123456},
@@ -85,9 +89,6 @@ async def measure(observers: int, rounds: int) -> dict[str, float]:
             data = text_frame(encode_notification(notification))
             frame = (data,)
             descriptors = [ours.fileno() for ours, _peer in pairs]
-            writers = [w for outbox in outboxes if (w := outbox.write_now) is not None]
-            if len(writers) != observers:
-                raise RuntimeError("a relay did not install its fast-path writer")
 
             def bare() -> None:
                 for fd in descriptors:
@@ -99,7 +100,7 @@ async def measure(observers: int, rounds: int) -> dict[str, float]:
 
             def write_now() -> None:
                 for writer in writers:
-                    writer(frame)
+                    writer.write_now(frame)
 
             def put_latest() -> None:
                 for outbox in outboxes:

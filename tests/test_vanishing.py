@@ -188,7 +188,7 @@ def assert_forgotten(server: ThingServer, outbox: Outbox) -> None:
     """The dead connection's Outbox is closed and in no observer set."""
     assert server._dispatcher is not None
     assert outbox.closed
-    assert not outbox.memberships
+    assert not server._dispatcher.observers.memberships(outbox)
     assert all(outbox not in s for s in server._dispatcher.observers)
     assert outbox not in observed_outboxes(server)
 

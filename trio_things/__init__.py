@@ -15,9 +15,11 @@ from trio_things.errors import (
     ThingDefinitionError,
     ThingsError,
 )
-from trio_things.model.affordances import ActionContext, Event, action, event, property
+from trio_things.model.affordances import ActionContext
+from trio_things.model.declarations import Event, action, event, property
 from trio_things.model.schema import Schema
 from trio_things.model.thing import Thing
+from trio_things.protocol.limits import HttpLimits, WebSocketLimits
 
 if TYPE_CHECKING:
     from trio_things.config import ConfigError, ServerConfig, ThingConfig
@@ -27,6 +29,7 @@ __all__ = [
     "ActionContext",
     "ConfigError",
     "Event",
+    "HttpLimits",
     "InvalidValue",
     "LocalProtocolError",
     "RemoteProtocolError",
@@ -37,6 +40,7 @@ __all__ = [
     "ThingDefinitionError",
     "ThingServer",
     "ThingsError",
+    "WebSocketLimits",
     "action",
     "event",
     "property",

@@ -41,7 +41,7 @@ def changed(value: int = 1) -> PropertyChanged:
 
 
 def outbox() -> Outbox:
-    return Outbox(max_queued=100)
+    return Outbox(100)
 
 
 def joined(frame: Frame) -> bytes:
@@ -152,21 +152,42 @@ def test_add_again_replaces() -> None:
 
 
 def test_discard_removes_membership_both_ways_and_the_pending_frame() -> None:
-    observers = ObserverSet(key=KEY, coalesce=True)
-    other = ObserverSet(key=("counter", PROPERTY, "other"), coalesce=True)
+    sets = registry()
+    observers = sets.get("counter", PROPERTY, "count")
+    other = sets.get("thermometer", PROPERTY, "temperature")
     box = outbox()
     encoder = CountingEncoder()
     observers.add(Observer(outbox=box, encoder=encoder))
     other.add(Observer(outbox=box, encoder=encoder))
     observers.publish(changed())
     other.publish(changed())
-    assert box.memberships == {observers, other}
+    assert sets.memberships(box) == {observers, other}
     observers.discard(box)
     observers.discard(box)  # absent: nothing happens
     assert box not in observers
     assert not observers
-    assert box.memberships == {other}
+    assert sets.memberships(box) == {other}
     assert box.take() == [(text_frame(encoder.body),)]  # only ``other``'s frame
+
+
+def test_leave_all_leaves_every_observer_set() -> None:
+    """A connection that ends leaves every set it is in, and only its own place."""
+    sets = registry()
+    mine = [sets.get("counter", PROPERTY, "count"), sets.get("thermometer", EVENT, "overheated"),
+            sets.invocation("abc")]
+    box, other = outbox(), outbox()
+    for observers in mine:
+        observers.add(Observer(outbox=box, encoder=bytes))
+        observers.add(Observer(outbox=other, encoder=bytes))
+    assert sets.memberships(box) == set(mine)
+    sets.leave_all(box)
+    sets.leave_all(box)  # already gone: nothing happens
+    assert sets.memberships(box) == set()
+    assert sets.memberships(other) == set(mine)
+    for observers in mine:
+        assert box not in observers
+        assert other in observers
+        assert len(observers) == 1
 
 
 def test_discard_keeps_history_already_queued() -> None:
@@ -179,13 +200,14 @@ def test_discard_keeps_history_already_queued() -> None:
 
 
 def test_clear_removes_everyone() -> None:
-    observers = ObserverSet(key=KEY, coalesce=True)
+    sets = registry()
+    observers = sets.get("counter", PROPERTY, "count")
     boxes = [outbox() for _ in range(3)]
     for i, box in enumerate(boxes):
         observers.add(Observer(outbox=box, encoder=CountingEncoder(), tail=b"}" * i))
     observers.clear()
     assert len(observers) == 0
-    assert all(box.memberships == set() for box in boxes)
+    assert all(sets.memberships(box) == set() for box in boxes)
 
 
 def test_deliver_to_reaches_one_observer_only() -> None:
@@ -284,7 +306,7 @@ def test_registry_invocations() -> None:
     observers.forget_invocation("abc")  # already gone: nothing happens
     observers.forget_invocation("never")
     assert observers.invocation_if_observed("abc") is None
-    assert box.memberships == set()
+    assert observers.memberships(box) == set()
     assert box not in invocation
 
 

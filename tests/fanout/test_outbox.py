@@ -5,17 +5,18 @@ Memory channels work outside ``trio.run``, so these are plain functions.
 
 from __future__ import annotations
 
+import attrs
 import pytest
 import trio
 
 from trio_things.errors import LocalProtocolError
-from trio_things.fanout.observers import Observer, ObserverSet
 from trio_things.fanout.outbox import (
     OVERFLOW_CLOSE_CODE,
     CloseRequest,
     Frame,
     Outbox,
     OutboxStatistics,
+    Written,
 )
 
 
@@ -35,7 +36,7 @@ def rings(outbox: Outbox) -> int:
 
 
 def test_put_latest_keeps_only_the_latest_per_key() -> None:
-    outbox = Outbox(max_queued=10)
+    outbox = Outbox(10)
     outbox.put_latest("k1", frame("old"))
     outbox.put_latest("k1", frame("new"))
     outbox.put_latest("k2", frame("other"))
@@ -45,7 +46,7 @@ def test_put_latest_keeps_only_the_latest_per_key() -> None:
 
 
 def test_replacement_moves_to_the_end() -> None:
-    outbox = Outbox(max_queued=10)
+    outbox = Outbox(10)
     outbox.put_latest("k1", frame("k1-old"))
     outbox.put(frame("f"))
     outbox.put_latest("k1", frame("k1-latest"))
@@ -53,7 +54,7 @@ def test_replacement_moves_to_the_end() -> None:
 
 
 def test_put_keeps_every_frame_in_order() -> None:
-    outbox = Outbox(max_queued=10)
+    outbox = Outbox(10)
     frames = [frame(str(i)) for i in range(10)]
     for f in frames:
         outbox.put(f)
@@ -63,7 +64,7 @@ def test_put_keeps_every_frame_in_order() -> None:
 
 
 def test_put_and_put_latest_interleave_in_order() -> None:
-    outbox = Outbox(max_queued=10)
+    outbox = Outbox(10)
     outbox.put(frame("a"))
     outbox.put_latest("k", frame("k"))
     outbox.put(frame("b"))
@@ -71,7 +72,7 @@ def test_put_and_put_latest_interleave_in_order() -> None:
 
 
 def test_take_frees_room_in_the_queue() -> None:
-    outbox = Outbox(max_queued=2)
+    outbox = Outbox(2)
     outbox.put(frame("a"))
     outbox.put(frame("b"))
     assert outbox.take() == [frame("a"), frame("b")]
@@ -82,7 +83,7 @@ def test_take_frees_room_in_the_queue() -> None:
 
 
 def test_overflow_drops_everything_and_ignores_later_puts() -> None:
-    outbox = Outbox(max_queued=3)
+    outbox = Outbox(3)
     outbox.put_latest("k", frame("k"))
     for i in range(3):
         outbox.put(frame(str(i)))
@@ -97,8 +98,8 @@ def test_overflow_drops_everything_and_ignores_later_puts() -> None:
     assert (stats.pending_latest, stats.pending_queued) == (0, 0)
 
 
-def test_put_latest_does_not_count_towards_max_queued() -> None:
-    outbox = Outbox(max_queued=1)
+def test_put_latest_does_not_count_towards_the_size() -> None:
+    outbox = Outbox(1)
     for key in range(5):
         outbox.put_latest(("property", key), frame(str(key)))
     outbox.put(frame("event"))
@@ -107,7 +108,7 @@ def test_put_latest_does_not_count_towards_max_queued() -> None:
 
 
 def test_overflow_rings_the_relay() -> None:
-    outbox = Outbox(max_queued=1)
+    outbox = Outbox(1)
     outbox.put(frame("a"))
     assert rings(outbox) == 1
     outbox.take()
@@ -118,13 +119,13 @@ def test_overflow_rings_the_relay() -> None:
     assert outbox.take() == []
 
 
-def test_max_queued_must_be_positive() -> None:
+def test_the_size_must_be_positive() -> None:
     with pytest.raises(ValueError):
-        Outbox(max_queued=0)
+        Outbox(0)
 
 
 def test_a_burst_rings_once() -> None:
-    outbox = Outbox(max_queued=10)
+    outbox = Outbox(10)
     outbox.put(frame("a"))
     outbox.put_latest("k", frame("k"))
     outbox.put(frame("b"))
@@ -134,7 +135,7 @@ def test_a_burst_rings_once() -> None:
 
 
 def test_take_rearms_the_doorbell() -> None:
-    outbox = Outbox(max_queued=10)
+    outbox = Outbox(10)
     outbox.put(frame("a"))
     assert rings(outbox) == 1
     outbox.put(frame("b"))
@@ -147,7 +148,7 @@ def test_take_rearms_the_doorbell() -> None:
 
 
 def test_a_waiting_ring_serves_puts_after_take() -> None:
-    outbox = Outbox(max_queued=10)
+    outbox = Outbox(10)
     outbox.put(frame("a"))
     outbox.take()  # before the relay received the ring
     outbox.put(frame("b"))  # must not block or raise although the ring is still queued
@@ -156,14 +157,14 @@ def test_a_waiting_ring_serves_puts_after_take() -> None:
 
 
 def test_no_ring_without_a_put() -> None:
-    outbox = Outbox(max_queued=10)
+    outbox = Outbox(10)
     assert rings(outbox) == 0
     assert outbox.take() == []
     assert rings(outbox) == 0
 
 
 def test_discard_latest() -> None:
-    outbox = Outbox(max_queued=10)
+    outbox = Outbox(10)
     outbox.put_latest("k1", frame("k1"))
     outbox.put(frame("f"))
     outbox.put_latest("k2", frame("k2"))
@@ -175,7 +176,7 @@ def test_discard_latest() -> None:
 
 
 def test_close_ends_the_channel_and_ignores_puts() -> None:
-    outbox = Outbox(max_queued=10)
+    outbox = Outbox(10)
     outbox.close()
     assert outbox.closed
     with pytest.raises(trio.EndOfChannel):
@@ -187,7 +188,7 @@ def test_close_ends_the_channel_and_ignores_puts() -> None:
 
 
 def test_close_drops_pending_frames_and_the_channel_ends_after_the_ring() -> None:
-    outbox = Outbox(max_queued=10)
+    outbox = Outbox(10)
     outbox.put(frame("a"))
     outbox.put_latest("k", frame("k"))
     outbox.close()
@@ -198,58 +199,41 @@ def test_close_drops_pending_frames_and_the_channel_ends_after_the_ring() -> Non
         outbox.receive_channel.receive_nowait()
 
 
-def test_close_leaves_every_observer_set() -> None:
-    outbox = Outbox(max_queued=10)
-    sets = [ObserverSet(key=("counter", "property", "count"), coalesce=True),
-            ObserverSet(key=("counter", "event", "e"), coalesce=False)]
-    other = Outbox(max_queued=10)
-    for observers in sets:
-        observers.add(Observer(outbox=outbox, encoder=bytes))
-        observers.add(Observer(outbox=other, encoder=bytes))
-    assert outbox.memberships == set(sets)
-    outbox.close()
-    assert outbox.memberships == set()
-    for observers in sets:
-        assert outbox not in observers
-        assert other in observers
-        assert len(observers) == 1
-
-
 def test_claim_relay_once() -> None:
-    outbox = Outbox(max_queued=10)
+    outbox = Outbox(10)
     outbox.claim_relay()
     with pytest.raises(LocalProtocolError):
         outbox.claim_relay()
 
 
 def test_statistics() -> None:
-    outbox = Outbox(max_queued=5)
+    outbox = Outbox(5)
     assert outbox.statistics() == OutboxStatistics(
-        pending_latest=0, pending_queued=0, max_queued=5, coalesced=0, taken=0, written_now=0,
+        pending_latest=0, pending_queued=0, size=5, coalesced=0, taken=0, written_now=0,
         overflowed=False, closed=False)
     outbox.put_latest("k", frame("1"))
     outbox.put_latest("k", frame("2"))
     outbox.put_latest("j", frame("3"))
     outbox.put(frame("4"))
     assert outbox.statistics() == OutboxStatistics(
-        pending_latest=2, pending_queued=1, max_queued=5, coalesced=1, taken=0, written_now=0,
+        pending_latest=2, pending_queued=1, size=5, coalesced=1, taken=0, written_now=0,
         overflowed=False, closed=False)
     outbox.take()
     outbox.put(frame("5"))
     outbox.take()
     assert outbox.statistics() == OutboxStatistics(
-        pending_latest=0, pending_queued=0, max_queued=5, coalesced=1, taken=4, written_now=0,
+        pending_latest=0, pending_queued=0, size=5, coalesced=1, taken=4, written_now=0,
         overflowed=False, closed=False)
 
 
 def test_outboxes_compare_by_identity() -> None:
-    a, b = Outbox(max_queued=1), Outbox(max_queued=1)
+    a, b = Outbox(1), Outbox(1)
     assert a != b
     assert len({a, b}) == 2
 
 
 def test_a_close_request_keeps_what_was_queued_and_seals_the_outbox() -> None:
-    outbox = Outbox(max_queued=4)
+    outbox = Outbox(4)
     outbox.put(frame("reply"))
     outbox.request_close(1008, "flood")
     outbox.request_close(1001, "later requests lose")
@@ -261,7 +245,7 @@ def test_a_close_request_keeps_what_was_queued_and_seals_the_outbox() -> None:
 
 
 def test_overflow_requests_a_1008_close() -> None:
-    outbox = Outbox(max_queued=1)
+    outbox = Outbox(1)
     outbox.put(frame("a"))
     outbox.put(frame("b"))
     assert outbox.close_request is not None
@@ -270,36 +254,56 @@ def test_overflow_requests_a_1008_close() -> None:
     assert outbox.take() == []
 
 
+@attrs.define
+class Writer:
+    """A :class:`FrameWriter` that answers what it is told to."""
+
+    answer: Written = Written.WHOLE
+    written: list[Frame] = attrs.field(factory=list)
+
+    def write_now(self, frame: Frame) -> Written:
+        if self.answer:
+            self.written.append(frame)
+        return self.answer
+
+
 def test_the_fast_path_writes_into_an_empty_outbox_only() -> None:
-    outbox = Outbox(max_queued=4)
-    written: list[Frame] = []
-    accept = True
-
-    def write_now(frame: Frame) -> bool:
-        if accept:
-            written.append(frame)
-        return accept
-
-    outbox.write_now = write_now
+    writer = Writer()
+    outbox = Outbox(4, writer=writer)
     outbox.put_latest("k", frame("1"))
     outbox.put(frame("2"))
-    assert written == [frame("1"), frame("2")]
+    assert writer.written == [frame("1"), frame("2")]
     assert rings(outbox) == 0  # the relay never woke
     assert outbox.statistics().written_now == 2
-    accept = False  # the socket is busy: queue
+    writer.answer = Written.NOTHING  # the socket is busy: queue
     outbox.put(frame("3"))
-    accept = True
+    writer.answer = Written.WHOLE
     outbox.put_latest("k", frame("4"))  # something is queued: no overtaking it
-    assert written == [frame("1"), frame("2")]
+    assert writer.written == [frame("1"), frame("2")]
     assert outbox.take() == [frame("3"), frame("4")]
     assert rings(outbox) == 1
 
 
-def test_wake_rings_without_a_frame() -> None:
-    outbox = Outbox(max_queued=4)
-    outbox.wake()
+@pytest.mark.parametrize("put", ["put", "put_latest"])
+def test_a_write_taken_in_part_wakes_the_relay_without_a_frame(put: str) -> None:
+    """What the writer leaves (a backlog to flush, a broken stream to notice) is the
+    relay's to finish: the Outbox rings it, and queues nothing."""
+    writer = Writer(answer=Written.PART)
+    outbox = Outbox(4, writer=writer)
+    getattr(outbox, put)(*(["k"] if put == "put_latest" else []), frame("1"))
+    assert writer.written == [frame("1")]
     assert rings(outbox) == 1
     assert outbox.take() == []
+    assert outbox.statistics().written_now == 1
+
+
+def test_a_closed_outbox_offers_nothing_to_its_writer() -> None:
+    writer = Writer()
+    outbox = Outbox(4, writer=writer)
+    outbox.close()
+    outbox.put(frame("1"))
+    outbox.put_latest("k", frame("2"))
+    assert writer.written == []
 
 
 def test_attribute_writes_on_the_fan_out_path_are_plain() -> None:
@@ -307,5 +311,5 @@ def test_attribute_writes_on_the_fan_out_path_are_plain() -> None:
     ``__setattr__`` that cost each delivery ~0.4 us per counter update (a third of the
     fast path's own cost). Validation happens when the Outbox is made, and only then."""
     assert "__setattr__" not in vars(Outbox)
-    with pytest.raises(ValueError, match="max_queued"):
-        Outbox(max_queued=0)
+    with pytest.raises(ValueError, match="size"):
+        Outbox(0)

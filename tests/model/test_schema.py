@@ -8,7 +8,7 @@ import attrs
 import pytest
 
 from trio_things.errors import InvalidValue, ThingDefinitionError
-from trio_things.model.schema import Schema, schema_for
+from trio_things.model.schema import Schema, SchemaTerms, schema_for
 
 
 class Colour(enum.Enum):
@@ -142,3 +142,9 @@ def test_integers_beyond_what_json_carries_exactly_are_refused(value: object) ->
 @pytest.mark.parametrize("value", [2**64 - 1, -(2**63), 3.0, float(2**53)])
 def test_integers_within_reach_are_accepted(value: object) -> None:
     schema_for(int).validate(value, "count")
+
+
+def test_schema_terms_are_the_fields_of_schema() -> None:
+    """``tt.property(**terms)`` and ``Schema(**terms)`` take the same terms: the TypedDict
+    that types the first must list exactly the fields of the second."""
+    assert set(SchemaTerms.__annotations__) == {field.name for field in attrs.fields(Schema)}

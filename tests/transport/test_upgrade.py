@@ -17,6 +17,7 @@ import trio.testing
 import trio_websocket
 from wsproto.frame_protocol import FrameProtocol
 
+from trio_things.fanout.outbox import Written
 from trio_things.transport.http import HttpRequest, HttpResponse, serve_http_connection
 from trio_things.transport.upgrade import UpgradeStream, UpgradeStreamStatistics
 
@@ -190,27 +191,22 @@ async def read_exactly(stream: trio.abc.ReceiveStream, size: int) -> bytes:
 async def test_write_nowait_writes_at_once_on_an_idle_socket() -> None:
     ours, peer = await socket_pair()
     stream = UpgradeStream(ours, b"")
-    unfinished: list[None] = []
-    stream.on_unfinished_write = lambda: unfinished.append(None)
     with trio.fail_after(5):
-        assert stream.write_nowait(b"frame")
+        assert stream.write_nowait(b"frame") is Written.WHOLE  # nothing left: nobody is woken
         assert not stream.needs_flush
         assert await read_exactly(peer, 5) == b"frame"
         assert stream.statistics().writes == 1
-        assert unfinished == []  # nothing left for a writer: nobody is woken
 
 
 async def test_write_nowait_keeps_the_rest_and_send_all_writes_it_first() -> None:
     ours, peer = await socket_pair()
     stream = UpgradeStream(ours, b"")
     big = bytes(range(256)) * 40_000  # ~10 MB: more than any socket buffer takes at once
-    unfinished: list[None] = []
-    stream.on_unfinished_write = lambda: unfinished.append(None)
     with trio.fail_after(10):
-        assert stream.write_nowait(big)
-        assert stream.needs_flush  # the rest waits, in order
-        assert unfinished == [None]  # and whoever writes next is woken for it, once
-        assert not stream.write_nowait(b"later")  # a backlog: queue it instead
+        # Taken in part: the rest waits, in order, and the caller must wake a writer.
+        assert stream.write_nowait(big) is Written.PART
+        assert stream.needs_flush
+        assert stream.write_nowait(b"later") is Written.NOTHING  # a backlog: queue it
         async with trio.open_nursery() as nursery:
             nursery.start_soon(stream.send_all, b"tail")
             received = await read_exactly(peer, len(big) + 4)
@@ -226,9 +222,9 @@ async def test_write_nowait_refuses_while_a_send_all_writes() -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(stream.send_all, big)
             await trio.testing.wait_all_tasks_blocked()  # stuck: nobody reads yet
-            assert not stream.write_nowait(b"frame")
+            assert stream.write_nowait(b"frame") is Written.NOTHING
             assert await read_exactly(peer, len(big)) == big
-        assert stream.write_nowait(b"frame")
+        assert stream.write_nowait(b"frame") is Written.WHOLE
         assert await read_exactly(peer, 5) == b"frame"
 
 
@@ -248,33 +244,33 @@ async def test_write_nowait_refuses_while_a_send_all_waits_for_the_lock() -> Non
             await trio.testing.wait_all_tasks_blocked()
             nursery.start_soon(send_second)
             await trio.testing.wait_all_tasks_blocked()  # queued for the lock
-            assert not stream.write_nowait(b"frame")  # it would overtake "second"
+            assert stream.write_nowait(b"frame") is Written.NOTHING  # would overtake "second"
             waiting.cancel()  # cancelled while waiting: nothing written, still usable
             await trio.testing.wait_all_tasks_blocked()
-            assert not stream.write_nowait(b"frame")  # the first still writes
+            assert stream.write_nowait(b"frame") is Written.NOTHING  # the first still writes
             assert await read_exactly(peer, len(big)) == big
-        assert stream.write_nowait(b"frame")  # no writer is left holding the fast path
+        assert stream.write_nowait(b"frame") is Written.WHOLE  # no writer holds the fast path
         assert await read_exactly(peer, 5) == b"frame"
 
 
 async def test_no_fast_path_without_a_socket_or_after_close() -> None:
     _client, server = trio.testing.memory_stream_pair()
-    assert not UpgradeStream(server, b"").write_nowait(b"frame")
+    assert UpgradeStream(server, b"").write_nowait(b"frame") is Written.NOTHING
     ours, _peer = await socket_pair()
     stream = UpgradeStream(ours, b"")
     await stream.aclose()
-    assert not stream.write_nowait(b"frame")  # never a reused descriptor number
+    assert stream.write_nowait(b"frame") is Written.NOTHING  # never a reused descriptor
 
 
 async def test_write_nowait_to_a_vanished_peer_breaks_the_stream() -> None:
     ours, peer = await socket_pair()
     stream = UpgradeStream(ours, b"")
     await peer.aclose()
-    unfinished: list[None] = []
-    stream.on_unfinished_write = lambda: unfinished.append(None)
+    answers: list[Written] = []
     with trio.fail_after(5):
         while not stream.broken:  # the first writes may still land in a buffer
-            assert stream.write_nowait(b"x" * 65536)
-        assert unfinished  # the relay is woken to notice
+            answers.append(stream.write_nowait(b"x" * 65536))
+            assert answers[-1]  # taken care of, never refused
+        assert answers[-1] is Written.PART  # the relay is woken to notice
         with pytest.raises(trio.BrokenResourceError):
             await stream.send_all(b"more")

@@ -210,6 +210,9 @@ class ActionChannel(Protocol):
 class Invocation:
     """One invocation of an action, as :meth:`ConsumedThing.invoke` returns it.
 
+    The client's handle, not the server's record (:class:`trio_things.model.invocation.
+    Invocation`): the client never imports the server, and a handle polls and cancels.
+
     ``status`` is the latest known :class:`ActionStatus`. The handle needs the client
     that made it to be open (``async with connect(...)``) to learn anything new.
     """

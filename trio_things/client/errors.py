@@ -78,7 +78,10 @@ class ClientError(ThingsError):
 
 class NotFound(ClientError, LookupError):
     """No such Thing, affordance or invocation: the TD does not list it, or the server
-    answered 404 (an invocation it has forgotten, say)."""
+    answered 404 (an invocation it has forgotten, say).
+
+    A :class:`ClientError`, not the server's :class:`trio_things.errors.NotFound` (an
+    answer it sends): one ``except ClientError`` catches every failure a client sees."""
 
 
 class NotWritable(ClientError):
@@ -88,7 +91,10 @@ class NotWritable(ClientError):
 
 class InvalidValue(ClientError, ValueError):
     """A value the server refused (400, 422: ``problem.detail`` names the field), or a
-    value the server sent that does not fit the type the caller asked for."""
+    value the server sent that does not fit the type the caller asked for.
+
+    A :class:`ClientError`, not the server's :class:`trio_things.errors.InvalidValue`
+    (a refusal it sends), for the same reason as :class:`NotFound`."""
 
 
 class UnsupportedOperation(ClientError):

@@ -1,7 +1,8 @@
 """Choosing forms from a Thing Description: where and how to perform an operation.
 
 The client is driven by the TD, never by URL patterns of a particular server. The rules
-are the ones generic WoT consumers follow (DESIGN section 7), and TD 1.1 defines:
+are the ones generic WoT consumers follow (``docs/design.md``, "Thing Description"), and
+TD 1.1 defines:
 
 * "When a Form Element has multiple operation types, ... [consumers] select the first
   Form whose op matches": we take the first form whose ``op`` lists the operation and
@@ -42,7 +43,8 @@ __all__ = [
     "wtp_form",
 ]
 
-#: The WebSocket subprotocol whose messages we speak (DESIGN section 5).
+#: The WebSocket subprotocol whose messages we speak (``docs/design.md``, "WebSocket
+#: dialects").
 SUBPROTOCOL: Final = "webthingprotocol"
 HTTP_SCHEMES: Final = frozenset({"http", "https"})
 WS_SCHEMES: Final = frozenset({"ws", "wss"})
@@ -70,7 +72,10 @@ _DEFAULT_METHODS: Final = {
 @attrs.frozen(kw_only=True)
 class Form:
     """One form, its ``href`` resolved to an absolute URL (URI template variables such
-    as ``{id}`` left in place until :meth:`expand`)."""
+    as ``{id}`` left in place until :meth:`expand`).
+
+    Read from any server's TD, so not the server's own :class:`trio_things.model.
+    description.Form`, which the client may not import (it builds TDs, this reads them)."""
 
     href: str
     op: tuple[str, ...]

@@ -51,7 +51,10 @@ _USER_AGENT: Final = "trio-things-client/0.1"
 @attrs.frozen(kw_only=True)
 class HttpResponse:
     """A whole response: status, headers (names lower-cased; a repeated header keeps its
-    last value) and body."""
+    last value) and body.
+
+    A response received, not the server's :class:`trio_things.transport.http.
+    HttpResponse` (one to send), which the client may not import."""
 
     status: int
     headers: Mapping[str, str]

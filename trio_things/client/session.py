@@ -38,6 +38,10 @@ only on the connection that invoked them; after a loss their handles are told
 Cancellation: a cancelled request leaves the socket usable (its response, if it ever
 comes, is dropped). A cancelled ``detach`` skips its unobserve request: the server
 then keeps sending notifications this session drops, until the socket closes.
+
+One module, though long: the connection's life (connect, read, route, keep alive,
+reconnect, restore) is one state machine, and its parts share the pending requests and
+the observations.
 """
 
 from __future__ import annotations

@@ -22,6 +22,9 @@ query, cancel      for a WebSocket invocation, WebSocket; else HTTP forms, else
 
 A name the TD does not list raises :class:`~trio_things.client.errors.NotFound`
 before anything is sent, naming what the Thing does have.
+
+One module, though long: every operation is the same three steps (find the form, speak
+its protocol, type the answer) over the same TD, session and HTTP client.
 """
 
 from __future__ import annotations

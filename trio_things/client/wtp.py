@@ -11,9 +11,9 @@ response and notification messages which correspond to the same operation MUST a
 include a ``correlationID`` member with the same value". We always send one, and route
 everything the server sends by it.
 
-Decoding is lenient where the draft is (DESIGN section 5): an event notification may
-carry its payload in ``value`` instead of ``data``; an error response carries RFC 9457
-problem details in ``error`` whose members may be missing.
+Decoding is lenient where the draft is (``docs/design.md``, "WebSocket dialects"): an
+event notification may carry its payload in ``value`` instead of ``data``; an error
+response carries RFC 9457 problem details in ``error`` whose members may be missing.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """HTTP long-poll: a request that waits for the next emission of an event.
 
 This is how generic WoT consumers (node-wot) subscribe to events over plain HTTP
-(DESIGN section 7): ``GET`` the event's href, receive the next payload, repeat. It is
-deliberately simple: a waiter sees the emissions that happen while it waits, and
-nothing is buffered for clients between polls (WebSocket subscriptions are the lossless
-way to follow events).
+(``docs/design.md``, "Thing Description"): ``GET`` the event's href, receive the next
+payload, repeat. It is deliberately simple: a waiter sees the emissions that happen
+while it waits, and nothing is buffered for clients between polls (WebSocket
+subscriptions are the lossless way to follow events).
 """
 
 from __future__ import annotations

@@ -1,8 +1,12 @@
 """Observer sets: who observes what, and publishing to them without waiting.
 
-The fan-out path, start to end::
+The fan-out path, start to end (``docs/design.md``, "The fan-out path")::
 
-    Thing code -> Notifier -> ObserverSet.publish -> Outbox (per connection) -> relay -> socket
+    Thing code -> ThingNotifier (fanout/notifier.py; from a thread, via the bridge)
+      -> ObserverSet.publish          encode once per dialect, frame once
+      -> Outbox.put_latest / put      per connection: coalesce state, queue history
+           -> writer.write_now        the fast path: an idle socket takes it at once
+           -> (queued) relay          everything pending in one send_all -> socket
 
 :meth:`ObserverSet.publish` is the hot path. It encodes a notification **once per
 dialect** (never per observer), frames it once, and hands the same bytes to every
@@ -17,6 +21,10 @@ encoder produces the message without it: the frame is ``header + body + tail``, 
 the relay in the one ``b"".join`` it does anyway. Observers whose tails have the same
 length share the header; observers without a tail share the whole frame.
 
+Which sets hold an Outbox (its *memberships*) is recorded in one place, the
+:class:`ObserverRegistry`, which the sets share: a connection that ends leaves them all
+with :meth:`ObserverRegistry.leave_all`. The Outbox knows nothing of observers.
+
 Everything here runs on the Trio thread; :mod:`trio_things.fanout.bridge` brings worker
 threads' changes to it.
 """
@@ -24,7 +32,7 @@ threads' changes to it.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator
-from typing import Final
+from typing import Final, TypeAlias
 
 import attrs
 
@@ -42,6 +50,9 @@ __all__ = [
     "ObserverSet",
     "ObserverSetStatistics",
 ]
+
+#: Which sets hold each Outbox: the sets of one registry share one.
+Memberships: TypeAlias = "dict[Outbox, set[ObserverSet]]"
 
 #: Encodes a notification as a dialect's message body, without the observer's tail:
 #: UTF-8 JSON bytes such that ``body + tail`` is the whole message.
@@ -86,6 +97,8 @@ class ObserverSet:
 
     key: Hashable
     coalesce: bool
+    _memberships: Memberships = attrs.field(factory=dict, kw_only=True, repr=False)
+    """Shared by every set of a registry (a set made alone keeps its own)."""
     # encoder -> outbox -> tail. Grouping by encoder makes "encode once per dialect" a loop.
     _groups: dict[Encoder, dict[Outbox, bytes]] = attrs.field(init=False, factory=dict)
     _published: int = attrs.field(init=False, default=0)
@@ -104,7 +117,7 @@ class ObserverSet:
         """Add (or re-add, with a new encoder or tail) ``observer.outbox``."""
         self.discard(observer.outbox)
         self._groups.setdefault(observer.encoder, {})[observer.outbox] = observer.tail
-        observer.outbox.memberships.add(self)
+        self._memberships.setdefault(observer.outbox, set()).add(self)
 
     def discard(self, outbox: Outbox) -> None:
         """Remove ``outbox`` if present, and its pending coalesced frame for this key."""
@@ -113,7 +126,11 @@ class ObserverSet:
                 if not members:
                     del self._groups[encoder]
                 break
-        outbox.memberships.discard(self)
+        sets = self._memberships.get(outbox)
+        if sets is not None:
+            sets.discard(self)
+            if not sets:
+                del self._memberships[outbox]
         if self.coalesce:
             outbox.discard_latest(self.key)
 
@@ -169,17 +186,28 @@ class ObserverSet:
 class ObserverRegistry:
     """Every observer set of a server: one per property, event and action of each Thing,
     made when the server starts, and one per running invocation, made on demand and
-    dropped when the invocation ends."""
+    dropped when the invocation ends; and which sets hold each connection's Outbox."""
 
     def __init__(self, affordances: dict[str, tuple[list[str], list[str], list[str]]]) -> None:
         """``affordances``: for each Thing name, its (properties, events, actions) names."""
+        self._memberships: Memberships = {}
         self._sets: dict[tuple[str, str, str], ObserverSet] = {}
         for thing, (properties, events, actions) in affordances.items():
             for kind, names in ((PROPERTY, properties), (EVENT, events), (ACTION, actions)):
                 for name in names:
                     key = (thing, kind, name)
-                    self._sets[key] = ObserverSet(key=key, coalesce=kind == PROPERTY)
+                    self._sets[key] = ObserverSet(key=key, coalesce=kind == PROPERTY,
+                                                  memberships=self._memberships)
         self._invocations: dict[str, ObserverSet] = {}
+
+    def leave_all(self, outbox: Outbox) -> None:
+        """Remove ``outbox`` from every set that holds it: its connection ended."""
+        for observers in self._memberships.pop(outbox, ()):
+            observers.discard(outbox)
+
+    def memberships(self, outbox: Outbox) -> frozenset[ObserverSet]:
+        """The sets that hold ``outbox`` now."""
+        return frozenset(self._memberships.get(outbox, ()))
 
     def get(self, thing: str, kind: str, name: str) -> ObserverSet:
         """The set of ``thing``'s ``kind`` (:data:`PROPERTY`, :data:`EVENT`,
@@ -191,7 +219,8 @@ class ObserverRegistry:
         observers = self._invocations.get(invocation_id)
         if observers is None:
             key = (_INVOCATION, invocation_id)
-            observers = self._invocations[invocation_id] = ObserverSet(key=key, coalesce=False)
+            observers = self._invocations[invocation_id] = ObserverSet(
+                key=key, coalesce=False, memberships=self._memberships)
         return observers
 
     def invocation_if_observed(self, invocation_id: str) -> ObserverSet | None:

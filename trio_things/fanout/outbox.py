@@ -13,8 +13,8 @@ Outbox decides what a client that reads slower than changes happen gets:
   the end of the queue, so a client never sees a value older than a message that was
   queued before it.
 * **Events, action status and replies are history.** Frames put with :meth:`Outbox.put`
-  are kept in order, losslessly, up to ``max_queued``. One more would have to be dropped
-  or thinned, so instead the Outbox *overflows*: it accepts nothing more, and the relay
+  are kept in order, losslessly, up to ``size`` (the outbox size). One more would have to
+  be dropped or thinned, so instead the Outbox *overflows*: it accepts nothing more, and the relay
   closes the connection with :data:`OVERFLOW_CLOSE_CODE` and a reason. A client never
   silently misses history.
 
@@ -23,8 +23,8 @@ put                     pending                         then
 ======================= =============================== ===========================
 ``put_latest(k, f)``    nothing under ``k``             ``f`` appended
 ``put_latest(k, f)``    ``f0`` under ``k``              ``f0`` dropped, ``f`` appended
-``put(f)``              fewer than ``max_queued``       ``f`` appended
-``put(f)``              ``max_queued`` already          overflow: nothing kept, and a
+``put(f)``              fewer than ``size``             ``f`` appended
+``put(f)``              ``size`` already                overflow: nothing kept, and a
                                                         close with 1008 requested
 ``request_close(c, r)`` anything                        kept; the close goes after it
 anything                overflowed, closing or closed   ignored
@@ -34,36 +34,50 @@ Closing goes through the Outbox too (:meth:`Outbox.request_close`), so that the 
 the connection's only writer, writes what was queued before the close frame: a client
 told "429, slow down" gets that answer before it is closed for flooding.
 
-The fast path: when nothing is pending, a put first offers the frame to ``write_now``
-(installed by the connection: a synchronous, non-blocking write to an idle socket, see
-:meth:`trio_things.transport.upgrade.UpgradeStream.write_nowait`). If the socket takes
-it, the frame is delivered without waking the relay at all; if not, it is queued as
-above. Only an *empty* queue allows it, so frames still leave in order.
+The fast path: when nothing is pending, a put first offers the frame to the Outbox's
+``writer`` (a :class:`FrameWriter`, handed to the Outbox when it is made: for a
+WebSocket, :class:`trio_things.websockets.SocketWriter`, a synchronous, non-blocking write
+to an idle socket). It answers with what it did (:class:`Written`): nothing, and the frame
+is queued as above; the whole frame, and the relay is not woken at all; or part of it, and
+the relay is woken to write the rest (or to notice that the socket broke). Only an
+*empty* queue allows it, so frames still leave in order::
+
+    put_latest / put --(queue empty)--> writer.write_now(frame)
+        NOTHING -> queued, the relay is rung      WHOLE -> done
+        PART    -> the relay is rung (it flushes the socket's backlog)
 
 The relay learns of new frames through a :class:`trio.MemoryReceiveChannel`: the first
 put after a :meth:`~Outbox.take` rings it once (capacity 1, so a put never blocks and a
 burst of puts costs the relay one wake-up). Memory per connection is therefore bounded
-by ``max_queued`` frames plus one frame per observed property.
+by ``size`` frames plus one frame per observed property.
 
-Every method is synchronous and must be called from the Trio thread
-(:mod:`trio_things.fanout.bridge` brings worker threads' changes there).
+Which observer sets hold an Outbox is the business of
+:class:`~trio_things.fanout.observers.ObserverRegistry`, not the Outbox's: the Outbox
+knows nothing of observers. Every method is synchronous and must be called from the
+Trio thread (:mod:`trio_things.fanout.bridge` brings worker threads' changes there).
 """
 
 from __future__ import annotations
 
+import enum
 import itertools
-from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING, Final
+from collections.abc import Hashable
+from typing import Final, Protocol
 
 import attrs
 import trio
 
 from trio_things.errors import LocalProtocolError
 
-if TYPE_CHECKING:
-    from trio_things.fanout.observers import ObserverSet
-
-__all__ = ["OVERFLOW_CLOSE_CODE", "CloseRequest", "Frame", "Outbox", "OutboxStatistics"]
+__all__ = [
+    "OVERFLOW_CLOSE_CODE",
+    "CloseRequest",
+    "Frame",
+    "FrameWriter",
+    "Outbox",
+    "OutboxStatistics",
+    "Written",
+]
 
 #: One whole WebSocket frame as parts to be joined at write time (a header, a shared
 #: body, a per-observer tail): joining once per write, not once per observer.
@@ -73,6 +87,37 @@ Frame = tuple[bytes, ...]
 #: connection because it has received a message that violates its policy." Reading too
 #: slowly to keep up with lossless history is that policy.
 OVERFLOW_CLOSE_CODE: Final = 1008
+
+
+class Written(enum.IntEnum):
+    """What a :class:`FrameWriter` did with a frame offered on the fast path.
+
+    An ``IntEnum`` whose "nothing" is false: the Outbox tests the answer for truth, then
+    for :attr:`PART`, and a delivery pays for no more than that.
+    """
+
+    NOTHING = 0
+    """Nothing written (a write under way, a backlog, a full socket, no socket at all):
+    queue the frame for the relay."""
+    WHOLE = 1
+    """The whole frame is written (or dropped, because the connection is closing)."""
+    PART = 2
+    """The frame is taken care of, but the relay has work left: the rest of the frame
+    waits in the stream's backlog, or the stream broke during the write."""
+
+
+#: The members the hot path compares against, bound once: ``Written.PART`` is a lookup
+#: through the enum's metaclass, ~70 ns, which a delivery should not pay.
+_PART: Final = Written.PART
+
+
+class FrameWriter(Protocol):
+    """How an Outbox writes a frame at once, on its fast path (see the module docstring)."""
+
+    def write_now(self, frame: Frame) -> Written:
+        """Write ``frame`` without blocking, if the socket takes it now; say how far.
+        Runs once per delivery; must never block and never raise for the peer's state."""
+        ...
 
 
 @attrs.frozen(kw_only=True)
@@ -91,14 +136,14 @@ class OutboxStatistics:
     """Frames pending under a key (at most one per observed property)."""
     pending_queued: int
     """Frames pending in order (events, action status, replies)."""
-    max_queued: int
-    """The bound on ``pending_queued``."""
+    size: int
+    """The bound on ``pending_queued``: the outbox size."""
     coalesced: int
     """Frames replaced by a newer one before they were sent."""
     taken: int
     """Frames handed to the relay so far."""
     written_now: int
-    """Frames ``write_now`` took on the fast path, without the relay."""
+    """Frames the writer took on the fast path (whole or in part)."""
     overflowed: bool
     """Whether the ordered queue overflowed (the relay then closes the connection)."""
     closed: bool
@@ -110,15 +155,18 @@ class Outbox:
     """The frames pending for one connection; see the module docstring for the policy.
 
     Identity object: it is what :class:`~trio_things.fanout.observers.ObserverSet`
-    holds for a connection, and it records every set it is in (``memberships``) so the
-    connection can leave them all in one :meth:`close`.
+    holds for a connection.
 
-    ``max_queued`` is validated when the Outbox is made, not on every attribute write
+    ``size`` is validated when the Outbox is made, not on every attribute write
     (``on_setattr=NO_OP``): attrs' validating ``__setattr__`` would run for each counter
     update on the fan-out path, ~0.4 us per delivery.
     """
 
-    max_queued: int = attrs.field(validator=attrs.validators.gt(0))
+    size: int = attrs.field(validator=attrs.validators.gt(0))
+    """How many frames of history (events, action status, replies) may be pending before
+    the Outbox overflows: ``outbox_size`` in the configuration. Properties never count."""
+    writer: FrameWriter | None = attrs.field(default=None, kw_only=True)
+    """The fast path (:class:`FrameWriter`); None: every frame waits for the relay."""
     _pending: dict[Hashable, Frame] = attrs.field(init=False, factory=dict)
     _queued: int = attrs.field(init=False, default=0)
     _sequence: itertools.count[int] = attrs.field(init=False, factory=itertools.count)
@@ -130,15 +178,11 @@ class Outbox:
     _closed: bool = attrs.field(init=False, default=False)
     _relay_claimed: bool = attrs.field(init=False, default=False)
     _written_now: int = attrs.field(init=False, default=0)
-    write_now: Callable[[Frame], bool] | None = attrs.field(init=False, default=None)
-    """The fast path: writes a frame at once and returns True, or returns False to have
-    it queued. Must never block. None (the default): always queue."""
     _doorbell: trio.MemorySendChannel[None] = attrs.field(init=False)
     receive_channel: trio.MemoryReceiveChannel[None] = attrs.field(init=False)
-    """What the relay waits on: a value arrives when frames are pending or the queue
-    overflowed; :exc:`trio.EndOfChannel` once the Outbox is closed."""
-    memberships: set[ObserverSet] = attrs.field(init=False, factory=set)
-    """The observer sets holding this Outbox; kept up to date by the sets."""
+    """What the relay waits on: a value arrives when frames are pending, the queue
+    overflowed, or a fast-path write left work; :exc:`trio.EndOfChannel` once the Outbox
+    is closed."""
 
     def __attrs_post_init__(self) -> None:
         self._doorbell, self.receive_channel = trio.open_memory_channel[None](1)
@@ -166,16 +210,20 @@ class Outbox:
         if self._close_request is not None or self._closed:
             return
         # The fast path, inline (it runs once per delivery: no call that can be saved).
-        if not self._pending and self.write_now is not None and self.write_now(frame):
-            self._written_now += 1
-            return
+        if not self._pending and self.writer is not None:
+            written = self.writer.write_now(frame)
+            if written:
+                self._written_now += 1
+                if written is _PART:
+                    self._ring()
+                return
         if self._pending.pop(key, None) is not None:
             self._coalesced += 1
         self._pending[key] = frame
         self._ring()
 
     def put(self, frame: Frame) -> None:
-        """Queue ``frame`` in order, losslessly; overflow if ``max_queued`` are pending.
+        """Queue ``frame`` in order, losslessly; overflow if ``size`` are pending.
 
         Never blocks. Ignored once the Outbox has overflowed, is closing or is closed. On
         overflow every pending frame is dropped (the connection is about to be closed, so
@@ -184,16 +232,20 @@ class Outbox:
         """
         if self._close_request is not None or self._closed:
             return
-        if self._queued >= self.max_queued:
+        if self._queued >= self.size:
             self._overflowed = True
             self._pending.clear()
             self._queued = 0
             self.request_close(OVERFLOW_CLOSE_CODE,
-                               f"too slow: more than {self.max_queued} messages pending")
+                               f"too slow: more than {self.size} messages pending")
             return
-        if not self._pending and self.write_now is not None and self.write_now(frame):
-            self._written_now += 1
-            return
+        if not self._pending and self.writer is not None:
+            written = self.writer.write_now(frame)
+            if written:
+                self._written_now += 1
+                if written is _PART:
+                    self._ring()
+                return
         self._queued += 1
         self._pending[next(self._sequence)] = frame
         self._ring()
@@ -205,12 +257,6 @@ class Outbox:
             return
         self._close_request = CloseRequest(code=code, reason=reason)
         self._ring()
-
-    def wake(self) -> None:
-        """Wake the relay though nothing is queued: the socket holds a backlog to
-        flush, or broke during a fast-path write."""
-        if not self._closed:
-            self._ring()
 
     def discard_latest(self, key: Hashable) -> None:
         """Drop the frame pending under ``key``, if any (the client stopped observing)."""
@@ -234,10 +280,9 @@ class Outbox:
         self._relay_claimed = True
 
     def close(self) -> None:
-        """Leave every observer set, drop what is pending, accept nothing more, and end
-        the relay's channel. Idempotent; call it when the connection ends."""
-        for observers in list(self.memberships):
-            observers.discard(self)
+        """Drop what is pending, accept nothing more, and end the relay's channel.
+        Idempotent; call it when the connection ends, after it left every observer set
+        (:meth:`~trio_things.fanout.observers.ObserverRegistry.leave_all`)."""
         self._closed = True
         self._pending.clear()
         self._queued = 0
@@ -248,7 +293,7 @@ class Outbox:
         return OutboxStatistics(
             pending_latest=len(self._pending) - self._queued,
             pending_queued=self._queued,
-            max_queued=self.max_queued,
+            size=self.size,
             coalesced=self._coalesced,
             taken=self._taken,
             written_now=self._written_now,

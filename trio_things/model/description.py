@@ -5,7 +5,8 @@ builder takes :class:`Binding` objects that supply the forms, and a TD lists exa
 operations some binding serves: a Thing served over HTTP alone advertises no WebSocket
 forms, and an affordance with an ``observeproperty`` form is marked ``observable``.
 
-Rules we keep because real consumers depend on them (DESIGN section 7):
+Rules we keep because real consumers depend on them (``docs/design.md``, "Thing
+Description"):
 
 * ``@context`` names both the TD 1.0 and 1.1 URIs: node-wot 0.9 rejects a TD whose
   context is the 1.1 URI alone.

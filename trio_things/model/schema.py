@@ -11,9 +11,18 @@ and unions (``oneOf``), ``Literal[...]`` and :class:`enum.Enum` (``enum``),
 ``properties`` and ``required``), and ``Annotated[T, Schema(...)]`` to add constraints,
 a unit or a description to any of them.
 
+Three names, two ideas. :class:`Schema` holds the terms a user adds to a type
+(``Annotated[float, Schema(minimum=0)]``), and :class:`SchemaTerms` is the same terms as
+the keyword arguments of ``tt.property(minimum=0)``. :class:`DataSchema` is the whole TD
+data schema that :func:`schema_for` computes from a type with those terms on top: what the
+TD shows and what validation checks.
+
 Objects built from attrs classes are *closed*: a key the class does not declare is
 rejected (the TD cannot say so, since TD 1.1 has no ``additionalProperties``, but a client
 that misspells a field deserves an error, not silence).
+
+One module, though long: building a schema and checking a value against it are kept
+together on purpose, so that a term cannot be advertised without being enforced.
 """
 
 from __future__ import annotations
@@ -26,13 +35,13 @@ import math
 import re
 import types
 import typing
-from typing import Any, Final, Literal, Union
+from typing import Any, Final, Literal, TypedDict, Union
 
 import attrs
 
 from trio_things.errors import InvalidValue, ThingDefinitionError
 
-__all__ = ["DataSchema", "JsonType", "Schema", "schema_for"]
+__all__ = ["DataSchema", "JsonType", "Schema", "SchemaTerms", "schema_for"]
 
 JsonType = Literal["boolean", "integer", "number", "string", "object", "array", "null"]
 
@@ -74,6 +83,26 @@ class Schema:
     max_items: int | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.ge(0)))
     enum: tuple[Any, ...] | None = attrs.field(default=None, converter=_optional_tuple)
+
+
+class SchemaTerms(TypedDict, total=False):
+    """The fields of :class:`Schema` as keyword arguments (``tt.property(minimum=0)``);
+    ``tests/model/test_schema.py`` keeps the two in step."""
+
+    title: str | None
+    description: str | None
+    unit: str | None
+    minimum: float | None
+    maximum: float | None
+    exclusive_minimum: float | None
+    exclusive_maximum: float | None
+    multiple_of: float | None
+    min_length: int | None
+    max_length: int | None
+    pattern: str | None
+    min_items: int | None
+    max_items: int | None
+    enum: tuple[Any, ...] | list[Any] | None
 
 
 @attrs.frozen(kw_only=True)

@@ -35,15 +35,12 @@ from typing import Any, ClassVar, Final, Protocol, Self
 import attrs
 
 from trio_things.errors import ThingDefinitionError
-from trio_things.model.affordances import (
+from trio_things.model.affordances import ActionSpec, Affordances, EventSpec, PropertySpec
+from trio_things.model.declarations import (
     Action,
-    ActionSpec,
-    Affordances,
     DataProperty,
     Event,
-    EventSpec,
     FunctionalProperty,
-    PropertySpec,
     _PropertyBase,
 )
 from trio_things.model.values import structure, unstructure, unstructure_as

@@ -4,7 +4,8 @@ A dialect is sans-IO, like h11: text in, frozen values out, bytes back. The conn
 (:mod:`trio_things.websockets`) feeds it each message and sends what it returns; it
 never sees a socket, so every message and every error is tested without one.
 
-Chosen per connection from ``Sec-WebSocket-Protocol`` (DESIGN section 5):
+Chosen per connection from ``Sec-WebSocket-Protocol`` (``docs/design.md``, "WebSocket
+dialects"):
 
 ==================================== =========================================
 the client offers                    the connection speaks

@@ -2,8 +2,9 @@
 
 ``ThingClient`` needs ``id``, ``action`` (a path ending in the action name), ``status``
 (``pending``/``running`` while it runs, exactly ``completed`` on success), ``output``
-and ``links`` with ``{"rel": "self", "href": ...}`` (DESIGN section 6); we add the TD 1.1
-``href``, the three timestamps, ``input``, ``error`` (problem details) and ``log``.
+and ``links`` with ``{"rel": "self", "href": ...}`` (``docs/design.md``, "HTTP layout");
+we add the TD 1.1 ``href``, the three timestamps, ``input``, ``error`` (problem details)
+and ``log``.
 """
 
 from __future__ import annotations

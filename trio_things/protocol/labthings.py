@@ -1,7 +1,7 @@
 """The LabThings dialect: what LabThings-FastAPI clients speak on ``/{thing}/ws``, sans-IO.
 
 A connection without a subprotocol on a Thing's own endpoint speaks it, so existing
-clients keep working (DESIGN section 5)::
+clients keep working (``docs/design.md``, "WebSocket dialects")::
 
     -> {"messageType": "addPropertyObservation", "data": {"count": true}}
     <- {"messageType": "propertyStatus", "data": {"count": 81}}

@@ -1,6 +1,6 @@
 """HTTP requests -> commands: the whole HTTP layout in one pure function.
 
-The layout (DESIGN section 6) keeps LabThings clients working unchanged::
+The layout (``docs/design.md``, "HTTP layout") keeps LabThings clients working unchanged::
 
     GET  /                                      ListThings
     GET  /things/                               ListThings

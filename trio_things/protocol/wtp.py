@@ -12,7 +12,8 @@ message in UUIDv4 format", "a ``messageType`` member, with its value set to one 
 "If a request message contains a ``correlationID`` member then any response and
 notification messages which correspond to the same operation MUST also include a
 ``correlationID`` member with the same value." When a request has none we echo its
-``messageID`` instead, as existing clients expect (DESIGN section 5).
+``messageID`` instead, as existing clients expect (``docs/design.md``, "WebSocket
+dialects").
 
 Where we go past the draft, on purpose:
 

@@ -14,6 +14,9 @@ what); this module owns time and size, which h11 leaves to its caller:
 A peer's mistake becomes :class:`~trio_things.errors.RemoteProtocolError` and is answered
 with an RFC 9457 problem and a close. Requests are read whole before the handler runs:
 REST bodies here are small JSON documents, and buffering keeps handlers free of I/O.
+
+One module, though long: each limit is enforced at one point of one read-write loop, and
+the refusals share that loop's way of answering and closing.
 """
 
 from __future__ import annotations

@@ -7,19 +7,22 @@ serves those bytes again before it reads the socket.
 
 It also owns the connection's write lock. trio-websocket writes each frame in one
 ``send_all`` under a lock of its own, which our relay cannot take; our relay writes
-pre-built frames (DESIGN.md section 3). Serializing every ``send_all`` here keeps the two
+pre-built frames (``docs/design.md``, "The write lock shared with trio-websocket").
+Serializing every ``send_all`` here keeps the two
 from interleaving mid-frame with public APIs only. That holds while trio-websocket writes
 one whole frame per ``send_all`` and negotiates no extensions (pinned to 0.12.x;
 ``tests/transport/test_upgrade.py`` interleaves pings, relay frames and a close).
 
 The fast path, :meth:`UpgradeStream.write_nowait`: when nobody is writing and the socket
 takes the bytes at once, a publisher writes a frame itself, synchronously, as asyncio's
-transports do, instead of waking the connection's relay task for it. The benchmark
-(``docs/benchmarks.md``) shows why: with the relay alone, each delivery of a coalesced
-property costs a task wake-up, a lock and a ``send_all`` (three to four trips through
-Trio's scheduler, ~45 us of CPU at C = 100); written at once it costs one ``send(2)``.
+transports do, instead of waking the connection's relay task for it: with the relay
+alone, each delivery of a coalesced property costs a task wake-up, a lock and a
+``send_all`` (three to four trips through Trio's scheduler); written at once it costs one
+``send(2)``, and what trio-things adds to it is measured by ``make bench-fastpath``.
 What the socket does not take at once is kept as a *backlog* that the next ``send_all``
-(the relay's, or trio-websocket's) writes first, so bytes always leave in order.
+(the relay's, or trio-websocket's) writes first, so bytes always leave in order. The
+answer says which happened (:class:`~trio_things.fanout.outbox.Written`: nothing, the
+whole, or part with work left), so the caller wakes the relay only when it must.
 """
 
 from __future__ import annotations
@@ -27,11 +30,19 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
+from typing import Final
 
 import attrs
 import trio
 
+from trio_things.fanout.outbox import Written
+
 __all__ = ["UpgradeStream", "UpgradeStreamStatistics"]
+
+# Bound once: an enum member looked up through its class costs ~70 ns per delivery.
+_NOTHING: Final = Written.NOTHING
+_WHOLE: Final = Written.WHOLE
+_PART: Final = Written.PART
 
 
 def _always() -> bool:
@@ -88,51 +99,43 @@ class UpgradeStream(trio.abc.Stream):
         """Bytes read from the underlying stream so far."""
         self.received_at = -math.inf
         """:func:`trio.current_time` after the last read that returned bytes."""
-        self.on_unfinished_write: Callable[[], object] | None = None
-        """Called when :meth:`write_nowait` took data but left work for the next
-        ``send_all``: a backlog to flush, or a broken stream to notice. The relay sets it
-        to wake itself, so the fast path needs no check after each write."""
 
     @property
     def needs_flush(self) -> bool:
         """Whether bytes from :meth:`write_nowait` wait for the next ``send_all``."""
         return bool(self._backlog)
 
-    def write_nowait(self, data: bytes) -> bool:
+    def write_nowait(self, data: bytes) -> Written:
         """Write ``data`` now, without blocking, if nobody else is writing.
 
-        Returns False, having written nothing, when a ``send_all`` holds or awaits the
-        write lock, a backlog is waiting, the stream is no socket, or the socket's buffer
-        is full: then queue ``data`` for the relay. Returns True when ``data`` is taken
-        care of: written, or partly written with the rest kept as :attr:`needs_flush`
-        backlog, or dropped because the stream is (now) broken; in those last two cases
-        :attr:`on_unfinished_write` is called, so that a writer flushes or ends.
+        Returns :attr:`~Written.NOTHING`, having written nothing, when a ``send_all`` holds
+        or awaits the write lock, a backlog is waiting, the stream is no socket, or the
+        socket's buffer is full: then queue ``data`` for the relay. Returns
+        :attr:`~Written.WHOLE` when all of it is written. Returns :attr:`~Written.PART`
+        when ``data`` is taken care of but a writer has work left: the rest is kept as
+        :attr:`needs_flush` backlog, or the stream broke (the peer is gone) and ``data``
+        was dropped; either way the next ``send_all`` (the relay's) must run.
 
         Synchronous, so it can never be interrupted mid-frame by a cancellation.
         """
         if self._writers or self._backlog or self._broken or self._fileno is None:
-            return False
+            return _NOTHING
         fd = self._fileno()
         if fd < 0:  # closed: never write to a descriptor number that may be reused
-            return False
+            return _NOTHING
         try:
             sent = os.write(fd, data)
         except BlockingIOError:
-            return False
+            return _NOTHING
         except OSError:  # the peer is gone (EPIPE, ECONNRESET): the relay will end
             self._broken = True
-            self._unfinished()
-            return True
+            return _PART
         self._bytes_sent += sent
         self._writes += 1
         if sent < len(data):
             self._backlog = data[sent:]
-            self._unfinished()
-        return True
-
-    def _unfinished(self) -> None:
-        if self.on_unfinished_write is not None:
-            self.on_unfinished_write()
+            return _PART
+        return _WHOLE
 
     @property
     def broken(self) -> bool:

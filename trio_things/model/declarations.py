@@ -1,0 +1,435 @@
+"""Properties, actions and events as a Thing class declares them: the descriptors.
+
+A descriptor is what the user writes in the class body (``tt.property(...)``,
+``@tt.action``, ``tt.event(...)``). On an instance, it reads and writes the stored value
+or emits the event; when the class is complete, it *binds* to a frozen spec
+(:mod:`trio_things.model.affordances`), which is all the rest of trio-things reads.
+
+One job in one module, though it is long: the three kinds share how a descriptor binds
+and what it needs of its Thing (:class:`AffordanceOwner`), and most of the length is the
+typed overloads that let ``mypy`` see ``thing.count`` as an ``int``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Any, Generic, Protocol, TypeVar, Unpack, overload
+
+import attrs
+
+from trio_things.errors import ThingDefinitionError
+from trio_things.model.affordances import (
+    ActionContext,
+    ActionSpec,
+    EventSpec,
+    ParameterSpec,
+    PropertySpec,
+)
+from trio_things.model.schema import DataSchema, Schema, SchemaTerms, schema_for
+
+__all__ = [
+    "Action",
+    "AffordanceOwner",
+    "BoundEvent",
+    "DataProperty",
+    "Event",
+    "FunctionalProperty",
+    "action",
+    "event",
+    "property",
+]
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _StoredValues(Protocol):
+    values: dict[str, Any]
+
+
+class AffordanceOwner(Protocol):
+    """What the descriptors here need of the Thing that holds them.
+
+    :class:`trio_things.model.thing.Thing` is the one implementation. A protocol, so that
+    this module need not import ``thing.py``, which imports this one (no import cycle,
+    not even for the type checker).
+    """
+
+    @property
+    def _tt_state(self) -> _StoredValues: ...
+
+    def _tt_set_from_python(self, spec: PropertySpec, value: Any) -> None: ...
+
+    def _tt_emit(self, spec: EventSpec, payload: Any) -> None: ...
+
+
+# --------------------------------------------------------------------------- specs
+
+
+class _PropertyBase:
+    name: str
+    spec: PropertySpec
+
+    def __init__(self, *, readonly: bool, observable: bool, terms: Schema) -> None:
+        self.readonly = readonly
+        self.observable = observable
+        self.terms = terms
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def bind(self, value_type: Any, description: str | None) -> PropertySpec:
+        schema = schema_for(value_type, self.terms)
+        if schema.description is None and description is not None:
+            schema = attrs.evolve(schema, description=description)
+        self.spec = PropertySpec(
+            name=self.name,
+            value_type=value_type,
+            schema=attrs.evolve(schema, read_only=self.readonly),
+            readonly=self.readonly,
+            observable=self.observable,
+            functional=isinstance(self, FunctionalProperty),
+            title=schema.title,
+            description=schema.description,
+        )
+        return self.spec
+
+
+class DataProperty(_PropertyBase, Generic[T]):
+    """A property whose value the server keeps: ``count: int = tt.property(default=0)``.
+
+    Reading it from Thing code returns the stored value; assigning validates the new
+    value against the schema (raising :class:`~trio_things.errors.InvalidValue`),
+    stores it and notifies observers.
+    """
+
+    def __init__(self, *, default: T, readonly: bool, observable: bool, terms: Schema) -> None:
+        super().__init__(readonly=readonly, observable=observable, terms=terms)
+        self.default = default
+
+    def bind(self, value_type: Any, description: str | None) -> PropertySpec:
+        spec = super().bind(value_type, description)
+        # The default must itself be valid: a bad default is a definition error.
+        from trio_things.model.values import unstructure
+
+        try:
+            spec.schema.validate(unstructure(self.default, value_type), self.name)
+        except ValueError as error:
+            raise ThingDefinitionError(f"the default is invalid: {error}") from None
+        return spec
+
+    @overload
+    def __get__(self, obj: None, objtype: type | None = None) -> DataProperty[T]: ...
+    @overload
+    def __get__(self, obj: AffordanceOwner, objtype: type | None = None) -> T: ...
+    def __get__(self, obj: AffordanceOwner | None, objtype: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return obj._tt_state.values[self.name]
+
+    def __set__(self, obj: AffordanceOwner, value: T) -> None:
+        obj._tt_set_from_python(self.spec, value)
+
+
+class FunctionalProperty(_PropertyBase, Generic[T]):
+    """A property computed by a getter (and written by a setter), like :func:`property`.
+
+    Use it for values that live in hardware. Getters and setters may block: the server
+    calls them from a worker thread. Without a setter the property is read-only. Call
+    ``thing.property_changed("name")`` when the hardware value changes on its own, so
+    observers hear about it.
+    """
+
+    def __init__(
+        self,
+        getter: Callable[[Any], T],
+        *,
+        readonly: bool,
+        observable: bool,
+        terms: Schema,
+    ) -> None:
+        super().__init__(readonly=readonly, observable=observable, terms=terms)
+        self.getter = getter
+        self.setter_function: Callable[[Any, T], None] | None = None
+        self.__doc__ = getter.__doc__
+
+    def setter(self, setter: Callable[[Any, T], None]) -> FunctionalProperty[T]:
+        """Decorate the setter, as with the built-in :func:`property`."""
+        self.setter_function = setter
+        self.readonly = False
+        return self
+
+    @overload
+    def __get__(self, obj: None, objtype: type | None = None) -> FunctionalProperty[T]: ...
+    @overload
+    def __get__(self, obj: AffordanceOwner, objtype: type | None = None) -> T: ...
+    def __get__(self, obj: AffordanceOwner | None, objtype: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return self.getter(obj)
+
+    def __set__(self, obj: AffordanceOwner, value: T) -> None:
+        if self.setter_function is None:
+            raise AttributeError(f"property {self.name!r} has no setter")
+        obj._tt_set_from_python(self.spec, value)
+
+
+_MISSING: Any = object()
+
+
+@overload
+def property(getter: Callable[[Any], T], /) -> FunctionalProperty[T]: ...
+@overload
+def property(
+    *,
+    default: T,
+    readonly: bool = ...,
+    observable: bool = ...,
+    **terms: Unpack[SchemaTerms],
+) -> T: ...
+@overload
+def property(
+    *,
+    readonly: bool = ...,
+    observable: bool = ...,
+    **terms: Unpack[SchemaTerms],
+) -> Callable[[Callable[[Any], T]], FunctionalProperty[T]]: ...
+def property(
+    getter: Callable[[Any], Any] | None = None,
+    /,
+    *,
+    default: Any = _MISSING,
+    readonly: bool = False,
+    observable: bool = True,
+    **terms: Unpack[SchemaTerms],
+) -> Any:
+    """Declare a property.
+
+    As a field, with its type from the annotation::
+
+        setpoint: float = tt.property(default=20.0, minimum=-50, maximum=150,
+                                      unit="degree Celsius")
+        '''The temperature the controller aims for.'''   # becomes the description
+
+    As a decorator, for a value computed by a getter (add ``@name.setter`` to make it
+    writable); the type comes from the getter's return annotation::
+
+        @tt.property
+        def position(self) -> int:
+            return self.stage.read_position()
+
+    The keyword arguments after ``observable`` are the TD data-schema terms (see
+    :class:`~trio_things.model.schema.Schema`). ``readonly`` stops clients from writing
+    the property; Thing code can still assign it.
+    """
+    schema_terms = Schema(**terms)
+    if getter is not None:
+        return FunctionalProperty(getter, readonly=True, observable=observable,
+                                  terms=schema_terms)
+    if default is _MISSING:
+        def decorate(function: Callable[[Any], Any]) -> FunctionalProperty[Any]:
+            return FunctionalProperty(function, readonly=True, observable=observable,
+                                      terms=schema_terms)
+        return decorate
+    return DataProperty(default=default, readonly=readonly, observable=observable,
+                        terms=schema_terms)
+
+
+# --------------------------------------------------------------------------- actions
+
+
+class Action(Generic[F]):
+    """An action: a method clients invoke. Calling it from Python calls it directly."""
+
+    name: str
+    spec: ActionSpec
+
+    def __init__(self, function: F, *, safe: bool, idempotent: bool,
+                 title: str | None, description: str | None) -> None:
+        self.function = function
+        self.safe = safe
+        self.idempotent = idempotent
+        self.title = title
+        self.description = description or _cleandoc(function.__doc__)
+        self.__doc__ = function.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, objtype: type | None = None) -> Action[F]: ...
+    @overload
+    def __get__(self, obj: object, objtype: type | None = None) -> F: ...
+    def __get__(self, obj: object | None, objtype: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return self.function.__get__(obj, objtype)
+
+    def bind(self) -> ActionSpec:
+        function = self.function
+        try:
+            hints = typing.get_type_hints(function, include_extras=True)
+        except NameError as error:
+            raise ThingDefinitionError(f"cannot resolve a type hint: {error}") from None
+        signature = inspect.signature(function)
+        parameters = []
+        context_parameter = None
+        for index, parameter in enumerate(signature.parameters.values()):
+            if index == 0:
+                continue  # self
+            if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD,
+                                  parameter.POSITIONAL_ONLY):
+                raise ThingDefinitionError(
+                    f"parameter {parameter.name!r}: actions take named parameters only")
+            if parameter.name not in hints:
+                raise ThingDefinitionError(
+                    f"parameter {parameter.name!r} needs a type annotation")
+            hint = hints[parameter.name]
+            if hint is ActionContext:
+                context_parameter = parameter.name
+                continue
+            required = parameter.default is parameter.empty
+            schema = schema_for(hint)
+            if not required:
+                from trio_things.model.values import unstructure
+
+                schema = attrs.evolve(schema, default=unstructure(parameter.default),
+                                      has_default=True)
+            parameters.append(ParameterSpec(
+                name=parameter.name, value_type=hint, schema=schema, required=required,
+                default=None if required else parameter.default))
+        input_schema = None
+        if parameters:
+            input_schema = DataSchema(
+                type="object",
+                properties=tuple((p.name, p.schema) for p in parameters),
+                required=tuple(p.name for p in parameters if p.required),
+            )
+        output_type = hints.get("return", None)
+        output_schema = None
+        if output_type not in (None, type(None)):
+            output_schema = schema_for(output_type)
+        self.spec = ActionSpec(
+            name=self.name,
+            parameters=tuple(parameters),
+            input_schema=input_schema,
+            output_type=output_type,
+            output_schema=output_schema,
+            is_async=inspect.iscoroutinefunction(function),
+            context_parameter=context_parameter,
+            safe=self.safe,
+            idempotent=self.idempotent,
+            title=self.title,
+            description=self.description,
+        )
+        return self.spec
+
+
+@overload
+def action(function: F, /) -> Action[F]: ...
+@overload
+def action(
+    *,
+    safe: bool = ...,
+    idempotent: bool = ...,
+    title: str | None = ...,
+    description: str | None = ...,
+) -> Callable[[F], Action[F]]: ...
+def action(
+    function: F | None = None,
+    /,
+    *,
+    safe: bool = False,
+    idempotent: bool = False,
+    title: str | None = None,
+    description: str | None = None,
+) -> Action[F] | Callable[[F], Action[F]]:
+    """Declare an action, as ``@tt.action`` or ``@tt.action(title=...)``.
+
+    The input schema comes from the keyword parameters' annotations (add constraints
+    with ``Annotated[float, tt.Schema(minimum=0)]``), the output schema from the return
+    annotation, the description from the docstring. ``async def`` actions run as tasks
+    in the server's nursery; plain ``def`` actions run in a worker thread. Both are
+    cancellable (see :class:`ActionContext`).
+    """
+
+    def decorate(f: F) -> Action[F]:
+        return Action(f, safe=safe, idempotent=idempotent, title=title,
+                      description=description)
+
+    if function is not None:
+        return decorate(function)
+    return decorate
+
+
+# --------------------------------------------------------------------------- events
+
+
+class Event(Generic[T]):
+    """An event a Thing emits: ``overheated = tt.event(Reading)``.
+
+    On an instance it is a :class:`BoundEvent`: ``self.overheated.emit(Reading(...))``.
+    """
+
+    name: str
+    spec: EventSpec
+
+    def __init__(self, payload_type: type[T] | Any, *, title: str | None,
+                 description: str | None) -> None:
+        self.payload_type = payload_type
+        self.title = title
+        self.description = description
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def bind(self, description: str | None) -> EventSpec:
+        schema = None
+        if self.payload_type not in (None, type(None)):
+            schema = schema_for(self.payload_type)
+        self.spec = EventSpec(
+            name=self.name,
+            payload_type=self.payload_type,
+            schema=schema,
+            title=self.title,
+            description=self.description or description,
+        )
+        return self.spec
+
+    @overload
+    def __get__(self, obj: None, objtype: type | None = None) -> Event[T]: ...
+    @overload
+    def __get__(self, obj: AffordanceOwner, objtype: type | None = None) -> BoundEvent[T]: ...
+    def __get__(self, obj: AffordanceOwner | None, objtype: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return BoundEvent(obj, self.spec)
+
+
+@attrs.frozen
+class BoundEvent(Generic[T]):
+    """An event of one Thing instance; :meth:`emit` sends it to every subscriber."""
+
+    thing: AffordanceOwner
+    spec: EventSpec
+
+    def emit(self, payload: T | None = None) -> None:
+        """Validate ``payload`` and hand it to subscribers. Never blocks.
+
+        Safe to call from the Trio thread and from worker threads. Raises
+        :class:`~trio_things.errors.InvalidValue` if the payload does not fit the
+        event's type, so a bad payload fails in the code that made it.
+        """
+        self.thing._tt_emit(self.spec, payload)
+
+
+def event(payload_type: type[T] | Any = None, *, title: str | None = None,
+          description: str | None = None) -> Event[T]:
+    """Declare an event whose payload is a ``payload_type`` (``None``: no payload)."""
+    return Event(payload_type, title=title, description=description)
+
+
+def _cleandoc(doc: str | None) -> str | None:
+    return inspect.cleandoc(doc) if doc else None
