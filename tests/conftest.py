@@ -9,17 +9,14 @@ import jsonschema
 import pytest
 import trio
 
-from tests.httpclient import HttpClient, connect
-from trio_things.config import ServerConfig
-from trio_things.demo import Counter, Thermometer
+from tests.helpers import servers
+from tests.helpers.httpclient import HttpClient, connect
 from trio_things.server import ThingServer
 
 
 @pytest.fixture
 async def demo_server() -> AsyncIterator[ThingServer]:
-    server = ThingServer(ServerConfig(invocation_retention=10.0, long_poll_timeout=5.0))
-    server.add_thing("thermometer", Thermometer())
-    server.add_thing("counter", Counter())
+    server = servers.demo_server(invocation_retention=10.0, long_poll_timeout=5.0)
     async with server.running():
         yield server
 

@@ -12,8 +12,8 @@ import pytest
 import trio
 import trio_websocket
 
-from tests.httpclient import HttpClient, connect
-from tests.wsclient import open_ws, receive, request
+from tests.helpers.httpclient import HttpClient, connect
+from tests.helpers.wsclient import open_ws, receive, request
 from trio_things.config import ServerConfig
 from trio_things.demo import Counter
 from trio_things.protocol.access import AccessPolicy

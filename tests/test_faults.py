@@ -9,8 +9,8 @@ import pytest
 import trio
 
 import trio_things as tt
-from tests.httpclient import HttpClient, connect
-from tests.wsclient import open_ws, receive, request
+from tests.helpers.httpclient import HttpClient, connect
+from tests.helpers.wsclient import open_ws, receive, request
 from trio_things.demo import Counter
 from trio_things.server import ThingServer
 

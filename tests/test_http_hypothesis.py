@@ -38,9 +38,8 @@ import trio.testing
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.wsclient import open_ws, receive, request
-from trio_things.config import ServerConfig
-from trio_things.demo import Counter, Thermometer
+from tests.helpers.servers import demo_server
+from tests.helpers.wsclient import open_ws, receive, request
 from trio_things.protocol.dialects import SUBPROTOCOL
 from trio_things.protocol.limits import HttpLimits
 from trio_things.protocol.problems import PROBLEM_CONTENT_TYPE
@@ -63,11 +62,7 @@ TD_REQUEST: Final = b"GET /counter/ HTTP/1.1\r\nHost: testserver\r\n\r\n"
 
 
 def make_server() -> ThingServer:
-    server = ThingServer(ServerConfig(http=LIMITS, long_poll_timeout=1.0,
-                                      invocation_retention=GUARD))
-    server.add_thing("thermometer", Thermometer())
-    server.add_thing("counter", Counter())
-    return server
+    return demo_server(http=LIMITS, long_poll_timeout=1.0, invocation_retention=GUARD)
 
 
 # --------------------------------------------------------------------------- the harness

@@ -10,7 +10,7 @@ import trio
 import trio.testing
 
 import trio_things as tt
-from tests.httpclient import connect
+from tests.helpers.httpclient import connect
 from trio_things.errors import LocalProtocolError
 from trio_things.server import ThingServer
 

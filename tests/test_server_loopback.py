@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 
-from tests.httpclient import HttpClient
+from tests.helpers.httpclient import HttpClient
 from trio_things.config import ServerConfig
 from trio_things.demo import Counter
 from trio_things.model.thing import _SILENT

@@ -22,7 +22,7 @@ none arrives: the action and the connection are cancelled at the same moment, an
 cancelled the connection's relay writes nothing more; only the close frame (written
 under a shield) goes out. The tests check that no notification contradicts the record.
 
-Rules as in ``tests/wsclient.py``: memory streams unless a test says loopback, the
+Rules as in ``tests/helpers/wsclient.py``: memory streams unless a test says loopback, the
 autojump clock for anything timed, every wait under ``trio.fail_after``, no sleeps.
 """
 
@@ -43,10 +43,10 @@ import wsproto
 import wsproto.events
 
 import trio_things as tt
-from tests.httpclient import HttpClient
-from tests.wsclient import receive, request, send
-from trio_things.config import ServerConfig
-from trio_things.demo import Counter, Reading, Thermometer
+from tests.helpers.httpclient import HttpClient
+from tests.helpers.servers import demo_server, serve_on_loopback
+from tests.helpers.wsclient import RawWebSocket, receive, request, send
+from trio_things.demo import Reading
 from trio_things.model.invocation import Invocation
 from trio_things.protocol.dialects import SUBPROTOCOL
 from trio_things.server import ThingServer
@@ -162,13 +162,6 @@ def raw_request(method: str, target: str, body: Any = None) -> bytes:
     data = b"" if body is None else orjson.dumps(body)
     return (f"{method} {target} HTTP/1.1\r\nHost: testserver\r\n".encode()
             + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(data) + data)
-
-
-def demo_server(**config: Any) -> ThingServer:
-    server = ThingServer(ServerConfig(**config))
-    server.add_thing("thermometer", Thermometer())
-    server.add_thing("counter", Counter())
-    return server
 
 
 async def running_invocations(ws: trio_websocket.WebSocketConnection, count: int) -> set[str]:
@@ -340,25 +333,15 @@ async def test_shutdown_does_not_wait_for_a_websocket_client_that_stopped_readin
         dispatcher = server._dispatcher
         assert dispatcher is not None
         observers = dispatcher.observers
-        stream = serving.connect(trio.testing.lockstep_stream_pair)
-        client = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
-        events: list[wsproto.events.Event] = []
+        client = RawWebSocket(serving.connect(trio.testing.lockstep_stream_pair))
+        events = client.events
 
-        async def read_until(predicate: Callable[[], bool]) -> None:
-            while not predicate():
-                data = await stream.receive_some()
-                client.receive_data(bytes(data) or None)
-                events.extend(client.events())
-                if not data:
-                    return
-
-        await stream.send_all(client.send(wsproto.events.Request(
-            host="testserver", target="/thermometer/ws", subprotocols=WTP)))
-        await read_until(lambda: bool(events))
+        await client.send_request("/thermometer/ws", WTP)
+        await client.read_until(lambda events: bool(events))
         assert isinstance(events[0], wsproto.events.AcceptConnection)
-        await stream.send_all(client.send(wsproto.events.TextMessage(data=orjson.dumps({
-            "messageID": "1", "operation": "subscribeevent", "name": "overheated"}).decode())))
-        await read_until(lambda: len(events) == 2)
+        await client.send({
+            "messageID": "1", "operation": "subscribeevent", "name": "overheated"})
+        await client.read_until(lambda events: len(events) == 2)
         assert isinstance(events[1], wsproto.events.TextMessage)
         assert "error" not in orjson.loads(events[1].data)
         assert sum(len(s) for s in observers) == 1
@@ -376,7 +359,7 @@ async def test_shutdown_does_not_wait_for_a_websocket_client_that_stopped_readin
         assert sum(len(s) for s in observers) == 0
 
         with trio.fail_after(1):  # now the client reads again: whole frames, then the end
-            await read_until(lambda: False)
+            await client.read_until(lambda events: False)
         *frames, end = events[2:]
         # The end of file without a close frame (wsproto reports it as 1006): after a
         # cancelled write the server writes nothing more, not even 1001.
@@ -385,7 +368,7 @@ async def test_shutdown_does_not_wait_for_a_websocket_client_that_stopped_readin
         assert texts == frames  # nothing but whole text frames
         temperatures = [orjson.loads(f.data)["data"]["temperature"] for f in texts]
         assert temperatures == [100.0 + d for d in range(len(temperatures))]  # in order
-        await stream.aclose()
+        await client.stream.aclose()
 
 
 def reading(degrees: int) -> Reading:
@@ -485,15 +468,8 @@ async def test_shutdown_over_loopback_closes_both_dialects_and_cancels_actions()
     invocations are recorded ``cancelled``, and the observer sets are empty."""
     server = demo_server(port=0)
     with trio.fail_after(5):
-        async with trio.open_nursery() as nursery:
-            scope = trio.CancelScope()
-
-            async def serve(task_status: trio.TaskStatus[list[trio.SocketListener]]) -> None:
-                with scope:
-                    await server.serve(task_status=task_status)
-
-            listeners = await nursery.start(serve)
-            port = listeners[0].socket.getsockname()[1]
+        async with trio.open_nursery() as nursery, serve_on_loopback(server) as served:
+            port = served.port
             dispatcher = server._dispatcher
             assert dispatcher is not None
             observers, invocations = dispatcher.observers, dispatcher._invocations
@@ -515,7 +491,7 @@ async def test_shutdown_over_loopback_closes_both_dialects_and_cancels_actions()
                 nursery.start_soon(collect, labthings, received["labthings"])
                 eof = Eof()
                 nursery.start_soon(read_to_eof, http.stream, eof)
-                scope.cancel()
+                served.scope.cancel()
                 for done in (received["wtp"].done, received["labthings"].done, eof.done):
                     await done.wait()
             await http.stream.aclose()

@@ -13,26 +13,22 @@ be in progress), loopback only where a test says so (a real FIN or RST), every w
 
 from __future__ import annotations
 
-import collections
-import socket
-import struct
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
-import orjson
 import pytest
 import trio
 import trio.testing
 import trio_websocket
-import wsproto
-import wsproto.events
 
 import trio_things as tt
-from tests.httpclient import connect
-from tests.soak import KINDS, observer_count, run_soak
-from tests.wsclient import open_ws, receive, request
+from tests.helpers.httpclient import connect
+from tests.helpers.servers import observer_count
+from tests.helpers.sockets import reset_on_close
+from tests.helpers.wsclient import RawWebSocket, open_ws, receive, request
+from tests.soak.probes import KINDS, run_soak
 from trio_things.config import ServerConfig
 from trio_things.fanout.outbox import Outbox
 from trio_things.server import ThingServer
@@ -208,48 +204,6 @@ async def assert_serves_a_fresh_client(server: ThingServer) -> None:
     assert observer_count(server) == 0
 
 
-def reset_on_close(stream: trio.SocketStream) -> None:
-    """Make closing ``stream`` send an RST instead of a FIN: a peer that crashed."""
-    stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-
-
-class RawWebSocket:
-    """A WebSocket client on wsproto, reading only when told to (trio-websocket's client
-    reads all the time, so it cannot leave a server write hanging)."""
-
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self.stream = stream
-        self.ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
-        self._events: collections.deque[wsproto.events.Event] = collections.deque()
-        self._text = ""
-
-    async def _next_event(self) -> wsproto.events.Event:
-        while not self._events:
-            data = await self.stream.receive_some()
-            assert data, "the server closed the connection"
-            self.ws.receive_data(data)
-            self._events.extend(self.ws.events())
-        return self._events.popleft()
-
-    async def handshake(self, path: str) -> None:
-        await self.stream.send_all(self.ws.send(wsproto.events.Request(
-            host="testserver", target=path, subprotocols=WTP)))
-        assert isinstance(await self._next_event(), wsproto.events.AcceptConnection)
-
-    async def send(self, message: dict[str, Any]) -> None:
-        await self.stream.send_all(self.ws.send(wsproto.events.TextMessage(
-            data=orjson.dumps(message).decode())))
-
-    async def receive(self) -> dict[str, Any]:
-        while True:
-            event = await self._next_event()
-            if isinstance(event, wsproto.events.TextMessage):
-                self._text += event.data
-                if event.message_finished:
-                    text, self._text = self._text, ""
-                    return dict(orjson.loads(text))
-
-
 # --------------------------------------------------------------------------- HTTP requests
 
 #: (what the client sends before it vanishes, a name for the test id)
@@ -333,7 +287,7 @@ async def test_an_observer_whose_stream_breaks_mid_write_is_forgotten(
             client_stream, server_stream = memory_pair(trio.testing.lockstep_stream_pair)
             async with serve_one(server, server_stream) as served:
                 doomed = RawWebSocket(client_stream)
-                await doomed.handshake("/gate/ws")
+                await doomed.handshake("/gate/ws", WTP)
                 await doomed.send({"messageID": "1", "messageType": "request",
                                    "operation": "subscribeevent", "name": "tick"})
                 assert (await doomed.receive())["messageType"] == "response"
@@ -366,7 +320,7 @@ async def test_a_client_vanishing_mid_frame_is_forgotten(server: ThingServer) ->
     with trio.fail_after(10):
         async with serve_one(server, server_stream) as served:
             raw = RawWebSocket(client_stream)
-            await raw.handshake("/gate/ws")
+            await raw.handshake("/gate/ws", WTP)
             await raw.send({"messageID": "1", "operation": "observeproperty", "name": "level"})
             assert (await raw.receive())["messageType"] == "response"
             [outbox] = observed_outboxes(server)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import orjson
 import pytest
 import trio
 import trio.testing
@@ -17,14 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import trio_things as tt
-from tests.wsclient import open_raw_ws, open_ws, receive, request, send
+from tests.helpers.servers import observer_count, serve_on_loopback
+from tests.helpers.wsclient import open_raw_ws, open_ws, receive, request, send
 from trio_things.config import ServerConfig
 from trio_things.demo import Counter, Thermometer
 from trio_things.model.description import thing_id
 from trio_things.protocol.dialects import SUBPROTOCOL
 from trio_things.protocol.limits import WebSocketLimits
-from trio_things.protocol.rate import RequestRate
-from trio_things.protocol.routes import websocket_route
 from trio_things.server import ThingServer
 
 WTP = [SUBPROTOCOL]
@@ -60,48 +58,6 @@ async def server() -> AsyncIterator[ThingServer]:
     server = make_server()
     async with server.running():
         yield server
-
-
-def observer_count(server: ThingServer) -> int:
-    assert server._dispatcher is not None
-    return sum(len(s) for s in server._dispatcher.observers)
-
-
-# --------------------------------------------------------------------------- handshake
-
-
-@pytest.mark.parametrize(("path", "offered", "chosen"), [
-    ("/counter/ws", WTP, SUBPROTOCOL),
-    ("/ws", ["other", SUBPROTOCOL], SUBPROTOCOL),
-    ("/counter/ws", [], None),
-    ("/ws", [], None),
-])
-async def test_the_subprotocol_is_echoed(server: ThingServer, path: str, offered: list[str],
-                                         chosen: str | None) -> None:
-    with trio.fail_after(5):
-        async with open_ws(server, path, offered) as ws:
-            assert ws.subprotocol == chosen
-
-
-async def test_unknown_websocket_path_is_rejected_with_404(server: ThingServer) -> None:
-    with trio.fail_after(5), pytest.RaisesGroup(
-            trio_websocket.ConnectionRejected, flatten_subgroups=True) as info:
-        async with open_ws(server, "/nothing/ws", WTP):
-            pass
-    [rejection] = info.value.exceptions
-    assert isinstance(rejection, trio_websocket.ConnectionRejected)
-    assert rejection.status_code == 404
-    assert rejection.body is not None
-    assert orjson.loads(rejection.body)["status"] == 404
-
-
-def test_websocket_route() -> None:
-    things = {"counter"}
-    assert websocket_route("/ws", things) == ""
-    assert websocket_route("/counter/ws", things) == "counter"
-    assert websocket_route("/counter/ws/", things) == "counter"
-    assert websocket_route("/nothing/ws", things) is None
-    assert websocket_route("/counter/count", things) is None
 
 
 # --------------------------------------------------------------------------- Web Thing Protocol
@@ -547,15 +503,8 @@ async def test_server_shutdown_closes_websockets_with_1001_over_loopback() -> No
     server = ThingServer(ServerConfig(host="127.0.0.1", port=0))
     server.add_thing("counter", Counter())
     with trio.fail_after(5):
-        async with trio.open_nursery() as nursery:
-            serving = trio.CancelScope()
-
-            async def serve(task_status: trio.TaskStatus[list[trio.SocketListener]]) -> None:
-                with serving:
-                    await server.serve(task_status=task_status)
-
-            listeners = await nursery.start(serve)
-            port = listeners[0].socket.getsockname()[1]
+        async with serve_on_loopback(server) as served:
+            port = served.port
             async with trio_websocket.open_websocket_url(
                     f"ws://127.0.0.1:{port}/counter/ws", subprotocols=WTP) as ws:
                 response = await request(ws, "observeproperty", name="count")
@@ -563,7 +512,7 @@ async def test_server_shutdown_closes_websockets_with_1001_over_loopback() -> No
                 assert (await receive(ws))["value"] == 0
                 server.things["counter"].count = 1  # type: ignore[attr-defined]
                 assert (await receive(ws))["value"] == 1
-                serving.cancel()  # Ctrl-C does this in `trio-things serve`
+                served.scope.cancel()  # Ctrl-C does this in `trio-things serve`
                 with pytest.raises(trio_websocket.ConnectionClosed) as info:
                     while True:
                         await ws.get_message()
@@ -610,13 +559,13 @@ async def test_a_client_that_never_answers_pings_is_closed_with_1011(
         autojump_clock: trio.testing.MockClock) -> None:
     server = make_server(keepalive_interval=5.0, keepalive_timeout=3.0)
     async with server.running():
-        async with open_raw_ws(server, "/counter/ws", WTP) as (client, client_stream):
-            events: list[wsproto.events.Event] = []
+        async with open_raw_ws(server, "/counter/ws", WTP) as client:
+            events = client.events
             start = trio.current_time()
             with trio.fail_after(60):
-                while not any(isinstance(e, wsproto.events.CloseConnection) for e in events):
-                    client.receive_data(await client_stream.receive_some())
-                    events.extend(client.events())  # and never answer a ping
+                await client.read_until(  # and never answer a ping
+                    lambda events: any(isinstance(e, wsproto.events.CloseConnection)
+                                       for e in events))
             assert isinstance(events[0], wsproto.events.AcceptConnection)
             assert any(isinstance(e, wsproto.events.Ping) for e in events)
             close = events[-1]
@@ -645,23 +594,16 @@ async def test_a_client_that_talks_is_never_pinged(
     gets no ping, though it would never answer one, and is never closed."""
     server = make_server(keepalive_interval=5.0, keepalive_timeout=3.0)
     async with server.running():
-        async with open_raw_ws(server, "/counter/ws", WTP) as (client, client_stream):
-            events: list[wsproto.events.Event] = []
+        async with open_raw_ws(server, "/counter/ws", WTP) as client:
+            events = client.events
             with trio.fail_after(60):
-                while not events:
-                    client.receive_data(await client_stream.receive_some())
-                    events.extend(client.events())
+                await client.read_until(lambda events: bool(events))
                 for n in range(12):  # 48 s
                     await trio.sleep(4)
-                    await client_stream.send_all(client.send(wsproto.events.TextMessage(
-                        orjson.dumps({"operation": "readproperty", "name": "count",
-                                      "messageID": str(n)}).decode())))
-                    replies = 0
-                    while not replies:
-                        client.receive_data(await client_stream.receive_some())
-                        for event in client.events():
-                            events.append(event)
-                            replies += isinstance(event, wsproto.events.TextMessage)
+                    await client.send({"operation": "readproperty", "name": "count",
+                                       "messageID": str(n)})
+                    await client.read_until(lambda events, n=n: sum(  # the reply
+                        isinstance(e, wsproto.events.TextMessage) for e in events) > n)
             assert isinstance(events[0], wsproto.events.AcceptConnection)
             assert not any(isinstance(e, wsproto.events.Ping | wsproto.events.CloseConnection)
                            for e in events)
@@ -669,17 +611,6 @@ async def test_a_client_that_talks_is_never_pinged(
 
 
 # --------------------------------------------------------------------------- floods
-
-
-def test_request_rate_is_a_token_bucket() -> None:
-    rate = RequestRate(rate=10.0, burst=3)
-    assert [rate.allow(0.0) for _ in range(4)] == [True, True, True, False]
-    assert rate.refused == 1
-    assert not rate.allow(0.05)  # half a token back
-    assert rate.refused == 2
-    assert rate.allow(0.1)  # one token back: served, and the refusals are forgiven
-    assert rate.refused == 0
-    assert [rate.allow(100.0) for _ in range(4)] == [True, True, True, False]  # capped
 
 
 async def test_a_flood_is_answered_429_then_closed_with_1008(
@@ -770,30 +701,6 @@ def test_any_sequence_of_requests_leaves_the_observer_sets_as_asked(
 # --------------------------------------------------------------------------- bad handshakes
 
 
-@pytest.mark.parametrize("head", [
-    # no Sec-WebSocket-Key
-    b"GET /counter/ws HTTP/1.1\r\nHost: testserver\r\nUpgrade: websocket\r\n"
-    b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    # an unsupported version
-    b"GET /counter/ws HTTP/1.1\r\nHost: testserver\r\nUpgrade: websocket\r\n"
-    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    b"Sec-WebSocket-Version: 8\r\n\r\n",
-])
-async def test_a_bad_handshake_is_refused_and_the_connection_ends(
-        server: ThingServer, head: bytes, autojump_clock: trio.testing.MockClock) -> None:
-    client_stream, server_stream = trio.testing.memory_stream_pair()
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(server.handle_connection, server_stream)
-            await client_stream.send_all(head)
-            received = b""
-            while chunk := await client_stream.receive_some():
-                received += chunk
-            assert received.startswith(b"HTTP/1.1 4")  # refused, never upgraded
-    # The server side ended by itself (the nursery closed), within the handshake timeout.
-    assert trio.current_time() <= WebSocketLimits().handshake_timeout + 1
-
-
 async def test_a_client_that_vanishes_mid_handshake_leaves_nothing(
         server: ThingServer, autojump_clock: trio.testing.MockClock) -> None:
     client_stream, server_stream = trio.testing.memory_stream_pair()
@@ -865,67 +772,3 @@ async def test_observers_are_told_the_stored_value_not_the_clients_spelling(
             [notification] = [m for m in messages if m["messageType"] == "notification"]
             assert notification["value"] == 22.0
             assert isinstance(notification["value"], float)  # as a read returns it
-
-
-def test_connections_through_the_same_host_share_one_dialect_object() -> None:
-    """Dialects hold no per-connection state, so they are shared (an idle connection's
-    memory matters at thousands); the cache is bounded, as ``Host`` is the client's."""
-    from trio_things.bindings.websocket import WebSocketDialects
-    from trio_things.protocol.labthings import LabThingsDialect
-    from trio_things.protocol.wtp import WebThingProtocol
-
-    dialects = WebSocketDialects(things={"counter": Counter.affordances},
-                                 default_host="127.0.0.1:8000", max_cached=4)
-    first = dialects.dialect("counter", SUBPROTOCOL, "lab:8000")
-    assert isinstance(first, WebThingProtocol)
-    assert dialects.dialect("counter", SUBPROTOCOL, "lab:8000") is first
-    assert dialects.dialect("counter", SUBPROTOCOL, "other:8000") is not first
-    assert isinstance(dialects.dialect("counter", None, "lab:8000"), LabThingsDialect)
-    assert isinstance(dialects.dialect("", None, "lab:8000"), WebThingProtocol)
-    for n in range(10):
-        dialects.dialect("counter", SUBPROTOCOL, f"host{n}")
-    assert len(dialects._cache) <= 4
-
-
-@pytest.mark.parametrize(("headers", "status"), [
-    ({}, 400),
-    ({"sec-websocket-key": "not base64!", "sec-websocket-version": "13"}, 400),
-    ({"sec-websocket-key": "c2hvcnQ=", "sec-websocket-version": "13"}, 400),  # 5 bytes
-    ({"sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ=="}, 426),
-    ({"sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==", "sec-websocket-version": "8"}, 426),
-])
-async def test_a_handshake_rfc_6455_refuses_gets_problem_details_and_close(
-        headers: dict[str, str], status: int) -> None:
-    """Refused before trio-websocket sees it (which would answer a bare 400): problem
-    details, ``Connection: close``, and for a version other than 13 the version we speak
-    (RFC 6455 section 4.2.2)."""
-    import h11
-
-    server = make_server()
-    head = ("GET /counter/ws HTTP/1.1\r\nHost: testserver\r\nUpgrade: websocket\r\n"
-            "Connection: Upgrade\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-            + "\r\n").encode()
-    async with server.running():
-        client_stream, server_stream = trio.testing.memory_stream_pair()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(server.handle_connection, server_stream)
-            await client_stream.send_all(head)
-            client = h11.Connection(h11.CLIENT)
-            client.send(h11.Request(method="GET", target="/counter/ws",
-                                    headers=[("host", "testserver")]))
-            with trio.fail_after(5):
-                events: list[object] = []
-                while not any(isinstance(e, h11.EndOfMessage) for e in events):
-                    client.receive_data(await client_stream.receive_some())
-                    while (event := client.next_event()) not in (h11.NEED_DATA, h11.PAUSED):
-                        events.append(event)
-                assert await client_stream.receive_some() == b""  # and closed at once
-    response = events[0]
-    assert isinstance(response, h11.Response)
-    fields = {k.decode(): v.decode() for k, v in response.headers}
-    assert response.status_code == status
-    assert fields["content-type"] == "application/problem+json"
-    assert fields["connection"] == "close"
-    assert (fields.get("sec-websocket-version") == "13") == (status == 426)
-    body = b"".join(e.data for e in events if isinstance(e, h11.Data))
-    assert orjson.loads(body)["status"] == status

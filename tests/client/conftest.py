@@ -1,5 +1,5 @@
 """The client against the real server: in-memory streams (one trio.run, no sockets)
-unless a test says loopback. Rules as tests/wsclient.py: every wait under
+unless a test says loopback. Rules as tests/helpers/wsclient.py: every wait under
 ``trio.fail_after``, no sleeps to synchronise.
 """
 

@@ -4,57 +4,16 @@ fail_after. One test restarts the server on the same port under a live observati
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
-import attrs
 import pytest
 import trio
 
 import trio_things.client as ttc
 from tests.client.conftest import FAST, Lab, make_server
+from tests.helpers.servers import serve_on_loopback
 from trio_things.client import State, connect
 from trio_things.config import ServerConfig
 from trio_things.server import ThingServer
-
-
-@attrs.define
-class Serving:
-    """A server running on a port, that can be stopped and waited for."""
-
-    port: int
-    scope: trio.CancelScope
-    stopped: trio.Event
-
-    async def stop(self) -> None:
-        """Cancel the server and wait until it has stopped (its listener closed, so
-        the port can be bound again at once)."""
-        self.scope.cancel()
-        await self.stopped.wait()
-
-
-async def _serve(server: ThingServer, stopped: trio.Event, *,
-                 task_status: trio.TaskStatus[tuple[trio.CancelScope, int]]) -> None:
-    try:
-        with trio.CancelScope() as scope:
-            async with trio.open_nursery() as nursery:
-                listeners = await nursery.start(server.serve)
-                task_status.started((scope, listeners[0].socket.getsockname()[1]))
-    finally:
-        stopped.set()
-
-
-@asynccontextmanager
-async def serving(server: ThingServer) -> AsyncIterator[Serving]:
-    """``server.serve`` on 127.0.0.1 for the block (or until stopped)."""
-    async with trio.open_nursery() as nursery:
-        stopped = trio.Event()
-        scope, port = await nursery.start(_serve, server, stopped)
-        served = Serving(port=port, scope=scope, stopped=stopped)
-        try:
-            yield served
-        finally:
-            await served.stop()
 
 
 def lab_of(server: ThingServer) -> Lab:
@@ -66,7 +25,7 @@ def lab_of(server: ThingServer) -> Lab:
 async def test_every_call_over_loopback() -> None:
     server = make_server(ServerConfig(port=0))
     with trio.fail_after(20):
-        async with serving(server) as served:
+        async with serve_on_loopback(server) as served:
             url = f"http://127.0.0.1:{served.port}/lab/"
             async with connect(url, options=FAST) as lab:
                 assert lab.td["base"] == f"http://127.0.0.1:{served.port}/"
@@ -105,7 +64,7 @@ async def test_the_connection_survives_a_server_restart(
     caplog.set_level(logging.WARNING, logger="trio_things.client")
     first = make_server(ServerConfig(port=0))
     with trio.fail_after(30):
-        async with serving(first) as served:
+        async with serve_on_loopback(first) as served:
             port = served.port
             url = f"http://127.0.0.1:{port}/lab/"
             async with connect(url, options=FAST) as lab:
@@ -117,7 +76,7 @@ async def test_the_connection_survives_a_server_restart(
                     await served.stop()
                     second = make_server(ServerConfig(port=port))
                     lab_of(second).level = 42
-                    async with serving(second):
+                    async with serve_on_loopback(second):
                         assert await levels.__anext__() == 42  # restored: current value
                         lab_of(second).level = 43
                         assert await levels.__anext__() == 43  # and later changes

@@ -12,6 +12,7 @@ from trio.testing import MockClock
 
 import trio_things.client as ttc
 from tests.client.conftest import FAST, LAB, Lab, MemoryNetwork, Reading, make_server
+from tests.helpers.servers import observer_count
 from trio_things.client import State, connect
 from trio_things.client.streams import Endpoint
 from trio_things.config import ServerConfig
@@ -25,11 +26,6 @@ def lab_of(server: ThingServer) -> Lab:
     lab = server.things["lab"]
     assert isinstance(lab, Lab)
     return lab
-
-
-def observers(server: ThingServer) -> int:
-    assert server._dispatcher is not None
-    return sum(len(s) for s in server._dispatcher.observers)
 
 
 # --------------------------------------------------------------------------- description
@@ -139,9 +135,9 @@ async def test_observe_gets_the_current_value_then_each_change(autojump_clock: M
                 for expected in (1, 2, 3):
                     lab_of(server).level = expected
                     assert await values.__anext__() == expected
-                assert observers(server) == 1
+                assert observer_count(server) == 1
             # Leaving the block unobserved it on the server.
-            assert observers(server) == 0
+            assert observer_count(server) == 0
 
 
 async def test_observe_changes_carry_names_and_timestamps(autojump_clock: MockClock,
@@ -196,7 +192,7 @@ async def test_many_observers_share_one_socket_and_one_server_observation(autoju
                     await nursery.start(watch, index)
                 async with lab.observe("mode") as modes:
                     assert await modes.__anext__() == "precise"
-                    assert observers(server) == 2
+                    assert observer_count(server) == 2
                     for value in (1, 2, 3):
                         lab_thing.level = value
                         await trio.testing.wait_all_tasks_blocked()

@@ -1,4 +1,5 @@
-"""The HTTP layout, tested without a server: every route and every status it can answer."""
+"""The HTTP layout, tested without a server: every route and every status it can answer;
+and the paths of the WebSocket endpoints."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from trio_things.errors import (
 )
 from trio_things.protocol import commands as c
 from trio_things.protocol.problems import ProblemDetails
-from trio_things.protocol.routes import decode_request, server_base
+from trio_things.protocol.routes import decode_request, server_base, websocket_route
 
 THINGS = {"thermometer": Thermometer.affordances, "counter": Counter.affordances}
 BASE = "http://h/"
@@ -120,3 +121,12 @@ def test_server_base_uses_host_header_but_not_nonsense() -> None:
     assert server_base("example:81", "127.0.0.1:8000") == "http://example:81/"
     assert server_base(None, "127.0.0.1:8000") == "http://127.0.0.1:8000/"
     assert server_base("evil/path", "127.0.0.1:8000") == "http://127.0.0.1:8000/"
+
+
+def test_websocket_route() -> None:
+    things = {"counter"}
+    assert websocket_route("/ws", things) == ""
+    assert websocket_route("/counter/ws", things) == "counter"
+    assert websocket_route("/counter/ws/", things) == "counter"
+    assert websocket_route("/nothing/ws", things) is None
+    assert websocket_route("/counter/count", things) is None

@@ -1,5 +1,5 @@
 """``make soak``: thousands of connect/disconnect cycles against the real server on
-loopback (see :mod:`tests.soak` for the cycles), then proof that they left nothing
+loopback (see :mod:`tests.soak.probes` for the cycles), then proof that they left nothing
 behind: memory, objects, tasks, observer memberships.
 
 Marked ``soak``, so the default run deselects them (``-m 'not soak'`` in pyproject's
@@ -16,7 +16,7 @@ from typing import Final
 import pytest
 import trio
 
-from tests.soak import KINDS, SoakFigures, run_soak
+from tests.soak.probes import KINDS, SoakFigures, run_soak
 
 pytestmark = pytest.mark.soak
 

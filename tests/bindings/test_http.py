@@ -1,4 +1,5 @@
-"""The real server, end to end over in-memory streams: every route and every error status."""
+"""The HTTP binding (``trio_things/bindings/http.py``) in the real server, end to end over
+in-memory streams: every route and every error status."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import trio
 import trio.testing
 
 import trio_things as tt
-from tests.httpclient import HttpClient, Response, connect
+from tests.helpers.httpclient import HttpClient, Response, connect
 from trio_things.server import ThingServer
 
 pytestmark = pytest.mark.usefixtures("demo_server")

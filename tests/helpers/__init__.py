@@ -1,0 +1,1 @@
+"""The test suite's shared helpers: HTTP and WebSocket clients, demo servers, sockets."""
