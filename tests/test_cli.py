@@ -65,7 +65,8 @@ def test_sigterm_also_shuts_down_cleanly(served: tuple[subprocess.Popen[str], st
 
 
 @pytest.mark.parametrize(("config", "message"), [
-    ("[things.x]\nclass = 'nosuchmodule:Thing'\n", "thing 'x': cannot import 'nosuchmodule'"),
+    ("[things.x]\nclass = 'nosuchmodule:Thing'\n",
+     "thing 'x': no module 'nosuchmodule' on the Python path"),
     ("[things\n", "not valid TOML"),
     ("", "names no Things"),
 ])
@@ -125,3 +126,44 @@ def test_help_lists_the_client_commands() -> None:
     assert result.returncode == 0
     for command in ("serve", "td", "read", "write", "invoke", "observe", "subscribe"):
         assert command in result.stdout
+
+
+DEVICES = '''
+import trio_things as tt
+
+class Lamp(tt.Thing):
+    """A lamp."""
+    on: bool = tt.property(default=False)
+'''
+
+
+@pytest.mark.parametrize("where", ["working directory", "--app-dir"])
+def test_serve_finds_the_users_module_without_installing_it(tmp_path: Path, where: str) -> None:
+    """The README's first example: a ``devices.py`` beside ``things.toml``, served by the
+    installed console script (which, unlike ``python -m``, does not put the working
+    directory on the path by itself)."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "devices.py").write_text(DEVICES)
+    (project / "things.toml").write_text('[things.lamp]\nclass = "devices:Lamp"\n')
+    script = Path(sys.executable).parent / "trio-things"
+    args = [str(script), "serve", str(project / "things.toml"), "--port", "0"]
+    cwd = project
+    if where == "--app-dir":
+        args += ["--app-dir", str(project)]
+        cwd = tmp_path
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    process = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        assert first.startswith("trio-things: serving 1 Thing(s) at http://127.0.0.1:"), (
+            first, process.stderr.read() if process.poll() is not None and process.stderr
+            else "")
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)

@@ -68,9 +68,16 @@ def test_labthings_json_config(tmp_path: Path) -> None:
     ("c.toml", "[things.things]\nclass = 'trio_things.demo:Counter'", "taken by the server"),
     ("c.toml", "[things.'a b']\nclass = 'trio_things.demo:Counter'", "names must start"),
     ("c.toml", "[server]\nport = 'eighty'", "[server]"),
-    ("c.toml", "[server]\nbogus = 1", "[server]"),
+    ("c.toml", "[server]\nbogus = 1", "[server]: unknown key 'bogus'; the keys are: access,"),
+    ("c.toml", "[server]\nprot = 8000", "[server]: unknown key 'prot' (did you mean 'port'?)"),
     ("c.toml", "[server.websocket]\noutbox_size = 0", "[server]"),
-    ("c.toml", "[server.websocket]\nbogus = 1", "[server]"),
+    ("c.toml", "[server.websocket]\nbogus = 1", "[server.websocket]: unknown key 'bogus'"),
+    ("c.toml", "[server.websocket]\noutbox = 1",
+     "[server.websocket]: unknown key 'outbox' (did you mean 'outbox_size'?)"),
+    ("c.toml", "[server.http]\nmax_body = 1",
+     "[server.http]: unknown key 'max_body' (did you mean 'max_body_bytes'?)"),
+    ("c.toml", "[server.access]\ntoken = ['a-long-token']",
+     "[server.access]: unknown key 'token' (did you mean 'tokens'?)"),
     ("c.toml", "[server.access]\ntokens = ['short']", "at least 8"),
     ("c.toml", "[sever]\n", "unknown section"),
     ("c.toml", "[things\n", "not valid TOML"),
@@ -86,9 +93,18 @@ def test_config_errors_are_one_clear_line(tmp_path: Path, name: str, text: str,
 
 
 @pytest.mark.parametrize(("class_path", "message"), [
-    ("nosuchmodule:Thing", "thing 'x': cannot import 'nosuchmodule': ModuleNotFoundError"),
-    ("trio_things.demo:Nope", "thing 'x': 'trio_things.demo:Nope' is not a trio_things.Thing"),
-    ("trio_things.demo:Reading", "is not a trio_things.Thing class"),
+    ("nosuchmodule:Thing", "thing 'x': no module 'nosuchmodule' on the Python path; run "
+                           "trio-things serve from the folder that holds it (or name that "
+                           "folder with --app-dir), add the folder to PYTHONPATH, or install "
+                           "its package"),
+    ("trio_things.nosuch:Thing", "no module 'trio_things.nosuch' on the Python path"),
+    ("trio_things.demo:Nope", "thing 'x': 'trio_things.demo' has no 'Nope'; its Thing "
+                              "classes: Counter, Thermometer"),
+    ("trio_things.demo:Thermometr", "'trio_things.demo' has no 'Thermometr' (did you mean "
+                                    "'Thermometer'?)"),
+    ("trio_things.demo:Reading", "'trio_things.demo:Reading' is a class, not a subclass of "
+                                 "trio_things.Thing"),
+    ("trio_things.demo:random", "'trio_things.demo:random' is a module, not a subclass"),
     ("trio_things.demo", "must look like 'package.module:Class'"),
 ])
 def test_import_errors_name_the_thing(class_path: str, message: str) -> None:
@@ -112,3 +128,15 @@ def test_defaults_are_safe() -> None:
     config = ServerConfig()
     assert config.host == "127.0.0.1"
     assert config.http.max_body_bytes > 0
+
+
+def test_a_module_that_fails_to_import_says_why(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A module that exists but cannot be imported (a dependency is missing) is not
+    mistaken for one that is not on the path."""
+    (tmp_path / "broken_devices.py").write_text("import no_such_dependency\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError) as info:
+        ThingConfig(name="x", class_path="broken_devices:Stage").create()
+    assert str(info.value) == ("thing 'x': importing 'broken_devices' failed: "
+                               "ModuleNotFoundError: No module named 'no_such_dependency'")

@@ -14,6 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "trio_things"
 # lower rank only, so modules of the same rank are independent of each other.
 LAYERS = {
     "errors": 0,
+    "model.docstrings": 9,
     "model": 10, "model.values": 10, "model.schema": 10, "model.invocation": 10,
     "model.affordances": 11,
     "model.declarations": 12, "model.description": 12,

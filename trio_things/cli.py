@@ -1,7 +1,10 @@
 """``trio-things``: the command line.
 
-``trio-things serve [CONFIG] [--host HOST] [--port PORT]`` serves the Things in CONFIG
-(TOML or LabThings JSON), or the built-in demo Things without one. Ctrl-C (SIGINT) or
+``trio-things serve [CONFIG] [--host HOST] [--port PORT] [--app-dir DIR]`` serves the
+Things in CONFIG (TOML or LabThings JSON), or the built-in demo Things without one. The
+classes it names are imported with ``--app-dir`` (the current directory by default) first
+on the Python path, as ``python -m`` and uvicorn do, so a ``devices.py`` beside the
+config is found without installing anything. Ctrl-C (SIGINT) or
 SIGTERM shuts down cleanly: connections, then actions, then the Things themselves.
 Exit status: 0 after a clean shutdown, 2 for a bad command line or configuration (one
 line on stderr naming the cause, never a traceback), 1 if the server failed.
@@ -53,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="a TOML or LabThings JSON config (default: the demo Things)")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8000; 0: any)")
+    serve.add_argument("--app-dir", type=Path, default=Path("."),
+                       help="folder put first on the Python path, for the Thing classes "
+                            "the config names (default: the current directory)")
     serve.add_argument("--log-level", default="INFO",
                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     command_line.add_commands(commands)
@@ -65,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "serve":
         return command_line.run(args)
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    app_dir = str(args.app_dir.resolve())
+    if app_dir not in sys.path:
+        sys.path.insert(0, app_dir)
     try:
         config = load_config(args.config) if args.config else ServerConfig(things=DEMO_THINGS)
         overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}

@@ -38,6 +38,7 @@ and the cause; the command line prints it and exits with status 2.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import json
 import re
@@ -48,7 +49,7 @@ from typing import Any, Final
 
 import attrs
 
-from trio_things.errors import LocalProtocolError
+from trio_things.errors import LocalProtocolError, unknown_names
 from trio_things.model.thing import Thing
 from trio_things.protocol.access import AccessPolicy
 from trio_things.protocol.limits import HttpLimits, WebSocketLimits
@@ -130,6 +131,9 @@ DEMO_THINGS: Final = (
 )
 
 
+_ABSENT: Final = object()
+
+
 def load_thing_class(class_path: str, *, thing: str) -> type[Thing]:
     """Import ``"package.module:Class"``; ConfigError names the Thing on failure."""
     module_name, _, attribute = class_path.partition(":")
@@ -138,14 +142,36 @@ def load_thing_class(class_path: str, *, thing: str) -> type[Thing]:
                           f"not {class_path!r}")
     try:
         module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name is not None and (module_name + ".").startswith(error.name + "."):
+            raise ConfigError(
+                f"thing {thing!r}: no module {error.name!r} on the Python path; run "
+                f"trio-things serve from the folder that holds it (or name that folder "
+                f"with --app-dir), add the folder to PYTHONPATH, or install its package "
+                f"(pip install -e /path/to/project)") from error
+        raise ConfigError(f"thing {thing!r}: importing {module_name!r} failed: "
+                          f"{type(error).__name__}: {error}") from error
     except Exception as error:
-        raise ConfigError(f"thing {thing!r}: cannot import {module_name!r}: "
+        raise ConfigError(f"thing {thing!r}: importing {module_name!r} failed: "
                           f"{type(error).__name__}: {error}") from error
     cls: Any = module
     for part in attribute.split("."):
-        cls = getattr(cls, part, None)
+        found = getattr(cls, part, _ABSENT)
+        if found is _ABSENT:
+            classes = [name for name, value in vars(cls).items()
+                       if isinstance(value, type) and issubclass(value, Thing)
+                       and value is not Thing]
+            near = difflib.get_close_matches(part, classes or list(vars(cls)), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            listed = (f"; its Thing classes: {', '.join(sorted(classes))}" if classes
+                      else "; it defines no Thing class")
+            raise ConfigError(f"thing {thing!r}: {getattr(cls, '__name__', module_name)!r} "
+                              f"has no {part!r}{hint}{listed}")
+        cls = found
     if not (isinstance(cls, type) and issubclass(cls, Thing)):
-        raise ConfigError(f"thing {thing!r}: {class_path!r} is not a trio_things.Thing class")
+        kind = "a class" if isinstance(cls, type) else f"a {type(cls).__name__}"
+        raise ConfigError(f"thing {thing!r}: {class_path!r} is {kind}, not a subclass of "
+                          "trio_things.Thing")
     return cls
 
 
@@ -182,6 +208,17 @@ def _from_toml(data: dict[str, Any]) -> ServerConfig:
     access = _table(server, "access")
     for table in ("http", "websocket", "access"):
         server.pop(table, None)
+    tables: tuple[tuple[str, Mapping[str, Any], type], ...] = (
+        ("[server]", server, ServerConfig), ("[server.http]", http, HttpLimits),
+        ("[server.websocket]", websocket, WebSocketLimits),
+        ("[server.access]", access, AccessPolicy))
+    for name, table, cls in tables:
+        known = {field.alias or field.name for field in attrs.fields(cls)} - {"things"}
+        if cls is ServerConfig:
+            known |= {"http", "websocket", "access"}
+        message = unknown_names(table, known)
+        if message:
+            raise ConfigError(f"{name}: {message}")
     try:
         return ServerConfig(things=tuple(things), http=HttpLimits(**http),
                             websocket=WebSocketLimits(**websocket),

@@ -17,6 +17,8 @@ a connection's neighbours down.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import ClassVar
 
 __all__ = [
@@ -34,7 +36,29 @@ __all__ = [
     "TooManyRequests",
     "Unauthorized",
     "UnsupportedMediaType",
+    "unknown_names",
 ]
+
+
+def unknown_names(given: Iterable[str], known: Iterable[str], *, what: str = "key") -> str:
+    """A message for names that are not among ``known``, each with the nearest known
+    name where one is close, then every known name: ``unknown key 'prot' (did you mean
+    'port'?); the keys are: host, port``. Empty when every name is known.
+
+    For the mistakes people make when they write a name by hand (a keyword argument, a
+    configuration key), so that the message carries the fix.
+    """
+    known = sorted(known)
+    unknown = [name for name in given if name not in known]
+    if not unknown:
+        return ""
+    parts = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=1)
+        parts.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    plural = "s" if len(unknown) > 1 else ""
+    return (f"unknown {what}{plural} {', '.join(parts)}; the {what}s are: "
+            f"{', '.join(known)}")
 
 
 class ThingsError(Exception):

@@ -141,6 +141,23 @@ def test_subclasses_inherit_and_extend() -> None:
     ("properties: int = tt.property(default=1)", "reserved"),
     ("x: set[int] = tt.property(default=set())", "has no JSON form"),
     ("x: int = tt.property(default=1, maximum=0)", "default is invalid"),
+    # A property with neither a default nor a getter would silently vanish.
+    ("speed: float = tt.property(minimum=0, maximum=10)",
+     r"Bad\.speed: tt\.property\(\.\.\.\) without default= declares no property: give it a "
+     r"default \(`speed: float = tt\.property\(default=0\.0, \.\.\.\)`\), or put it above a "
+     r"getter as a decorator"),
+    # A misspelt term names the class, the attribute and the right keyword.
+    ("x: int = tt.property(default=1, max=10)",
+     r"Bad\.x: tt\.property\(\): unknown term 'max' \(did you mean 'maximum'\?\); the "
+     r"terms are: description, enum,"),
+    ("x: int = tt.property(default=1, minimun=0, unit='m')",
+     r"unknown term 'minimun' \(did you mean 'minimum'\?\)"),
+    # Names Thing itself uses: a property ``title`` once made every TD request a 500.
+    ("title: str = tt.property(default='t')",
+     r"Bad\.title: 'title' is taken by trio_things\.Thing itself \(the TD title of the "
+     r"class\); give the affordance another name"),
+    ("affordances: int = tt.property(default=1)", "taken by trio_things.Thing itself"),
+    ("background_task = tt.event()", "taken by trio_things.Thing itself"),
 ])
 def test_definition_errors_name_the_attribute(body: str, message: str) -> None:
     with pytest.raises(ThingDefinitionError, match=message) as info:
@@ -170,3 +187,28 @@ def test_action_context_is_not_input() -> None:
         "type": "object", "properties": {"n": {"type": "integer", "default": 2}}}
     assert spec.output_schema is None
     assert not spec.is_async
+
+
+def test_a_misspelt_term_on_a_getter_names_the_attribute() -> None:
+    with pytest.raises(ThingDefinitionError,
+                       match=r"Bad\.position: tt\.property\(\): unknown term 'max'"):
+        class Bad(tt.Thing):
+            @tt.property(max=3)  # type: ignore[call-overload]
+            def position(self) -> float:
+                return 1.0
+
+
+def test_a_misspelt_schema_term_suggests_the_right_one() -> None:
+    with pytest.raises(ThingDefinitionError,
+                       match=r"Schema\(\): unknown term 'max' \(did you mean 'maximum'\?\)"):
+        tt.Schema(max=3)  # type: ignore[call-arg]
+
+
+def test_a_property_without_default_still_decorates_a_getter() -> None:
+    class Good(tt.Thing):
+        @tt.property(maximum=3)
+        def position(self) -> float:
+            return 1.0
+
+    assert Good.affordances.properties["position"].schema.maximum == 3
+    assert Good().position == 1.0

@@ -19,7 +19,7 @@ from typing import Any, Generic, Protocol, TypeVar, Unpack, overload
 
 import attrs
 
-from trio_things.errors import ThingDefinitionError
+from trio_things.errors import ThingDefinitionError, unknown_names
 from trio_things.model.affordances import (
     ActionContext,
     ActionSpec,
@@ -27,6 +27,7 @@ from trio_things.model.affordances import (
     ParameterSpec,
     PropertySpec,
 )
+from trio_things.model.docstrings import description_from_docstring
 from trio_things.model.schema import DataSchema, Schema, SchemaTerms, schema_for
 
 __all__ = [
@@ -36,6 +37,8 @@ __all__ = [
     "DataProperty",
     "Event",
     "FunctionalProperty",
+    "Misdeclaration",
+    "PropertyDecorator",
     "action",
     "event",
     "property",
@@ -65,7 +68,48 @@ class AffordanceOwner(Protocol):
     def _tt_emit(self, spec: EventSpec, payload: Any) -> None: ...
 
 
-# --------------------------------------------------------------------------- specs
+# --------------------------------------------------------------------------- properties
+
+
+class Misdeclaration:
+    """What ``tt.property(...)`` returns when what it was given declares no property.
+
+    It cannot raise there: it does not know the class or the attribute yet. The class
+    body keeps this object instead, and the Thing class, when it is defined, raises a
+    :class:`~trio_things.errors.ThingDefinitionError` that names both, with
+    :meth:`problem`. Calling it (as a decorator) returns it unchanged, for the same end.
+    """
+
+    def __init__(self, problem: str) -> None:
+        self._problem = problem
+
+    def problem(self, name: str) -> str:
+        """What is wrong with the declaration of ``name``, and how to fix it."""
+        return self._problem
+
+    def __call__(self, getter: Callable[[Any], Any]) -> Misdeclaration:
+        return self
+
+
+class PropertyDecorator:
+    """``tt.property(...)`` without ``default=``: a decorator that makes a getter a
+    property. Left in a class body undecorated, it declares nothing, and the Thing class
+    refuses it (a property with neither a default nor a getter would have no value)."""
+
+    def __init__(self, *, observable: bool, terms: Schema) -> None:
+        self._observable = observable
+        self._terms = terms
+
+    def problem(self, name: str) -> str:
+        """Why this, left in a class body as ``name``, declares nothing, and the fix."""
+        return ("tt.property(...) without default= declares no property: give it a "
+                f"default (`{name}: float = tt.property(default=0.0, ...)`), or put it "
+                f"above a getter as a decorator (`@tt.property(...)` then "
+                f"`def {name}(self) -> float: ...`)")
+
+    def __call__(self, getter: Callable[[Any], T]) -> FunctionalProperty[T]:
+        return FunctionalProperty(getter, readonly=True, observable=self._observable,
+                                  terms=self._terms)
 
 
 class _PropertyBase:
@@ -223,16 +267,20 @@ def property(
     The keyword arguments after ``observable`` are the TD data-schema terms (see
     :class:`~trio_things.model.schema.Schema`). ``readonly`` stops clients from writing
     the property; Thing code can still assign it.
+
+    Mistakes are refused when the Thing class is defined, naming the class and the
+    attribute: a term that does not exist (with the nearest one that does), or a
+    property with neither ``default=`` nor a getter.
     """
+    unknown = unknown_names(terms, SchemaTerms.__annotations__, what="term")
+    if unknown:
+        return Misdeclaration(f"tt.property(): {unknown}")
     schema_terms = Schema(**terms)
     if getter is not None:
         return FunctionalProperty(getter, readonly=True, observable=observable,
                                   terms=schema_terms)
     if default is _MISSING:
-        def decorate(function: Callable[[Any], Any]) -> FunctionalProperty[Any]:
-            return FunctionalProperty(function, readonly=True, observable=observable,
-                                      terms=schema_terms)
-        return decorate
+        return PropertyDecorator(observable=observable, terms=schema_terms)
     return DataProperty(default=default, readonly=readonly, observable=observable,
                         terms=schema_terms)
 
@@ -252,7 +300,7 @@ class Action(Generic[F]):
         self.safe = safe
         self.idempotent = idempotent
         self.title = title
-        self.description = description or _cleandoc(function.__doc__)
+        self.description = description or description_from_docstring(function.__doc__)
         self.__doc__ = function.__doc__
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -430,6 +478,3 @@ def event(payload_type: type[T] | Any = None, *, title: str | None = None,
     """Declare an event whose payload is a ``payload_type`` (``None``: no payload)."""
     return Event(payload_type, title=title, description=description)
 
-
-def _cleandoc(doc: str | None) -> str | None:
-    return inspect.cleandoc(doc) if doc else None

@@ -35,11 +35,12 @@ import math
 import re
 import types
 import typing
-from typing import Any, Final, Literal, TypedDict, Union
+from typing import Any, Final, Literal, TypedDict, Union, Unpack
 
 import attrs
 
-from trio_things.errors import InvalidValue, ThingDefinitionError
+from trio_things.errors import InvalidValue, ThingDefinitionError, unknown_names
+from trio_things.model.docstrings import description_from_docstring
 
 __all__ = ["DataSchema", "JsonType", "Schema", "SchemaTerms", "schema_for"]
 
@@ -55,13 +56,21 @@ def _optional_tuple(values: Any) -> tuple[Any, ...] | None:
     return None if values is None else tuple(values)
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, init=False)
 class Schema:
     """Extra schema terms for a type, used as ``Annotated[float, Schema(minimum=0)]``.
 
     The keyword arguments of :func:`trio_things.property` build one of these too, so
-    a property and an action parameter spell their constraints the same way.
+    a property and an action parameter spell their constraints the same way. A term
+    that does not exist is refused with the nearest one that does (``max``: did you
+    mean ``maximum``?), as a :class:`~trio_things.errors.ThingDefinitionError`.
     """
+
+    def __init__(self, **terms: Unpack[SchemaTerms]) -> None:
+        message = unknown_names(terms, _TERM_NAMES, what="term")
+        if message:
+            raise ThingDefinitionError(f"Schema(): {message}")
+        self.__attrs_init__(**terms)
 
     title: str | None = None
     description: str | None = None
@@ -103,6 +112,10 @@ class SchemaTerms(TypedDict, total=False):
     min_items: int | None
     max_items: int | None
     enum: tuple[Any, ...] | list[Any] | None
+
+
+#: Every term :class:`Schema` takes.
+_TERM_NAMES: Final = frozenset(SchemaTerms.__annotations__)
 
 
 @attrs.frozen(kw_only=True)
@@ -440,8 +453,7 @@ def _docstring(obj: object) -> str | None:
     doc = getattr(obj, "__doc__", None)
     if not doc:
         return None
-    cleaned = inspect.cleandoc(doc)
     # attrs generates "Cls(a, b)"-style docs for classes without one; skip those.
-    if cleaned.startswith(f"{getattr(obj, '__name__', '')}("):
+    if inspect.cleandoc(doc).startswith(f"{getattr(obj, '__name__', '')}("):
         return None
-    return cleaned
+    return description_from_docstring(doc)

@@ -41,8 +41,11 @@ from trio_things.model.declarations import (
     DataProperty,
     Event,
     FunctionalProperty,
+    Misdeclaration,
+    PropertyDecorator,
     _PropertyBase,
 )
+from trio_things.model.docstrings import description_from_docstring
 from trio_things.model.values import structure, unstructure, unstructure_as
 
 __all__ = ["RESERVED_NAMES", "Notifier", "Thing"]
@@ -207,6 +210,9 @@ def _collect_affordances(cls: type[Thing]) -> Affordances:
     seen: set[str] = set()
     for klass in reversed(cls.__mro__):
         for name, member in vars(klass).items():
+            if isinstance(member, (Misdeclaration, PropertyDecorator)):
+                raise ThingDefinitionError(
+                    f"{cls.__qualname__}.{name}: {member.problem(name)}")
             if not isinstance(member, (_PropertyBase, Action, Event)):
                 if name in seen and klass is cls:
                     properties.pop(name, None)  # overridden by a plain attribute
@@ -227,7 +233,7 @@ def _collect_affordances(cls: type[Thing]) -> Affordances:
                     if "return" not in getter_hints:
                         raise ThingDefinitionError("the getter needs a return annotation")
                     properties[name] = member.bind(
-                        getter_hints["return"], inspect.cleandoc(member.__doc__ or "") or None)
+                        getter_hints["return"], description_from_docstring(member.__doc__))
                 elif isinstance(member, Action):
                     actions[name] = member.bind()
                 elif isinstance(member, Event):
@@ -237,10 +243,25 @@ def _collect_affordances(cls: type[Thing]) -> Affordances:
     return Affordances(properties=properties, actions=actions, events=events)
 
 
+#: What the attributes of :class:`Thing` itself are for, when an affordance would take
+#: one of their names (a property ``title`` would hide the TD's title, and break it).
+_THING_ATTRIBUTES: Final = {
+    "title": "the TD title of the class",
+    "affordances": "the affordances of the class",
+    "background_task": "the Thing's background task",
+    "property_changed": "the method that announces a changed functional property",
+}
+
+
 def _check_name(where: str, name: str) -> None:
     if name in RESERVED_NAMES:
         raise ThingDefinitionError(
             f"{where}: {name!r} is reserved by the HTTP layout ({sorted(RESERVED_NAMES)})")
+    if hasattr(Thing, name):
+        what = _THING_ATTRIBUTES.get(name, "an attribute every trio_things.Thing has")
+        raise ThingDefinitionError(
+            f"{where}: {name!r} is taken by trio_things.Thing itself ({what}); "
+            f"give the affordance another name (e.g. {name + '_'!r} or a more specific one)")
     if not _NAME_PATTERN.match(name):
         raise ThingDefinitionError(
             f"{where}: affordance names must start with a letter and use only letters, "
@@ -272,5 +293,7 @@ def _attribute_docstrings(cls: type) -> Mapping[str, str]:
             continue
         if (isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
                 and isinstance(following.value.value, str)):
-            docs[name] = inspect.cleandoc(following.value.value)
+            text = description_from_docstring(following.value.value)
+            if text is not None:
+                docs[name] = text
     return docs

@@ -39,7 +39,7 @@ from trio_things.errors import (
 from trio_things.model.affordances import ActionSpec
 from trio_things.model.invocation import Invocation, InvocationError, InvocationStatus
 from trio_things.model.thing import Thing
-from trio_things.model.values import structure, unstructure
+from trio_things.model.values import structure, unstructure_as
 
 __all__ = ["ActionRunner", "open_action_runner"]
 
@@ -182,14 +182,19 @@ class ActionRunner:
                         result = await call()
                     else:
                         result = await trio.to_thread.run_sync(call, abandon_on_cancel=False)
-                    output = unstructure(result, spec.output_type) if spec.output_schema else None
                 except trio.Cancelled:
                     invocation.finish(InvocationStatus.CANCELLED)
                     raise
                 except Exception as error:  # Thing code failed: record it, keep serving
                     invocation.finish(InvocationStatus.FAILED, error=_failure(invocation, error))
                 else:
-                    invocation.finish(InvocationStatus.COMPLETED, output=output)
+                    try:
+                        output = _output(spec, result)
+                    except InvalidValue as error:
+                        invocation.finish(InvocationStatus.FAILED,
+                                          error=_bad_output(invocation, error))
+                    else:
+                        invocation.finish(InvocationStatus.COMPLETED, output=output)
         finally:
             self._expiry.append((trio.current_time() + self._retention, invocation.id))
             running.done.set()
@@ -221,6 +226,30 @@ def _arguments(spec: ActionSpec, input: Any) -> dict[str, Any]:
         p.name: structure(input[p.name], p.value_type, path=f"{spec.name}.{p.name}")
         for p in spec.parameters if p.name in input
     }
+
+
+def _output(spec: ActionSpec, result: Any) -> Any:
+    """The JSON form of what an action returned, checked against its declared output
+    as inputs are against theirs; :class:`~trio_things.errors.InvalidValue` if it does
+    not fit (which is the Thing's mistake, see :func:`_bad_output`)."""
+    if spec.output_schema is None:
+        return None
+    path = f"{spec.name} output"
+    output = unstructure_as(result, spec.output_type, path=path)
+    spec.output_schema.validate(output, path)
+    return output
+
+
+def _bad_output(invocation: Invocation, error: InvalidValue) -> InvocationError:
+    """An action returned what its annotation says it does not: a bug in the Thing,
+    so a 500 that names the action, never the value passed on as if it were right."""
+    logger.error("action %s.%s (invocation %s) returned a value that does not fit its "
+                 "declared output: %s", invocation.thing, invocation.action, invocation.id,
+                 error.detail)
+    return InvocationError(
+        title="InvalidOutput",
+        detail=f"action {invocation.action!r} returned a value that does not fit its "
+               f"declared output type: {error.detail}")
 
 
 def _failure(invocation: Invocation, error: Exception) -> InvocationError:

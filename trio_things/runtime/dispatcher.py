@@ -17,7 +17,6 @@ a WebSocket connection's outbox, dialect encoder and tail. Without one (plain HT
 from __future__ import annotations
 
 import datetime
-import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any, assert_never
 
@@ -34,6 +33,7 @@ from trio_things.fanout.longpoll import LongPoll
 from trio_things.fanout.observers import ACTION, EVENT, PROPERTY, Observer, ObserverRegistry
 from trio_things.model.affordances import PropertySpec
 from trio_things.model.description import TD_CONTEXT, Binding, describe_thing, thing_id
+from trio_things.model.docstrings import description_from_docstring
 from trio_things.model.invocation import Invocation, InvocationStatus
 from trio_things.model.thing import Thing
 from trio_things.protocol import commands as c
@@ -215,7 +215,7 @@ class Dispatcher:
             cls.affordances,
             name=name,
             title=cls.title or cls.__name__,
-            description=_doc(cls),
+            description=description_from_docstring(cls.__doc__),
             base=base,
             bindings=self._bindings,
             security_definitions=self._security,
@@ -326,7 +326,3 @@ def _output(invocation: Invocation) -> Reply:
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
-
-def _doc(cls: type) -> str | None:
-    doc = cls.__doc__
-    return inspect.cleandoc(doc) if doc else None
