@@ -68,6 +68,9 @@ def test_sigterm_also_shuts_down_cleanly(served: tuple[subprocess.Popen[str], st
     ("[things.x]\nclass = 'nosuchmodule:Thing'\n",
      "thing 'x': no module 'nosuchmodule' on the Python path"),
     ("[things\n", "not valid TOML"),
+    ("[server.tls]\ncertificate = 'missing.pem'\nkey = 'missing.key'\n"
+     "[things.c]\nclass = 'trio_things.demo:Counter'\n",
+     "[server.tls]: cannot read the certificate"),
     ("", "names no Things"),
 ])
 def test_bad_config_is_one_line_and_exit_2(tmp_path: Path, config: str, message: str) -> None:

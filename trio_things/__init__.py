@@ -22,7 +22,7 @@ from trio_things.model.thing import Thing
 from trio_things.protocol.limits import HttpLimits, WebSocketLimits
 
 if TYPE_CHECKING:
-    from trio_things.config import ConfigError, ServerConfig, ThingConfig
+    from trio_things.config import ConfigError, ServerConfig, ThingConfig, TlsConfig
     from trio_things.server import ThingServer
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "ThingDefinitionError",
     "ThingServer",
     "ThingsError",
+    "TlsConfig",
     "WebSocketLimits",
     "action",
     "event",
@@ -51,7 +52,8 @@ __version__ = "0.1.0"
 #: Imported on first use (PEP 562), so that ``import trio_things.client`` (a consumer
 #: of other servers' Things) does not load the server, trio-websocket and h11.
 _LAZY = {"ConfigError": "trio_things.config", "ServerConfig": "trio_things.config",
-         "ThingConfig": "trio_things.config", "ThingServer": "trio_things.server"}
+         "ThingConfig": "trio_things.config", "TlsConfig": "trio_things.config",
+         "ThingServer": "trio_things.server"}
 
 
 def __getattr__(name: str) -> Any:

@@ -121,7 +121,7 @@ async def _serve(server: ThingServer) -> None:
 def _print_urls(server: ThingServer, listeners: list[trio.SocketListener]) -> None:
     host, port = listeners[0].socket.getsockname()[:2]
     host = f"[{host}]" if ":" in host else host
-    root = f"http://{host}:{port}/"
+    root = f"{server.scheme}://{host}:{port}/"
     print(f"trio-things: serving {len(server.things)} Thing(s) at {root}", flush=True)
     for name in server.things:
         print(f"  {name:<16} {root}{name}/", flush=True)

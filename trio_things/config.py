@@ -21,6 +21,10 @@ TOML (the native format)::
     allowed_origins = ["https://lab.example"]   # web pages that may open WebSockets
     cors_origins = ["https://lab.example"]      # web pages that may call the HTTP API
 
+    [server.tls]                   # https:// and wss:// on the same port
+    certificate = "server.pem"     # PEM, the chain after the server's own; relative
+    key = "server.key"             # paths are relative to the configuration file
+
     [things.thermometer]
     class = "trio_things.demo:Thermometer"
 
@@ -42,6 +46,7 @@ import difflib
 import importlib
 import json
 import re
+import ssl
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -59,6 +64,7 @@ __all__ = [
     "ConfigError",
     "ServerConfig",
     "ThingConfig",
+    "TlsConfig",
     "load_config",
     "load_thing_class",
 ]
@@ -103,6 +109,53 @@ class ThingConfig:
 
 
 @attrs.frozen(kw_only=True)
+class TlsConfig:
+    """``[server.tls]``: serve ``https://`` and ``wss://`` on the server's one port.
+
+    Bearer tokens sent over plain HTTP can be read by anyone on the path: off loopback,
+    serve with TLS. The files are read when the server is made
+    (:meth:`ssl_context`), so a bad one stops ``trio-things serve`` at once, with one
+    line that says which file and why.
+    """
+
+    certificate: Path = attrs.field(converter=Path)
+    """The server's certificate in PEM, followed by any intermediate certificates."""
+    key: Path = attrs.field(converter=Path)
+    """The certificate's private key in PEM (unencrypted: the server starts unattended)."""
+
+    def resolved(self, folder: Path) -> TlsConfig:
+        """The same, with relative paths taken relative to ``folder`` (the configuration
+        file's), as a reader of that file expects."""
+        return TlsConfig(certificate=folder / self.certificate, key=folder / self.key)
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A server-side TLS context holding the certificate and key (TLS 1.2 or later,
+        ALPN ``http/1.1``); :class:`ConfigError` for a file that cannot be read, is not
+        PEM, or a key that does not belong to the certificate."""
+        for what, path in (("certificate", self.certificate), ("key", self.key)):
+            try:
+                path.read_bytes()
+            except OSError as error:
+                raise ConfigError(f"[server.tls]: cannot read the {what} {str(path)!r}: "
+                                  f"{error.strerror}") from None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.set_alpn_protocols(["http/1.1"])
+        try:
+            context.load_cert_chain(self.certificate, self.key)
+        except ssl.SSLError as error:
+            reason = error.reason or str(error)
+            if reason == "KEY_VALUES_MISMATCH":
+                why = "the key does not belong to the certificate"
+            else:
+                why = (f"the certificate or the key is not valid PEM ({reason}); both "
+                       "must be PEM files, the key unencrypted")
+            raise ConfigError(f"[server.tls]: {why} (certificate {str(self.certificate)!r}, "
+                              f"key {str(self.key)!r})") from None
+        return context
+
+
+@attrs.frozen(kw_only=True)
 class ServerConfig:
     """Everything ``trio-things serve`` needs. Defaults are safe for a lab bench:
     loopback only, limits on every size and time."""
@@ -114,6 +167,8 @@ class ServerConfig:
     http: HttpLimits = attrs.field(factory=HttpLimits)
     websocket: WebSocketLimits = attrs.field(factory=WebSocketLimits)
     access: AccessPolicy = attrs.field(factory=AccessPolicy)
+    tls: TlsConfig | None = None
+    """With it, the server speaks ``https`` and ``wss`` only (see :class:`TlsConfig`)."""
     #: Seconds an ended invocation stays queryable before it is forgotten.
     invocation_retention: float = attrs.field(default=300.0, validator=attrs.validators.gt(0))
     #: Seconds an HTTP long-poll for an event waits before answering 204.
@@ -184,7 +239,7 @@ def load_config(path: Path) -> ServerConfig:
     try:
         if path.suffix == ".json":
             return _from_labthings(json.loads(text))
-        return _from_toml(tomllib.loads(text))
+        return _from_toml(tomllib.loads(text), folder=path.parent)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"{path}: not valid {path.suffix[1:].upper() or 'TOML'}: "
                           f"{error}") from None
@@ -192,7 +247,7 @@ def load_config(path: Path) -> ServerConfig:
         raise ConfigError(f"{path}: {error}") from None
 
 
-def _from_toml(data: dict[str, Any]) -> ServerConfig:
+def _from_toml(data: dict[str, Any], *, folder: Path = Path(".")) -> ServerConfig:
     unknown = set(data) - {"server", "things"}
     if unknown:
         raise ConfigError(f"unknown section(s) {sorted(unknown)}; expected [server], [things]")
@@ -206,23 +261,26 @@ def _from_toml(data: dict[str, Any]) -> ServerConfig:
     http = _table(server, "http")
     websocket = _table(server, "websocket")
     access = _table(server, "access")
-    for table in ("http", "websocket", "access"):
+    tls = _table(server, "tls") if "tls" in server else None
+    for table in ("http", "websocket", "access", "tls"):
         server.pop(table, None)
     tables: tuple[tuple[str, Mapping[str, Any], type], ...] = (
         ("[server]", server, ServerConfig), ("[server.http]", http, HttpLimits),
         ("[server.websocket]", websocket, WebSocketLimits),
-        ("[server.access]", access, AccessPolicy))
+        ("[server.access]", access, AccessPolicy), ("[server.tls]", tls or {}, TlsConfig))
     for name, table, cls in tables:
         known = {field.alias or field.name for field in attrs.fields(cls)} - {"things"}
-        if cls is ServerConfig:
-            known |= {"http", "websocket", "access"}
         message = unknown_names(table, known)
         if message:
             raise ConfigError(f"{name}: {message}")
+    if tls is not None and not {"certificate", "key"} <= set(tls):
+        raise ConfigError('[server.tls]: needs certificate = "cert.pem" and key = "key.pem"')
     try:
         return ServerConfig(things=tuple(things), http=HttpLimits(**http),
                             websocket=WebSocketLimits(**websocket),
-                            access=AccessPolicy(**access), **server)
+                            access=AccessPolicy(**access),
+                            tls=None if tls is None else TlsConfig(**tls).resolved(folder),
+                            **server)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"[server]: {error}") from None
 

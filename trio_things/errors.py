@@ -54,7 +54,8 @@ def unknown_names(given: Iterable[str], known: Iterable[str], *, what: str = "ke
         return ""
     parts = []
     for name in unknown:
-        close = difflib.get_close_matches(name, known, n=1)
+        close = difflib.get_close_matches(name, known, n=1) or [
+            candidate for candidate in known if len(name) >= 3 and candidate.startswith(name)]
         parts.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     plural = "s" if len(unknown) > 1 else ""
     return (f"unknown {what}{plural} {', '.join(parts)}; the {what}s are: "

@@ -61,12 +61,21 @@ class ThingServer:
     """
 
     def __init__(self, config: ServerConfig | None = None) -> None:
+        """Raises :class:`~trio_things.config.ConfigError` if ``config.tls`` names files
+        that cannot be used: they are read now, so that a mistake shows at startup."""
         self.config = config or ServerConfig()
         self._things: dict[str, Thing] = {}
         self._dispatcher: Dispatcher | None = None
         self._affordances: dict[str, Affordances] = {}
+        self._ssl_context = None if self.config.tls is None else self.config.tls.ssl_context()
         self._dialects = WebSocketDialects(
-            things=self._affordances, default_host=f"{self.config.host}:{self.config.port}")
+            things=self._affordances, default_host=f"{self.config.host}:{self.config.port}",
+            scheme=self.scheme)
+
+    @property
+    def scheme(self) -> str:
+        """``https`` when the server speaks TLS (``config.tls``), else ``http``."""
+        return "http" if self.config.tls is None else "https"
 
     @property
     def things(self) -> Mapping[str, Thing]:
@@ -161,15 +170,19 @@ class ThingServer:
             raise LocalProtocolError("the server is not running")
         return await handle_http_request(
             self._dispatcher, self._affordances, request,
-            default_host=f"{self.config.host}:{self.config.port}", access=self.config.access)
+            default_host=f"{self.config.host}:{self.config.port}", access=self.config.access,
+            scheme=self.scheme)
 
     async def serve(self, *, task_status: trio.TaskStatus[list[trio.SocketListener]]
                     = trio.TASK_STATUS_IGNORED) -> None:
         """Listen on ``config.host:config.port`` and serve until cancelled.
 
+        With ``config.tls``, every connection speaks TLS first (``https`` and ``wss`` on
+        the one port); a client that does not is closed when its handshake fails.
+
         Returns:
-            Never, unless cancelled. ``task_status.started()`` receives the listeners
-            (with ``port = 0`` in the config, read the real port from them).
+            Never, unless cancelled. ``task_status.started()`` receives the TCP
+            listeners (with ``port = 0`` in the config, read the real port from them).
 
         Resource handling:
             Connections are served in a nursery inside :meth:`running`, so they are
@@ -183,15 +196,24 @@ class ThingServer:
         clients = ClientConnections(limit=self.config.max_connections_per_client)
         async with self.running():
             listeners = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
+            handler = functools.partial(self._handle_socket, clients)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(trio.serve_listeners,
-                                   functools.partial(self._handle_socket, clients), listeners)
+                if self._ssl_context is None:
+                    nursery.start_soon(trio.serve_listeners, handler, listeners)
+                else:
+                    nursery.start_soon(trio.serve_listeners, handler, [
+                        trio.SSLListener(listener, self._ssl_context, https_compatible=True)
+                        for listener in listeners])
                 task_status.started(listeners)
 
-    async def _handle_socket(self, clients: ClientConnections, stream: trio.SocketStream) -> None:
+    async def _handle_socket(
+            self, clients: ClientConnections,
+            stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]) -> None:
         """:meth:`handle_connection`, if the peer's address is within its connection limit."""
+        sock = stream.socket if isinstance(stream, trio.SocketStream) else (
+            stream.transport_stream.socket)
         try:
-            address = str(stream.socket.getpeername()[0])
+            address = str(sock.getpeername()[0])
         except OSError:  # the peer left between accept() and now
             await trio.aclose_forcefully(stream)
             return

@@ -103,6 +103,7 @@ async def handle_http_request(
     *,
     default_host: str,
     access: AccessPolicy,
+    scheme: str = "http",
 ) -> HttpResponse:
     """Answer one HTTP request. Never raises for a client's mistake: those become
     problem details; anything else propagates to the transport, which logs it and
@@ -111,7 +112,8 @@ async def handle_http_request(
     Access (:mod:`trio_things.protocol.access`) is checked before the request is even
     routed, so a client without a valid token learns nothing of what the server holds.
     A CORS preflight (``OPTIONS`` from an allowed origin) is answered without a token,
-    as browsers send none with it.
+    as browsers send none with it. ``scheme`` (``https`` behind TLS) begins every URL the
+    answer holds: the TD's ``base``, its WebSocket forms (``wss``), ``Location``.
     """
     allow_origin = access.cors_origin(request.header("origin"))
     cors = (("access-control-allow-origin", allow_origin), ("vary", "Origin")
@@ -119,14 +121,14 @@ async def handle_http_request(
     if request.method == "OPTIONS" and allow_origin and request.header(
             "access-control-request-method"):
         return HttpResponse(status=204, headers=(*cors, *_PREFLIGHT))
-    response = await _answer(dispatcher, things, request, default_host, access)
+    response = await _answer(dispatcher, things, request, default_host, access, scheme)
     return attrs.evolve(response, headers=(*response.headers, *cors)) if cors else response
 
 
 async def _answer(dispatcher: Dispatcher, things: dict[str, Affordances],
-                  request: HttpRequest, default_host: str, access: AccessPolicy
-                  ) -> HttpResponse:
-    base = server_base(request.header("host"), default_host)
+                  request: HttpRequest, default_host: str, access: AccessPolicy,
+                  scheme: str) -> HttpResponse:
+    base = server_base(request.header("host"), default_host, scheme)
     try:
         role = access.authenticate(authorization=request.header("authorization"),
                                    query=request.query)

@@ -134,6 +134,9 @@ class WebSocketDialects:
     """The Things served, by name."""
     default_host: str
     """``host:port`` for a request without a usable ``Host`` header."""
+    scheme: str = "http"
+    """``https`` when the server speaks TLS: the TD ids the Web Thing Protocol names
+    derive from the base URL, scheme included."""
     max_cached: int = attrs.field(default=64, validator=attrs.validators.gt(0))
     _cache: dict[tuple[str, str, str | None], Dialect] = attrs.field(init=False, factory=dict)
 
@@ -145,7 +148,7 @@ class WebSocketDialects:
         """The dialect for ``route`` (``""``: ``/ws``), the subprotocol chosen and the
         request's ``Host``: the LabThings dialect without a subprotocol on a Thing's own
         endpoint, else the Web Thing Protocol with TD ids as that client sees them."""
-        base = server_base(host, self.default_host)
+        base = server_base(host, self.default_host, self.scheme)
         key = (route, base, subprotocol)
         dialect = self._cache.get(key)
         if dialect is None:
