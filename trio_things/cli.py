@@ -28,6 +28,7 @@ by Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import signal
@@ -107,15 +108,13 @@ def _first_leaf(group: BaseExceptionGroup[OSError]) -> OSError:
 
 
 async def _serve(server: ThingServer) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(server.serve)
-            _print_urls(server, listeners)
-            async for signum in signals:
-                print(f"trio-things: {signal.Signals(signum).name}: shutting down",
-                      file=sys.stderr)
-                nursery.cancel_scope.cancel()
-                break
+    def stopping(received: signal.Signals) -> None:
+        print(f"trio-things: {received.name}: shutting down", file=sys.stderr)
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(functools.partial(server.serve_until_signal,
+                                                          on_signal=stopping))
+        _print_urls(server, listeners)
 
 
 def _print_urls(server: ThingServer, listeners: list[trio.SocketListener]) -> None:

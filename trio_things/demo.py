@@ -47,6 +47,10 @@ class Thermometer(tt.Thing):
     #: Seconds between two temperature updates.
     interval: float = 0.1
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._ramping = trio.Lock()  # fair: waiting ramps run in the order invoked
+
     async def background_task(self) -> None:
         """Move the temperature a fifth of the way to the setpoint, with a little noise."""
         while True:
@@ -65,14 +69,19 @@ class Thermometer(tt.Thing):
         rate: Annotated[float, tt.Schema(exclusive_minimum=0, unit="degree Celsius per second",
                                          description="How fast the setpoint moves")] = 1.0,
     ) -> float:
-        """Move the setpoint to ``to`` at ``rate``; return the temperature reached."""
-        while self.setpoint != to:
-            await trio.sleep(self.interval)
-            step = rate * self.interval
-            remaining = to - self.setpoint
-            self.setpoint = to if abs(remaining) <= step else self.setpoint + (
-                step if remaining > 0 else -step)
-        return self.temperature
+        """Move the setpoint to ``to`` at ``rate``; return the temperature reached.
+
+        A ramp invoked while another runs waits for it to end: ramps run one at a time,
+        in the order they were invoked, so two of them never fight over the setpoint.
+        """
+        async with self._ramping:
+            while self.setpoint != to:
+                await trio.sleep(self.interval)
+                step = rate * self.interval
+                remaining = to - self.setpoint
+                self.setpoint = to if abs(remaining) <= step else self.setpoint + (
+                    step if remaining > 0 else -step)
+            return self.temperature
 
 
 class Counter(tt.Thing):

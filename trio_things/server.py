@@ -17,7 +17,8 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Awaitable, Mapping
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import trio
@@ -173,6 +174,39 @@ class ThingServer:
             default_host=f"{self.config.host}:{self.config.port}", access=self.config.access,
             scheme=self.scheme)
 
+    def run(self) -> None:
+        """Serve until Ctrl-C (SIGINT) or SIGTERM, shut down cleanly, and return.
+
+        The blocking entry point for a script (``server.run()``), where
+        ``trio.run(server.serve)`` would end a Ctrl-C with a ``KeyboardInterrupt``: the
+        signal is a request to stop, not an error. Only from the main thread (signals are
+        delivered there). Inside a Trio program, use :meth:`serve_until_signal` or
+        :meth:`serve`.
+        """
+        trio.run(self.serve_until_signal)
+
+    async def serve_until_signal(
+        self, *, on_signal: Callable[[signal.Signals], object] | None = None,
+        task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+    ) -> signal.Signals:
+        """:meth:`serve` until SIGINT or SIGTERM arrives; then shut down cleanly (the
+        connections, the actions, the Things) and return the signal.
+
+        ``on_signal`` is called with the signal as soon as it arrives, before the
+        shutdown (the command line prints a line there). ``task_status`` receives the
+        listeners, as with :meth:`serve`. Main thread only.
+        """
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                task_status.started(await nursery.start(self.serve))
+                async for signum in signals:
+                    received = signal.Signals(signum)
+                    if on_signal is not None:
+                        on_signal(received)
+                    nursery.cancel_scope.cancel()
+                    return received
+        raise AssertionError("unreachable: the signal receiver never ends")  # pragma: no cover
+
     async def serve(self, *, task_status: trio.TaskStatus[list[trio.SocketListener]]
                     = trio.TASK_STATUS_IGNORED) -> None:
         """Listen on ``config.host:config.port`` and serve until cancelled.
@@ -187,7 +221,21 @@ class ThingServer:
         Resource handling:
             Connections are served in a nursery inside :meth:`running`, so they are
             cancelled before the Things are exited.
+
+        Error handling:
+            A Ctrl-C that reaches it (``trio.run(server.serve)``) shuts the server down
+            and leaves as one plain :exc:`KeyboardInterrupt`, not the exception groups
+            of every nursery it crossed.
         """
+        try:
+            await self._serve(task_status)
+        except BaseExceptionGroup as group:
+            interrupts, others = group.split(KeyboardInterrupt)
+            if interrupts is not None and others is None:
+                raise KeyboardInterrupt from None
+            raise
+
+    async def _serve(self, task_status: trio.TaskStatus[list[trio.SocketListener]]) -> None:
         if not _loopback(self.config.host) and not self.config.access.enabled:
             logger.warning(
                 "serving on %s without authentication: anyone who can reach this address "
@@ -204,6 +252,10 @@ class ThingServer:
                     nursery.start_soon(trio.serve_listeners, handler, [
                         trio.SSLListener(listener, self._ssl_context, https_compatible=True)
                         for listener in listeners])
+                for listener in listeners:
+                    host, port = listener.socket.getsockname()[:2]
+                    host = f"[{host}]" if ":" in host else host
+                    logger.info("listening on %s://%s:%d/", self.scheme, host, port)
                 task_status.started(listeners)
 
     async def _handle_socket(
