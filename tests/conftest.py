@@ -10,8 +10,9 @@ import pytest
 import trio
 
 from tests.helpers import servers
-from tests.helpers.httpclient import HttpClient, connect
+from tests.helpers.httpclient import HttpClient
 from trio_things.server import ThingServer
+from trio_things.testing import in_memory
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ async def demo_server() -> AsyncIterator[ThingServer]:
 @pytest.fixture
 async def client(demo_server: ThingServer) -> AsyncIterator[HttpClient]:
     with trio.fail_after(30):
-        async with connect(demo_server) as client:
+        async with in_memory(demo_server) as served, served.http() as client:
             yield client
 
 

@@ -19,6 +19,7 @@ from trio_things.client import ClientOptions, OpenStream
 from trio_things.config import ServerConfig
 from trio_things.demo import Counter, Thermometer
 from trio_things.server import ThingServer
+from trio_things.testing import InMemoryServer
 
 BASE = "http://testserver/"
 LAB = BASE + "lab/"
@@ -92,28 +93,23 @@ def make_server(config: ServerConfig | None = None) -> ThingServer:
     return server
 
 
-@attrs.define
-class MemoryNetwork:
-    """An OpenStream that hands each connection to ``server`` over memory streams, and
-    counts them (to see connections reused and sockets shared)."""
-
-    server: ThingServer
-    nursery: trio.Nursery
-    opened: int = 0
-    streams: list[trio.abc.Stream] = attrs.Factory(list)
+class MemoryNetwork(InMemoryServer):
+    """The public harness's :class:`~trio_things.testing.InMemoryServer`, under the
+    names these tests know it by: an OpenStream (call it) that hands each connection to
+    ``server`` over memory streams, counting them (to see connections reused and
+    sockets shared)."""
 
     async def __call__(self, host: str, port: int, *, tls: bool) -> trio.abc.Stream:
-        client_stream, server_stream = trio.testing.memory_stream_pair()
-        self.nursery.start_soon(self.server.handle_connection, server_stream)
-        self.opened += 1
-        self.streams.append(client_stream)
-        return client_stream
+        return await self.open_stream(host, port, tls=tls)
+
+    @property
+    def opened(self) -> int:
+        """How many connections were opened."""
+        return self.connections_opened
 
     async def break_all(self) -> None:
         """Drop every connection, as a vanished server would."""
-        for stream in self.streams:
-            await trio.aclose_forcefully(stream)
-        self.streams.clear()
+        await self.drop_connections()
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""WebSocket clients for tests: trio-websocket's (:func:`open_ws`) and a bare wsproto one
+"""WebSocket clients for tests: trio-websocket's (:func:`open_ws`, which is
+:meth:`trio_things.testing.InMemoryServer.websocket`) and a bare wsproto one
 (:class:`RawWebSocket`), against the real server over in-memory streams, one trio.run.
 
 Rules (as trio-websocket's own tests): no sockets unless a test says loopback, every
@@ -20,8 +21,7 @@ import wsproto
 import wsproto.events
 
 from trio_things.server import ThingServer
-
-StreamPair = Callable[[], tuple[trio.abc.Stream, trio.abc.Stream]]
+from trio_things.testing import StreamPair, in_memory
 
 
 @asynccontextmanager
@@ -34,19 +34,17 @@ async def open_ws(
     headers: dict[str, str] | None = None,
 ) -> AsyncIterator[trio_websocket.WebSocketConnection]:
     """A client connected to ``server`` at ``path``; the server side runs in a nursery
-    of this block and ends with it."""
-    client_stream, server_stream = stream_pair()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(server.handle_connection, server_stream)
-        ws = await trio_websocket.wrap_client_stream(
-            nursery, client_stream, "testserver", path, subprotocols=subprotocols or [],
-            extra_headers=[(k.encode(), v.encode()) for k, v in (headers or {}).items()])
-        try:
+    of this block and ends with it.
+
+    A refused handshake raises ``ConnectionRejected`` in an exception group, as
+    trio-websocket's nursery raised it before the harness unwrapped it (the tests that
+    expect it say ``pytest.RaisesGroup``)."""
+    try:
+        async with (in_memory(server, stream_pair=stream_pair) as served,
+                    served.websocket(path, subprotocols or [], headers=headers) as ws):
             yield ws
-        finally:
-            with trio.move_on_after(1):
-                await ws.aclose()
-            nursery.cancel_scope.cancel()
+    except trio_websocket.ConnectionRejected as rejected:
+        raise BaseExceptionGroup("the WebSocket handshake was refused", [rejected]) from None
 
 
 class RawWebSocket:
@@ -114,13 +112,10 @@ async def open_raw_ws(server: ThingServer, path: str, subprotocols: list[str]
                       ) -> AsyncIterator[RawWebSocket]:
     """A :class:`RawWebSocket` whose handshake request has been sent to ``server`` at
     ``path`` (over in-memory streams). The server side runs in a nursery of this block."""
-    client_stream, server_stream = trio.testing.memory_stream_pair()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(server.handle_connection, server_stream)
-        raw = RawWebSocket(client_stream)
+    async with in_memory(server) as served:
+        raw = RawWebSocket(await served.open_raw_stream())
         await raw.send_request(path, subprotocols)
         yield raw
-        nursery.cancel_scope.cancel()
 
 
 async def receive(ws: trio_websocket.WebSocketConnection) -> Any:
