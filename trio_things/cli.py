@@ -13,11 +13,11 @@ The client commands consume any Thing from the URL of its Thing Description
 (:mod:`trio_things.client.command_line` has the details)::
 
     trio-things td URL
-    trio-things read URL PROPERTY [--json]
-    trio-things write URL PROPERTY VALUE
-    trio-things invoke URL ACTION [KEY=VALUE ...] [--json]
-    trio-things observe URL PROPERTY... [--json] [--count N]
-    trio-things subscribe URL EVENT... [--json] [--count N]
+    trio-things read URL [PROPERTY ...] [--json]
+    trio-things write URL PROPERTY VALUE [--json]
+    trio-things invoke URL ACTION [KEY=VALUE ...] [--json] [--reconnect-for SECONDS]
+    trio-things observe URL PROPERTY... [--json] [--count N] [--reconnect-for SECONDS]
+    trio-things subscribe URL EVENT... [--json] [--count N] [--reconnect-for SECONDS]
 
 Their exit status: 0 done; 1 the server or the action failed; 2 usage (a bad command
 line, an unknown name, an invalid value, a read-only property); 3 the server is

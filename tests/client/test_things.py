@@ -4,8 +4,14 @@ failing, under fail_after (the autojump clock runs the async actions)."""
 from __future__ import annotations
 
 import datetime
+import errno
+import itertools
+import logging
+import os
+import ssl
 from typing import Any
 
+import attrs
 import pytest
 import trio
 from trio.testing import MockClock
@@ -14,7 +20,8 @@ import trio_things.client as ttc
 from tests.client.conftest import FAST, LAB, Lab, MemoryNetwork, Reading, make_server
 from tests.helpers.servers import observer_count
 from trio_things.client import State, connect
-from trio_things.client.streams import Endpoint
+from trio_things.client.errors import InvocationLost, NotAThing
+from trio_things.client.streams import Endpoint, connect_stream
 from trio_things.config import ServerConfig
 from trio_things.demo import Counter
 from trio_things.errors import LocalProtocolError
@@ -501,3 +508,264 @@ async def test_read_all_without_a_form_reads_each_property(
             lab = await client.consume(LAB)
             lab.td["forms"].clear()  # type: ignore[attr-defined]
             assert (await lab.read_all())["serial"] == 7
+
+
+# --------------------------------------------------------------------------- a server that dies
+
+
+@attrs.define
+class MortalServer:
+    """The test server in a nursery of its own, reached over memory streams (an
+    OpenStream): :meth:`kill` drops every connection (so nothing more reaches the
+    client, as when a process dies) and cancels the server; ``refusals`` refuses that
+    many connections, then serves again (a short outage)."""
+
+    server: ThingServer = attrs.Factory(make_server)
+    alive: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    network: MemoryNetwork | None = None
+    refusals: float = 0
+    refused: int = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        with self.alive:
+            async with self.server.running(), trio.open_nursery() as connections:
+                self.network = MemoryNetwork(server=self.server, nursery=connections)
+                task_status.started()
+                await trio.sleep_forever()
+
+    async def __call__(self, host: str, port: int, *, tls: bool) -> trio.abc.Stream:
+        if self.network is None or self.alive.cancel_called or self.refusals > 0:
+            self.refusals -= 1
+            self.refused += 1
+            raise ConnectionRefusedError(errno.ECONNREFUSED, os.strerror(errno.ECONNREFUSED))
+        return await self.network(host, port, tls=tls)
+
+    async def kill(self) -> None:
+        assert self.network is not None
+        await self.network.break_all()
+        self.alive.cancel()
+
+    async def drop(self, refusals: int) -> None:
+        assert self.network is not None
+        self.refusals = refusals
+        await self.network.break_all()
+
+
+async def running(invocation: ttc.Invocation) -> None:
+    async for status in invocation.updates():
+        if status.state is State.RUNNING:
+            return
+
+
+@pytest.mark.parametrize("actions_over", ["websocket", "http"])
+async def test_an_invocation_whose_server_died_gives_up_after_reconnect_for(
+        autojump_clock: MockClock, caplog: pytest.LogCaptureFixture,
+        actions_over: str) -> None:
+    """Pushed (WebSocket) or polled (HTTP): once the server has been unreachable for
+    ``reconnect_for``, ``result()`` raises InvocationLost naming the invocation's URL,
+    after a warning that says it is reconnecting."""
+    caplog.set_level(logging.WARNING, logger="trio_things.client")
+    options = attrs.evolve(FAST, reconnect_for=3.0, actions_over=actions_over)
+    mortal = MortalServer()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(mortal.run)
+            async with connect(LAB, open_stream=mortal, options=options) as lab:
+                invocation = await lab.invoke("wait", seconds=600)
+                await running(invocation)
+                await mortal.kill()
+                killed = trio.current_time()
+                with pytest.raises(ttc.ConnectionLost) as info:
+                    await invocation.result()
+                gave_up = trio.current_time()
+            nursery.cancel_scope.cancel()
+    error = info.value
+    href = f"http://testserver/action_invocations/{invocation.id}"
+    assert isinstance(error, InvocationLost)
+    assert (error.href, error.invocation_id) == (href, invocation.id)
+    assert str(error).startswith(f"gave up on invocation {invocation.id} of 'wait' after "
+                                 f"3 s without reaching the server (cannot reach testserver")
+    assert str(error).endswith(f"it may still be running: ask for it later at {href}")
+    # The bound holds: from the first failed poll (at most a poll interval and the
+    # time to notice the loss after the kill) exactly reconnect_for.
+    assert 3.0 <= gave_up - killed <= 3.0 + 2 * FAST.poll_interval
+    assert mortal.refused >= 2  # it did keep trying
+    assert (f"lost the server while following invocation {invocation.id} of 'wait' "
+            f"(cannot reach testserver: Connection refused); reconnecting for up to 3 s"
+            in caplog.messages)
+    # updates() raises the same error; the status stays the last one known.
+    with pytest.raises(InvocationLost):
+        async for _ in invocation.updates():
+            pass
+    assert invocation.status.state is State.RUNNING
+
+
+async def test_an_invocation_survives_a_short_outage(
+        autojump_clock: MockClock, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="trio_things.client")
+    options = attrs.evolve(FAST, reconnect_for=3.0, actions_over="http")
+    mortal = MortalServer()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(mortal.run)
+            async with connect(LAB, open_stream=mortal, options=options) as lab:
+                invocation = await lab.invoke("wait", seconds=10)
+                await running(invocation)
+                await mortal.drop(refusals=3)
+                assert await invocation.result() == "done"
+            nursery.cancel_scope.cancel()
+    assert mortal.refused == 3
+    assert any(message.startswith("lost the server while following invocation")
+               for message in caplog.messages)
+    assert (f"reached the server again; following invocation {invocation.id} of 'wait'"
+            in caplog.messages)
+
+
+async def test_without_reconnect_for_an_invocation_keeps_trying(
+        autojump_clock: MockClock, caplog: pytest.LogCaptureFixture) -> None:
+    """``reconnect_for=None``: no giving up (the caller bounds the wait), but the loss
+    is still said."""
+    caplog.set_level(logging.WARNING, logger="trio_things.client")
+    mortal = MortalServer()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(mortal.run)
+            async with connect(LAB, open_stream=mortal, options=FAST) as lab:
+                invocation = await lab.invoke("wait", seconds=600)
+                await running(invocation)
+                await mortal.kill()
+                with trio.move_on_after(30) as waiting:
+                    await invocation.result()
+            nursery.cancel_scope.cancel()
+    assert waiting.cancelled_caught
+    assert mortal.refused > 5
+    assert any(message.endswith("(cannot reach testserver: Connection refused); "
+                                "reconnecting") for message in caplog.messages)
+
+
+# --------------------------------------------------------------------------- the log over WebSocket
+
+
+async def test_the_log_comes_over_websocket(server: ThingServer,
+                                            network: MemoryNetwork) -> None:
+    """The Web Thing Protocol's status carries the action's log (our extension); an
+    invocation made over WebSocket also knows its URL over HTTP. (Real clock: a
+    worker-thread action.)"""
+    with trio.fail_after(5):
+        async with connect("http://testserver/counter/", open_stream=network,
+                           options=FAST) as counter:
+            invocation = await counter.invoke("count_slowly", n=3, delay=0)
+            assert invocation.status.href == (
+                f"http://testserver/action_invocations/{invocation.id}")
+            statuses = [status async for status in invocation.updates()]
+            http_requests = network.opened
+    assert http_requests == 2  # the TD, and the WebSocket: no polling
+    assert statuses[-1].state is State.COMPLETED
+    assert [line.message for line in statuses[-1].log] == [
+        "counted 1 of 3", "counted 2 of 3", "counted 3 of 3"]
+    assert all(line.level == "INFO" and line.timestamp is not None
+               for line in statuses[-1].log)
+    # Each status's log extends the previous one's.
+    for earlier, later in itertools.pairwise(statuses):
+        assert later.log[:len(earlier.log)] == earlier.log
+
+
+async def test_a_late_status_does_not_shorten_the_log() -> None:
+    invocation = ttc.Invocation(action="count", channel=None,  # type: ignore[arg-type]
+                                options=FAST, spawn=lambda task: None)
+    line = ttc.LogLine(timestamp="t", level="INFO", message="counted 1")
+    invocation.update(ttc.ActionStatus(id="a", action="count", state=State.RUNNING,
+                                       log=(line,)))
+    invocation.update(ttc.ActionStatus(id="a", action="count", state=State.RUNNING))
+    assert invocation.status.log == (line,)
+    final = ttc.ActionStatus(id="a", action="count", state=State.COMPLETED, output=1)
+    invocation.update(final)
+    assert invocation.status == attrs.evolve(final, log=(line,))
+
+
+def test_a_status_overtaken_by_a_notification_still_gives_its_url() -> None:
+    """Over WebSocket the ``running`` notification may be routed before the response
+    to invokeaction (``pending``, to which the client adds the HTTP URL)."""
+    invocation = ttc.Invocation(action="wait", channel=None,  # type: ignore[arg-type]
+                                options=FAST, spawn=lambda task: None)
+    invocation.update(ttc.ActionStatus(id="a", action="wait", state=State.RUNNING))
+    invocation.update(ttc.ActionStatus(id="a", action="wait", state=State.PENDING,
+                                       href="http://h/action_invocations/a"))
+    assert (invocation.status.state, invocation.status.href) == (
+        State.RUNNING, "http://h/action_invocations/a")
+    invocation.update(ttc.ActionStatus(id="a", action="wait", state=State.COMPLETED))
+    assert invocation.status.href == "http://h/action_invocations/a"
+
+
+# --------------------------------------------------------------------------- wrong URLs
+
+
+@pytest.mark.parametrize(("url", "message", "thing", "kind", "name"), [
+    ("http://testserver/",
+     "http://testserver/ is a server, not a Thing; its Things are: http://testserver/lab/, "
+     "http://testserver/broken/, http://testserver/counter/, http://testserver/thermometer/",
+     None, None, None),
+    ("http://testserver/counter/count",
+     "http://testserver/counter/count is property 'count' of the Thing "
+     "http://testserver/counter/, not a Thing Description",
+     "http://testserver/counter/", "property", "count"),
+    ("http://testserver/lab/last",  # an object value: no TD either
+     "http://testserver/lab/last is property 'last' of the Thing http://testserver/lab/, "
+     "not a Thing Description", "http://testserver/lab/", "property", "last"),
+    ("http://testserver/lab/actions/climb/",
+     "http://testserver/lab/actions/climb/ is action 'climb' of the Thing "
+     "http://testserver/lab/, not a Thing Description", "http://testserver/lab/",
+     "action", "climb"),
+])
+async def test_a_url_that_is_no_things_says_which_to_use(
+        autojump_clock: MockClock, network: MemoryNetwork, url: str, message: str,
+        thing: str | None, kind: str | None, name: str | None) -> None:
+    with trio.fail_after(5), pytest.raises(ttc.NotFound) as info:
+        async with connect(url, open_stream=network, options=FAST):
+            pass  # pragma: no cover
+    error = info.value
+    assert isinstance(error, NotAThing)
+    assert str(error) == message
+    assert (error.thing_url, error.kind, error.name) == (thing, kind, name)
+    assert error.things == (() if thing else (
+        "http://testserver/lab/", "http://testserver/broken/", "http://testserver/counter/",
+        "http://testserver/thermometer/"))
+
+
+async def test_any_other_answer_is_still_no_td(autojump_clock: MockClock,
+                                               network: MemoryNetwork) -> None:
+    with trio.fail_after(5), pytest.raises(ttc.ServerError,
+                                           match="answered with no Thing Description"):
+        async with connect("http://testserver/lab/properties", open_stream=network,
+                           options=FAST):
+            pass  # pragma: no cover
+
+
+def openssl_error(kind: type[ssl.SSLError], reason: str | None, text: str) -> ssl.SSLError:
+    """An SSLError as OpenSSL raises it, its ``reason`` set."""
+    error = kind(1, text)
+    error.reason = reason  # type: ignore[assignment]
+    return error
+
+
+@pytest.mark.parametrize(("url", "error", "message"), [
+    ("https://h:8000/lab/", openssl_error(ssl.SSLError, "WRONG_VERSION_NUMBER", "wrong"),
+     "the TLS handshake with h:8000 failed (WRONG_VERSION_NUMBER): the server speaks "
+     "plain http, not https; try http://h:8000/lab/"),
+    ("wss://h/lab/ws", openssl_error(ssl.SSLError, "RECORD_LAYER_FAILURE", "record"),
+     "the TLS handshake with h failed (RECORD_LAYER_FAILURE): the server speaks plain ws, "
+     "not wss; try ws://h:443/lab/ws"),
+    ("https://h/", openssl_error(ssl.SSLEOFError, None, "EOF in violation of protocol"),
+     "the TLS handshake with h failed (EOF in violation of protocol); if the server "
+     "speaks plain http, try http://h:443/"),
+])
+async def test_a_failed_tls_handshake_says_what_to_try(url: str, error: ssl.SSLError,
+                                                       message: str) -> None:
+    async def refuse(host: str, port: int, *, tls: bool) -> trio.abc.Stream:
+        assert tls
+        raise error
+
+    with trio.fail_after(5), pytest.raises(ttc.Unreachable) as info:
+        await connect_stream(refuse, Endpoint.from_url(url))
+    assert str(info.value) == message

@@ -12,10 +12,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from trio_things.client import wtp as wtp_client
+from trio_things.client.actions import ActionStatus, LogLine, State
+from trio_things.client.actions import Invocation as Handle
+from trio_things.client.options import ClientOptions
 from trio_things.demo import Counter, Thermometer
 from trio_things.model.invocation import Invocation, InvocationError, InvocationStatus
 from trio_things.protocol import commands as c
 from trio_things.protocol.dialects import MessageError, Request
+from trio_things.protocol.invocation_json import invocation_json
 from trio_things.protocol.problems import ProblemDetails
 from trio_things.protocol.wtp import OPERATIONS, Envelope, WebThingProtocol
 
@@ -485,6 +490,43 @@ def test_action_status_notification() -> None:
     assert message["status"]["state"] == "running"
 
 
+def test_action_status_carries_the_log_as_invocation_json_does() -> None:
+    """Our extension: ``log`` in the ActionStatus object, the same lines (and members)
+    as the HTTP invocation object; the client reads them back into ActionStatus.log."""
+    invocation = Invocation(thing="counter", action="count_slowly", input={"n": 2})
+    invocation.start()
+    invocation.add_log("INFO", "counted 1 of 2")
+    invocation.add_log("WARNING", "slow")
+    message = notified(c.ActionStatusChanged(invocation=invocation, timestamp=now(),
+                                             new_log=invocation.log_lines()),
+                       {"operation": "invokeaction", "name": "count_slowly"})
+    assert message["status"]["logFrom"] == 0
+    log = message["status"]["log"]
+    assert [(line["level"], line["message"]) for line in log] == [
+        ("INFO", "counted 1 of 2"), ("WARNING", "slow")]
+    assert all(line["timestamp"].endswith("Z") for line in log)
+    assert log == orjson.loads(orjson.dumps(invocation_json(invocation)["log"]))
+    # The client's half of the dialect.
+    status = ActionStatus.from_wtp(wtp_client.parse(orjson.dumps(message)).body["status"],
+                                   action="count_slowly")
+    assert status.log == tuple(
+        LogLine(timestamp=line["timestamp"], level=line["level"], message=line["message"])
+        for line in log)
+    assert status.state is State.RUNNING
+    # A queryaction reply carries it too.
+    reply = reply_to({"operation": "queryaction", "actionID": invocation.id},
+                     c.InvocationReply(invocation=invocation))
+    assert reply["status"]["log"] == log
+
+
+def test_action_status_has_no_log_until_a_line_is_logged() -> None:
+    invocation = Invocation(thing="counter", action="increment", input={})
+    message = notified(c.ActionStatusChanged(invocation=invocation, timestamp=now()),
+                       {"operation": "invokeaction", "name": "increment"})
+    assert "log" not in message["status"]
+    assert ActionStatus.from_wtp(message["status"], action="increment").log == ()
+
+
 def test_notifications_are_encoded_alike_for_every_connection() -> None:
     # Observer sets group by encoder: one function for every connection of the dialect.
     assert protocol().encode_notification is protocol("counter").encode_notification
@@ -550,3 +592,46 @@ def test_message_ids_are_distinct_version_4_uuids() -> None:
     for text in ids:
         parsed = uuid.UUID(text)
         assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+
+
+def test_a_notification_carries_only_the_new_lines_and_the_client_joins_them() -> None:
+    """Notifications are sent as lines are logged: each carries the lines since the
+    previous one and ``logFrom``, and the client's log grows by them, in order. The
+    whole log in each would grow quadratically with a chatty action."""
+    invocation = Invocation(thing="counter", action="count_slowly", input={"n": 3})
+    invocation.start()
+    handle = Handle(action="count_slowly", channel=None,  # type: ignore[arg-type]
+                    options=ClientOptions(), spawn=lambda *args: None)
+    for number in (1, 2, 3):
+        invocation.add_log("INFO", f"counted {number} of 3")
+        new = invocation.log_lines(after=invocation.log_notified)
+        invocation.log_notified = new[-1].number
+        message = notified(c.ActionStatusChanged(invocation=invocation, timestamp=now(),
+                                                 new_log=new),
+                           {"operation": "invokeaction", "name": "count_slowly"})
+        assert message["status"]["logFrom"] == number - 1
+        assert [line["message"] for line in message["status"]["log"]] == [
+            f"counted {number} of 3"]
+        handle.update(ActionStatus.from_wtp(
+            wtp_client.parse(orjson.dumps(message)).body["status"], action="count_slowly"))
+    assert handle.status is not None
+    assert [line.message for line in handle.status.log] == [
+        "counted 1 of 3", "counted 2 of 3", "counted 3 of 3"]
+    # A reply (queryaction) still carries every line kept, without logFrom.
+    reply = reply_to({"operation": "queryaction", "actionID": invocation.id},
+                     c.InvocationReply(invocation=invocation))
+    assert len(reply["status"]["log"]) == 3
+    assert "logFrom" not in reply["status"]
+
+
+def test_log_lines_keep_their_numbers_when_old_ones_are_dropped() -> None:
+    from trio_things.model.invocation import MAX_LOG_ENTRIES
+
+    invocation = Invocation(thing="counter", action="count_slowly", input={})
+    for number in range(MAX_LOG_ENTRIES + 5):
+        invocation.add_log("INFO", str(number))
+    kept = invocation.log_lines()
+    assert len(kept) == MAX_LOG_ENTRIES
+    assert (kept[0].number, kept[-1].number) == (6, MAX_LOG_ENTRIES + 5)
+    assert [entry.message for entry in invocation.log_lines(after=MAX_LOG_ENTRIES + 3)] == [
+        str(MAX_LOG_ENTRIES + 3), str(MAX_LOG_ENTRIES + 4)]

@@ -381,11 +381,6 @@ async def test_leaving_the_runner_cancels_every_action() -> None:
     assert statuses.count("cancelled") == 2
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "an invocation still pending when the runner is left (server shutdown) starts anyway: "
-    "_run checks only its own scope's cancel_called, not the nursery's cancellation, so it "
-    "is recorded running, its async action runs up to its first await, and only then is "
-    "it cancelled; docs/things.md: 'an invocation cancelled before it started never runs'"))
 async def test_an_invocation_pending_at_shutdown_never_runs() -> None:
     machine = Machine()
     statuses: list[str] = []

@@ -427,11 +427,6 @@ async def test_write_multiple_properties_is_all_or_nothing(
     assert received(observer) == []  # and nobody was told of a change
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "WriteMultipleProperties validates every value against its schema before writing "
-    "any, but a value the schema passes can still be refused when it is structured "
-    "(an attrs validator, which no JSON schema states): the values before it are "
-    "already written when InvalidValue is raised"))
 async def test_write_multiple_properties_is_all_or_nothing_beyond_the_schema() -> None:
     window = Window()
     async with open_rig({"window": window}) as rig:
@@ -525,12 +520,6 @@ async def test_invoke_with_bad_input_creates_no_invocation(
     assert rig.memberships(observer) == frozenset()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "docs/things.md lists unions other than Optional as supported types (a oneOf in the "
-    "TD), but the cattrs converter has no structure hook for int | str: the input passes "
-    "the schema, then structuring it raises StructureHandlerNotFoundError, which is not "
-    "a RemoteProtocolError (a 500 at the edge); a data property so typed fails at the "
-    "Thing's first use"))
 async def test_invoke_with_a_union_parameter() -> None:
     async with open_rig({"window": Window()}) as rig:
         try:
@@ -649,10 +638,6 @@ async def test_query_all_actions(rig: Rig) -> None:
     rig.lamp.release.set()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "QueryAllActions checks that the Thing exists but not the action: an unknown action "
-    "lists no invocations instead of raising NotFound (unreachable over HTTP today, where "
-    "routes.py checks the name first, but every other command refuses unknown names)"))
 async def test_query_all_actions_of_an_unknown_action_is_not_found(rig: Rig) -> None:
     with pytest.raises(NotFound):
         await rig.run(c.QueryAllActions(thing="counter", action="nope"))

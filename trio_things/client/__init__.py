@@ -10,6 +10,13 @@
             invocation = await thermo.invoke("ramp", to=30)
             ...
 
+For a script or a Jupyter notebook (no Trio program), ``ThingClient`` is the same
+client, blocking, running Trio in a thread of its own::
+
+    with ttc.ThingClient("http://127.0.0.1:8000/thermometer/") as thermo:
+        thermo.setpoint = 30
+        print(thermo.temperature)
+
 It never imports the server: it speaks to any server whose TD offers forms it
 understands (HTTP, and the Web Thing Protocol over WebSocket). See ``docs/client.md``.
 
@@ -20,6 +27,7 @@ Modules, one job each:
 ``things``           ``ConsumedThing``: read, write, observe, subscribe, invoke
 ``actions``          ``Invocation``: an invoked action's live status, result, cancel
 ``observation``      ``Observation``: an observed property or subscribed event
+``blocking``         ``ThingClient``: the same, blocking, for scripts and notebooks
 ``session``          one shared WebSocket per endpoint; routing; reconnection
 ``wtp``              Web Thing Protocol messages, sans-IO
 ``forms``            choosing forms from a TD, sans-IO
@@ -33,6 +41,7 @@ Modules, one job each:
 """
 
 from trio_things.client.actions import ActionStatus, Invocation, LogLine, State
+from trio_things.client.blocking import BlockingInvocation, BlockingObservation, ThingClient
 from trio_things.client.connect import Client, connect, open_client
 from trio_things.client.errors import (
     ActionCancelled,
@@ -41,6 +50,8 @@ from trio_things.client.errors import (
     ConnectionLost,
     FellBehind,
     InvalidValue,
+    InvocationLost,
+    NotAThing,
     NotFound,
     NotWritable,
     ServerError,
@@ -58,6 +69,8 @@ __all__ = [
     "ActionCancelled",
     "ActionFailed",
     "ActionStatus",
+    "BlockingInvocation",
+    "BlockingObservation",
     "Change",
     "Client",
     "ClientError",
@@ -67,14 +80,17 @@ __all__ = [
     "FellBehind",
     "InvalidValue",
     "Invocation",
+    "InvocationLost",
     "JsonValue",
     "LogLine",
+    "NotAThing",
     "NotFound",
     "NotWritable",
     "Observation",
     "OpenStream",
     "ServerError",
     "State",
+    "ThingClient",
     "Timeout",
     "Unreachable",
     "UnsupportedOperation",

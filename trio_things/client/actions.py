@@ -5,7 +5,9 @@ Where the status comes from depends on the form the action was invoked through
 
 * **Web Thing Protocol** (a ``webthingprotocol`` WebSocket form): the server pushes an
   ``invokeaction`` notification at each change, to the connection that invoked. If
-  that connection is lost, the handle falls back to polling ``queryaction``.
+  that connection is lost, the handle falls back to polling ``queryaction``. A
+  trio-things server's status also carries the action's ``log`` lines (our extension of
+  the draft's ActionStatus).
 * **HTTP, answered with an invocation** (201, as LabThings servers do): the handle polls
   the ``queryaction`` form (``GET`` on the invocation) every
   ``ClientOptions.poll_interval`` until the invocation ends. Such a status also carries
@@ -19,12 +21,18 @@ late poll cannot undo a pushed change; once ended it never changes again.
 may skip an intermediate one, never the final one.
 
 Polling runs in a task of the client's nursery, started with the handle and ended
-with the invocation or the client.
+with the invocation or the client. When a poll cannot reach the server, a warning is
+logged (``trio_things.client``) and polling goes on with backoff; once the server has
+been unreachable for ``ClientOptions.reconnect_for`` seconds, the handle gives up:
+:meth:`Invocation.updates` and :meth:`Invocation.result` raise
+:class:`~trio_things.client.errors.InvocationLost`, naming the invocation's URL.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
+import math
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Final, Protocol, TypeVar, overload
@@ -38,6 +46,7 @@ from trio_things.client.errors import (
     ActionFailed,
     ClientError,
     ConnectionLost,
+    InvocationLost,
     NotFound,
     Timeout,
     problem_from_json,
@@ -48,6 +57,8 @@ from trio_things.client.wtp import Message
 from trio_things.protocol.problems import ProblemDetails
 
 __all__ = ["ActionChannel", "ActionStatus", "Invocation", "LogLine", "State"]
+
+logger = logging.getLogger("trio_things.client")
 
 T = TypeVar("T")
 Spawn = Callable[[Callable[[], Awaitable[None]]], None]
@@ -96,6 +107,10 @@ class LogLine:
     level: str
     message: str
 
+    def to_json(self) -> dict[str, JsonValue]:
+        """The line as JSON, as servers send it."""
+        return {"timestamp": self.timestamp, "level": self.level, "message": self.message}
+
 
 @attrs.frozen(kw_only=True)
 class ActionStatus:
@@ -111,20 +126,25 @@ class ActionStatus:
     time_requested: str | None = None
     time_ended: str | None = None
     log: tuple[LogLine, ...] = ()
+    log_from: int = 0
+    """How many lines the action logged before the first in :attr:`log`: a trio-things
+    notification carries only the lines since the previous one (``logFrom``)."""
     href: str | None = None
     """The invocation's absolute URL, when the server named one."""
 
     @classmethod
     def from_wtp(cls, status: object, *, action: str) -> ActionStatus:
         """From the Web Thing Protocol's ActionStatus object (``actionID``, ``state``,
-        ``output``, ``error``, ``timeRequested``, ``timeEnded``)."""
+        ``output``, ``error``, ``timeRequested``, ``timeEnded``; and ``log``, which
+        trio-things servers add)."""
         data: Mapping[str, Any] = status if isinstance(status, dict) else {}
         error = data.get("error")
         return cls(id=_str(data.get("actionID")) or "", action=action,
                    state=State.parse(data.get("state")), output=data.get("output"),
                    error=problem_from_json(error) if error else None,
                    time_requested=_str(data.get("timeRequested")),
-                   time_ended=_str(data.get("timeEnded")))
+                   time_ended=_str(data.get("timeEnded")), log=_log(data.get("log")),
+                   log_from=_count(data.get("logFrom")))
 
     @classmethod
     def from_invocation(cls, body: object, *, action: str, url: str,
@@ -142,21 +162,16 @@ class ActionStatus:
         if isinstance(state, dict):  # an ActionStatus object under "status"
             return attrs.evolve(cls.from_wtp(state, action=action), href=href)
         error = data.get("error")
-        log = data.get("log")
         return cls(
             id=identifier or "", action=action, state=State.parse(state),
             output=data.get("output"), error=problem_from_json(error) if error else None,
             time_requested=_str(data.get("timeRequested")),
             time_ended=_str(data.get("timeCompleted")) or _str(data.get("timeEnded")),
-            log=tuple(LogLine(timestamp=_str(line.get("timestamp")),
-                              level=_str(line.get("level")) or "INFO",
-                              message=_str(line.get("message")) or "")
-                      for line in (log if isinstance(log, list) else [])
-                      if isinstance(line, dict)),
-            href=href)
+            log=_log(data.get("log")), href=href)
 
     def to_json(self) -> dict[str, JsonValue]:
-        """The status as JSON (what ``trio-things invoke --json`` prints)."""
+        """The status as JSON (what ``trio-things invoke --json`` prints): ``log`` and
+        ``href`` only when there are some."""
         out: dict[str, JsonValue] = {"action": self.action, "id": self.id,
                                      "state": self.state.value}
         if self.state is State.COMPLETED:
@@ -167,6 +182,10 @@ class ActionStatus:
             out["timeRequested"] = self.time_requested
         if self.time_ended is not None:
             out["timeEnded"] = self.time_ended
+        if self.log:
+            out["log"] = [line.to_json() for line in self.log]
+        if self.href is not None:
+            out["href"] = self.href
         return out
 
 
@@ -183,6 +202,20 @@ def looks_like_invocation(body: object) -> bool:
 
 def _str(value: object) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _log(value: object) -> tuple[LogLine, ...]:
+    """The ``log`` member of either shape: a list of ``timestamp``, ``level``,
+    ``message`` objects (anything else in it is skipped)."""
+    return tuple(LogLine(timestamp=_str(line.get("timestamp")),
+                         level=_str(line.get("level")) or "INFO",
+                         message=_str(line.get("message")) or "")
+                 for line in (value if isinstance(value, list) else [])
+                 if isinstance(line, dict))
 
 
 def _self_link(data: Mapping[str, Any]) -> str | None:
@@ -248,8 +281,8 @@ class Invocation:
         """The status now, then each time it changes; ends after the final one.
 
         Raises the error that stopped the handle from following the invocation
-        (``NotFound`` when the server forgot it, ``ConnectionLost`` when reconnecting
-        gave up).
+        (``NotFound`` when the server forgot it, ``InvocationLost`` when the server
+        stayed unreachable for ``ClientOptions.reconnect_for``).
         """
         seen: ActionStatus | None = None
         while True:
@@ -279,6 +312,9 @@ class Invocation:
         Raises:
             ActionFailed: it raised; ``problem`` holds its error.
             ActionCancelled: it was cancelled.
+            InvocationLost: the server was unreachable for longer than
+                ``ClientOptions.reconnect_for``; ``href`` is where to ask later.
+            NotFound: the server no longer knows the invocation.
         """
         async for _status in self.updates():
             pass
@@ -320,15 +356,24 @@ class Invocation:
     # ------------------------------------------------------------------ feeding
 
     def update(self, status: ActionStatus) -> None:
-        """Take a newer status (an older or equal-but-ended one is ignored)."""
+        """Take a newer status (an older or equal-but-ended one is ignored). Its log
+        never shrinks: lines only come, never go."""
         current = self._status
         if current is not None:
+            if current.href is None and status.href is not None and status.id in (
+                    "", current.id):  # the URL, even from a status overtaken by a newer
+                current = self._status = attrs.evolve(current, href=status.href)
             if current.state.ended or status.state.rank < current.state.rank:
                 return
             if not status.id:
                 status = attrs.evolve(status, id=current.id)
             if status.href is None and current.href is not None:
                 status = attrs.evolve(status, href=current.href)
+            if status.log_from:  # the lines after the first log_from: they extend ours
+                known = current.log[:status.log_from]
+                status = attrs.evolve(status, log=known + status.log, log_from=0)
+            elif len(status.log) < len(current.log):  # a late poll, or a source without
+                status = attrs.evolve(status, log=current.log)  # the log: keep the lines
             if status == current:
                 return
         self._status = status
@@ -361,29 +406,57 @@ class Invocation:
         self._changed = trio.Event()
 
     async def _poll(self) -> None:
+        """Query until the invocation ends. While the server cannot be reached, retry
+        with backoff; after ``reconnect_for`` seconds of that (a strict bound: a query
+        hanging on a vanished server is cut short), fail with InvocationLost."""
         backoff = Backoff(self._options.backoff_initial, self._options.backoff_max)
-        down_since: float | None = None
+        limit = self._options.reconnect_for
+        lost: ClientError | None = None  # why the server was unreachable, since when
+        deadline = math.inf
+        wait = self._options.poll_interval
         while not self.status.state.ended and self._error is None:
-            await trio.sleep(self._options.poll_interval)
-            try:
-                status = await self._channel.query(self.status)
-            except NotFound as error:
-                self._fail(NotFound(
-                    f"the server no longer knows invocation {self.id} of {self.action!r} "
-                    f"(it may have restarted, or forgotten it)", problem=error.problem))
-                return
-            except (ConnectionLost, Timeout) as error:
-                now = trio.current_time()
-                down_since = now if down_since is None else down_since
-                limit = self._options.reconnect_for
-                if limit is not None and now - down_since >= limit:
+            with trio.move_on_at(deadline):
+                await trio.sleep(wait)
+                try:
+                    status = await self._channel.query(self.status)
+                except NotFound as error:
+                    self._fail(NotFound(
+                        f"the server no longer knows invocation {self.id} of "
+                        f"{self.action!r} (it may have restarted, or forgotten it)",
+                        problem=error.problem))
+                    return
+                except (ConnectionLost, Timeout) as error:
+                    if lost is None:
+                        deadline = trio.current_time() + (math.inf if limit is None
+                                                          else limit)
+                        logger.warning(
+                            "lost the server while following %s (%s); reconnecting%s",
+                            self._name(), error, "" if limit is None
+                            else f" for up to {limit:g} s")
+                    lost = error
+                    wait = backoff.next()
+                    continue
+                except ClientError as error:
                     self._fail(error)
                     return
-                await trio.sleep(backoff.next())
+                if lost is not None:
+                    logger.warning("reached the server again; following %s", self._name())
+                lost, deadline, wait = None, math.inf, self._options.poll_interval
+                backoff.reset()
+                self.update(status)
                 continue
-            except ClientError as error:
-                self._fail(error)
-                return
-            down_since = None
-            backoff.reset()
-            self.update(status)
+            assert lost is not None and limit is not None  # only a deadline cancels
+            self._fail(self._gave_up(lost, limit))
+            return
+
+    def _name(self) -> str:
+        return f"invocation {self.id or '(no id)'} of {self.action!r}"
+
+    def _gave_up(self, lost: ClientError, limit: float) -> InvocationLost:
+        href = self.status.href
+        where = (f"ask for it later at {href}" if href
+                 else "the server gave no URL to ask for it later")
+        return InvocationLost(
+            f"gave up on {self._name()} after {limit:g} s without reaching the server "
+            f"({lost}); it may still be running: {where}", href=href,
+            invocation_id=self.id)

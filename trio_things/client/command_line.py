@@ -3,17 +3,23 @@
 ::
 
     trio-things td URL                          the Thing Description, as JSON
-    trio-things read URL PROPERTY               temperature = 21.3
+    trio-things read URL [PROPERTY...]          temperature = 21.3 (no name: all)
     trio-things write URL PROPERTY VALUE        VALUE is JSON, or else a string
     trio-things invoke URL ACTION [KEY=VALUE...]  live status and log until it ends
     trio-things observe URL PROPERTY...         one line per change, until Ctrl-C
     trio-things subscribe URL EVENT...          one line per emission, until Ctrl-C
 
-``--json`` prints JSON lines instead of the human-readable ones (``read``, ``invoke``,
-``observe``, ``subscribe``); ``--count N`` stops ``observe``/``subscribe`` after N lines;
-``--timeout`` bounds every network wait; ``--token`` (or ``TRIO_THINGS_TOKEN``) is sent
-as a bearer token. Ctrl-C during ``invoke`` asks whether to cancel the invocation on
-the server (on stderr, when stdin is a terminal; without one, it is cancelled).
+``--json`` prints JSON instead of the human-readable lines (``read``, ``write``,
+``invoke``, ``observe``, ``subscribe``); ``--count N`` stops ``observe``/``subscribe``
+after N lines; ``--timeout`` bounds every network wait; ``--reconnect-for`` bounds how
+long ``invoke``, ``observe`` and ``subscribe`` keep trying to reach a server they lost
+(saying so on stderr) before they give up with status 3; ``--token`` (or
+``TRIO_THINGS_TOKEN``) is sent as a bearer token. Ctrl-C during ``invoke`` asks whether
+to cancel the invocation on the server (on stderr, when stdin is a terminal; without
+one, it is cancelled).
+
+A URL that is not a Thing's (a server's root, a property's URL) or an ``https`` URL of
+a plain-HTTP server ends with an error saying which URL (or command) to use instead.
 
 Exit status:
 
@@ -21,13 +27,16 @@ Exit status:
 0     done (``observe``/``subscribe``: stopped by Ctrl-C or ``--count``)
 1     the server or the action failed: an action that failed or was
       cancelled by someone else, a 5xx answer, an event stream that fell behind
-2     usage: a bad command line, a name the Thing does not have, a value or
-      input the server refused, a read-only property, any other 4xx answer
-3     unreachable: no connection, a lost one, or no answer within ``--timeout``
+2     usage: a bad command line, a URL that is no Thing's, a name the Thing
+      does not have, a value or input the server refused, a read-only
+      property, any other 4xx answer
+3     unreachable: no connection, a lost one (that ``--reconnect-for`` did
+      not get back), or no answer within ``--timeout``
 130   interrupted by Ctrl-C (``invoke``: whether cancelled or left running)
 ===== ===================================================================
 
-Errors are one line on stderr, ``trio-things: error: ...``, never a traceback.
+Errors are one line on stderr, ``trio-things: error: ...``, never a traceback; an
+``invoke`` that lost its server names the invocation's URL, to ask for it later.
 """
 
 from __future__ import annotations
@@ -35,7 +44,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
+import shlex
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -54,6 +65,7 @@ from trio_things.client.errors import (
     ConnectionLost,
     FellBehind,
     InvalidValue,
+    NotAThing,
     NotFound,
     NotWritable,
     Timeout,
@@ -74,6 +86,8 @@ EXIT_UNREACHABLE: Final = 3
 EXIT_INTERRUPTED: Final = 130
 
 TOKEN_VARIABLE: Final = "TRIO_THINGS_TOKEN"
+#: How long ``invoke``, ``observe`` and ``subscribe`` try to reach a lost server.
+RECONNECT_FOR: Final = 30.0
 
 Command = Callable[[argparse.Namespace, ConsumedThing, "_Interrupts"], Awaitable[int]]
 
@@ -93,21 +107,30 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
                                 help="print JSON lines instead of human-readable ones")
         return parser
 
+    def reconnect(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--reconnect-for", type=float, default=RECONNECT_FOR,
+                            metavar="SECONDS",
+                            help="how long to keep trying to reach a server that was lost "
+                                 "before giving up (default %(default)g; inf: forever)")
+
     add("td", "print a Thing's Description", json_output=False)
-    add("read", "read a property").add_argument("property")
-    write = add("write", "write a property", json_output=False)
+    add("read", "read properties (all of them without a name)").add_argument(
+        "names", nargs="*", metavar="PROPERTY")
+    write = add("write", "write a property")
     write.add_argument("property")
     write.add_argument("value", help="the value: JSON, or else taken as a string")
     invoke = add("invoke", "invoke an action and follow it until it ends")
     invoke.add_argument("action")
     invoke.add_argument("arguments", nargs="*", metavar="KEY=VALUE",
                         help="the action's arguments; each VALUE is JSON, or else a string")
+    reconnect(invoke)
     for name, what in (("observe", "property"), ("subscribe", "event")):
         parser = add(name, f"print each change of {what}s until Ctrl-C" if name == "observe"
                      else f"print each emission of {what}s until Ctrl-C")
         parser.add_argument("names", nargs="+", metavar=what.upper())
         parser.add_argument("--count", type=int, default=None,
                             help="stop after this many lines")
+        reconnect(parser)
 
 
 def parse_value(text: str) -> JsonValue:
@@ -195,11 +218,9 @@ async def _main(args: argparse.Namespace) -> int:
                 error = _client_error(group)
                 if error is None:
                     raise
-                _error(str(error))
-                return exit_status(error)
+                return _failed(args, error)
             except ClientError as error:
-                _error(str(error))
-                return exit_status(error)
+                return _failed(args, error)
             except ValueError as error:  # a malformed URL, KEY=VALUE or --timeout
                 _error(str(error))
                 return EXIT_USAGE
@@ -213,8 +234,12 @@ async def _command(args: argparse.Namespace, interrupts: _Interrupts) -> int:
                              else {})
     if args.timeout <= 0:
         raise ValueError("--timeout must be positive")
-    # Invocations over HTTP bring the action's log, which `invoke` shows as progress.
-    options = ClientOptions(timeout=args.timeout, actions_over="http")
+    reconnect_for: float | None = getattr(args, "reconnect_for", RECONNECT_FOR)
+    if reconnect_for is not None and not reconnect_for > 0:
+        raise ValueError("--reconnect-for must be positive")
+    if reconnect_for == math.inf:
+        reconnect_for = None
+    options = ClientOptions(timeout=args.timeout, reconnect_for=reconnect_for)
     with interrupts.cancelling() as scope:
         async with connect(args.url, options=options, token=args.token) as thing:
             return await command(args, thing, interrupts)
@@ -241,6 +266,31 @@ def _client_error(group: BaseExceptionGroup[BaseException]) -> ClientError | Non
     return None
 
 
+def _failed(args: argparse.Namespace, error: ClientError) -> int:
+    """Report ``error`` (with what to type instead, for a URL that is no Thing's)."""
+    _error(f"{error}{_instead(args, error)}" if isinstance(error, NotAThing) else str(error))
+    return exit_status(error)
+
+
+def _instead(args: argparse.Namespace, error: NotAThing) -> str:
+    """What to type instead of the command that was given a URL that is no Thing's."""
+    if error.thing_url is None or error.name is None:
+        return ""  # a server's root: the message lists its Things' URLs
+    url, name = error.thing_url, error.name
+    if args.command == "td":
+        words = ["td", url]
+    elif error.kind == "property" and args.command == "write":
+        words = ["write", url, name, args.value]
+    elif error.kind == "property":
+        words = [args.command if args.command == "observe" else "read", url, name]
+    elif error.kind == "action":
+        words = ["invoke", url, name,
+                 *(args.arguments if args.command == "invoke" else [])]
+    else:
+        words = ["subscribe", url, name]
+    return "; try: trio-things " + shlex.join(words)
+
+
 def _print(line: str) -> None:
     print(line, flush=True)
 
@@ -259,16 +309,32 @@ async def _td(args: argparse.Namespace, thing: ConsumedThing, interrupts: _Inter
 
 
 async def _read(args: argparse.Namespace, thing: ConsumedThing, interrupts: _Interrupts) -> int:
-    value = await thing.read(args.property)
-    _print(_json({"name": args.property, "value": value}) if args.json
-           else f"{args.property} = {_human(value)}")
+    """Every name read before anything is printed: one line each, or one JSON object."""
+    values: dict[str, JsonValue] = {}
+    if args.names:
+        for name in args.names:
+            values[name] = await thing.read(name)
+    else:
+        values = await thing.read_all()
+    _print_values(args, values)
     return EXIT_OK
 
 
 async def _write(args: argparse.Namespace, thing: ConsumedThing, interrupts: _Interrupts
                  ) -> int:
-    await thing.write(args.property, parse_value(args.value))
+    """Write, then say what was written (once the server accepted it)."""
+    value = parse_value(args.value)
+    await thing.write(args.property, value)
+    _print_values(args, {args.property: value})
     return EXIT_OK
+
+
+def _print_values(args: argparse.Namespace, values: dict[str, JsonValue]) -> None:
+    if args.json:
+        _print(_json(values))
+        return
+    for name, value in values.items():
+        _print(f"{name} = {_human(value)}")
 
 
 async def _observe(args: argparse.Namespace, thing: ConsumedThing, interrupts: _Interrupts
@@ -332,17 +398,22 @@ async def _follow(invocation: Invocation, args: argparse.Namespace,
     """Print each status (and new log line) until the invocation ends."""
     async for status in invocation.updates():
         previous, progress.last = progress.last, status
+        new_lines = status.log[progress.logged:]
+        progress.logged = max(progress.logged, len(status.log))
         if args.json:
             if status != previous:
-                _print(_json(status.to_json()))
+                data = status.to_json()
+                data.pop("log", None)  # only the lines new since the previous JSON line
+                if new_lines:
+                    data["log"] = [line.to_json() for line in new_lines]
+                _print(_json(data))
             continue
         changed = previous is None or status.state is not previous.state
         if changed and not status.state.ended:
             _print(f"{_label(status)}: {status.state.value}")
-        for line in status.log[progress.logged:]:  # the action's progress, as it logged it
+        for line in new_lines:  # the action's progress, as it logged it
             level = "" if line.level == "INFO" else f"{line.level}: "
             _print(f"{_label(status)}: {level}{line.message}")
-        progress.logged = len(status.log)
         if changed and status.state.ended:
             _print(f"{_label(status)}: {status.state.value}")
 

@@ -29,7 +29,15 @@ from typing import Any, Final, NoReturn
 
 import trio
 
-from trio_things.client.errors import NotFound, ServerError, error_for_problem, problem_from_json
+from trio_things.client.errors import (
+    ClientError,
+    NotAThing,
+    NotFound,
+    ServerError,
+    error_for_problem,
+    problem_from_json,
+)
+from trio_things.client.forms import Kind, affordance_forms
 from trio_things.client.http import HttpClient
 from trio_things.client.options import ClientOptions
 from trio_things.client.session import Session
@@ -65,7 +73,9 @@ class Client:
         Raises:
             Unreachable, ConnectionLost, Timeout: the server could not be asked.
             NotFound: nothing there (404).
-            ServerError: an answer that is no TD (not a JSON object).
+            NotAThing: a server's root (listing its Things) or one of a Thing's
+                affordances is there, not a TD; the message names the URL to use.
+            ServerError: any other answer that is no TD.
         """
         # The token goes where the caller sent us, not wherever a TD or a redirect
         # points: a TD's forms may name any host.
@@ -80,16 +90,58 @@ class Client:
             if response.status == 404:
                 raise NotFound(f"no Thing Description at {url}",
                                problem=problem_from_json(response.json_or_text(), 404))
+            if response.status == 405:  # an action's URL, say: it only takes POST
+                await self._check_affordance(url)
             if not response.ok:
                 raise error_for_problem(problem_from_json(response.json_or_text(),
                                                           response.status),
                                         operation="readtd", what=f"the TD at {url}")
             td = response.json()
-            if not isinstance(td, dict):
-                raise ServerError(f"{url} answered with no Thing Description (a JSON "
-                                  f"{type(td).__name__}, not an object)")
-            return td, url
+            if isinstance(td, dict) and _looks_like_td(td):
+                return td, url
+            if isinstance(td, dict) and (things := _thing_list(td, url)):
+                raise NotAThing(f"{url} is a server, not a Thing; its Things are: "
+                                f"{', '.join(things)}", things=tuple(things))
+            await self._check_affordance(url)
+            kind = type(td).__name__ if not isinstance(td, dict) else "object"
+            raise ServerError(f"{url} answered with no Thing Description (a JSON {kind} "
+                              f"that is no TD)")
         raise ServerError(f"more than {MAX_REDIRECTS} redirects from {url}")
+
+    async def _check_affordance(self, url: str) -> None:
+        """Raise NotAThing naming the Thing if ``url`` is one of its affordances'."""
+        if (owner := await self._affordance_at(url)) is not None:
+            thing_url, kind, name = owner
+            raise NotAThing(f"{url} is {kind} {name!r} of the Thing {thing_url}, not a "
+                            f"Thing Description", thing_url=thing_url, kind=kind, name=name)
+
+    async def _affordance_at(self, url: str) -> tuple[str, str, str] | None:
+        """``(thing URL, kind, name)`` when ``url`` is where a TD one or two levels up
+        has a form of one of its affordances (``/counter/count``,
+        ``/counter/actions/increment``); best effort: None on any failure."""
+        parts = urllib.parse.urlsplit(url)
+        path = parts.path.rstrip("/")
+        target = _normalised(url)
+        for _ in range(2):
+            path = path.rsplit("/", 1)[0]
+            if not path:
+                return None
+            candidate = urllib.parse.urlunsplit((parts.scheme, parts.netloc, path + "/",
+                                                 "", ""))
+            try:
+                response = await self._http.request("GET", candidate)
+                td = response.json() if response.ok else None
+            except ClientError:
+                continue
+            if not isinstance(td, dict) or not _looks_like_td(td):
+                continue
+            for kind in ("properties", "actions", "events"):
+                affordances = td.get(kind)
+                for name in affordances if isinstance(affordances, dict) else ():
+                    forms = affordance_forms(td, candidate, kind, name) or []
+                    if any(_normalised(form.href) == target for form in forms):
+                        return candidate, _KINDS[kind], name
+        return None
 
     async def consume(self, url: str) -> ConsumedThing:
         """Fetch the TD at ``url`` and return the Thing it describes."""
@@ -167,6 +219,36 @@ async def connect(url: str, *, open_stream: OpenStream = open_tcp_stream,
     async with open_client(open_stream=open_stream, options=options, token=token,
                            websocket=websocket) as client:
         yield await client.consume(url)
+
+
+#: A JSON object is taken as a TD when it has one of these members (a TD must have the
+#: first two); a property's value that happens to be an object has none, usually.
+_TD_MEMBERS: Final = ("@context", "title", "properties", "actions", "events", "forms",
+                      "securityDefinitions")
+_KINDS: Final[dict[Kind, str]] = {
+    "properties": "property", "actions": "action", "events": "event"}
+
+
+def _looks_like_td(body: dict[str, Any]) -> bool:
+    return any(member in body for member in _TD_MEMBERS)
+
+
+def _thing_list(body: dict[str, Any], url: str) -> list[str]:
+    """The Thing URLs of a server's root answer (``{"counter": "http://.../counter/"}``,
+    as trio-things and LabThings servers answer ``/``), else ``[]``."""
+    values = list(body.values())
+    if not values or not all(isinstance(v, str) and (v.startswith("/") or urllib.parse.
+                                                     urlsplit(v).scheme in ("http", "https"))
+                             for v in values):
+        return []
+    return [urllib.parse.urljoin(url, v) for v in values]
+
+
+def _normalised(url: str) -> str:
+    """A URL compared to a form's href: no query or fragment, no trailing slash."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit((parts.scheme.lower(), parts.netloc.lower(),
+                                    parts.path.rstrip("/"), "", ""))
 
 
 def _unwrap(group: BaseExceptionGroup[BaseException], user_error: BaseException | None

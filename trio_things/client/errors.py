@@ -10,6 +10,8 @@ does not list, a connection refused). A caller that only wants the server's word
 class                when                                               CLI exit
 ==================== ================================================== ========
 NotFound             no such Thing, property, action, event, invocation 2
+NotAThing            ... the URL is a server's or an affordance's, not  2
+                     a Thing's (it says which URL to use instead)
 NotWritable          writing a read-only property                       2
 InvalidValue         a value or input the server refused (400, 422), or 2
                      one that does not fit the type the caller asked for
@@ -18,6 +20,8 @@ ServerError          any other error answer (401, 409, 500, ...)        2 or 1
 ActionFailed         the action ran and raised                          1
 ActionCancelled      the action was cancelled                           1
 ConnectionLost       the connection broke, or could not be made         3
+InvocationLost       ... for longer than ``reconnect_for``, while       3
+                     following an invocation (``href`` names it)
 Unreachable          ... could not be made at all (refused, no route)   3
 Timeout              no answer within the configured timeout            3
 FellBehind           an event subscription's buffer overflowed          1
@@ -45,6 +49,8 @@ __all__ = [
     "ConnectionLost",
     "FellBehind",
     "InvalidValue",
+    "InvocationLost",
+    "NotAThing",
     "NotFound",
     "NotWritable",
     "ServerError",
@@ -84,6 +90,26 @@ class NotFound(ClientError, LookupError):
     answer it sends): one ``except ClientError`` catches every failure a client sees."""
 
 
+class NotAThing(NotFound):
+    """The URL given for a Thing Description is something else a server answers: its
+    root (which lists its Things) or one of a Thing's affordances. The message says
+    which URL to use instead; so do the attributes.
+    """
+
+    def __init__(self, message: str, *, things: tuple[str, ...] = (),
+                 thing_url: str | None = None, kind: str | None = None,
+                 name: str | None = None) -> None:
+        super().__init__(message)
+        self.things = things
+        """For a server's root URL: the TD URLs of its Things."""
+        self.thing_url = thing_url
+        """For an affordance's URL: the TD URL of its Thing."""
+        self.kind = kind
+        """... and what it is: ``"property"``, ``"action"`` or ``"event"``."""
+        self.name = name
+        """... and its name."""
+
+
 class NotWritable(ClientError):
     """The property is read-only: the TD offers no ``writeproperty`` form, or the server
     answered 405."""
@@ -118,6 +144,17 @@ class ActionCancelled(ClientError):
 
 class ConnectionLost(ClientError, ConnectionError):
     """The connection to the server broke, or could not be used."""
+
+
+class InvocationLost(ConnectionLost):
+    """The server could not be reached for ``ClientOptions.reconnect_for`` seconds while
+    an invocation was being followed: its outcome is unknown. The action may still be
+    running; ``href`` (its absolute URL, where the server gave one) is where to ask."""
+
+    def __init__(self, message: str, *, href: str | None, invocation_id: str) -> None:
+        super().__init__(message)
+        self.href = href
+        self.invocation_id = invocation_id
 
 
 class Unreachable(ConnectionLost):

@@ -17,8 +17,9 @@ class ClientOptions:
     timeout: float = attrs.field(default=10.0, validator=_positive)
     """The longest any one network wait may take (a connection, an HTTP exchange, a
     WebSocket handshake, the response to one request) before it raises
-    :class:`~trio_things.client.errors.Timeout`. A call may pass its own. It never
-    bounds how long an action may run: ``Invocation.result(timeout=...)`` does that."""
+    :class:`~trio_things.client.errors.Timeout`. It never
+    bounds how long an action may run: ``trio.fail_after`` around
+    ``Invocation.result()`` does that."""
     poll_interval: float = attrs.field(default=0.25, validator=_positive)
     """How often an invocation's status is queried over HTTP when nothing pushes it:
     modest, since every poll is one request to the server."""
@@ -30,9 +31,12 @@ class ClientOptions:
     """The longest wait between two reconnection attempts."""
     reconnect_for: float | None = attrs.field(
         default=None, validator=attrs.validators.optional(_positive))
-    """How long to keep trying to reconnect after a connection was lost before giving
-    up (observations then raise ``ConnectionLost``); ``None``: for as long as the
-    client is open."""
+    """How long to keep trying to reach a server after losing it before giving up:
+    observations then raise ``ConnectionLost``, and an invocation being followed
+    raises ``InvocationLost`` (a ``ConnectionLost`` naming the invocation's URL) from
+    ``updates()`` and ``result()``. ``None``: for as long as the client is open. Either
+    way a warning is logged (``trio_things.client``) when the server is lost.
+    ``trio-things`` gives up after 30 s (``--reconnect-for``)."""
     keepalive_interval: float = attrs.field(default=20.0, validator=_positive)
     """Seconds between two pings on an open WebSocket. A server that does not answer
     one within ``timeout`` is taken as gone and reconnected to: without pings a peer

@@ -25,6 +25,7 @@ __all__ = ["DEFAULT_PORTS", "Endpoint", "OpenStream", "connect_stream", "open_tc
 #: RFC 9110 section 4.2 and RFC 6455 section 3: the ports a URL implies.
 DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _TLS_SCHEMES: Final = frozenset({"https", "wss"})
+_PLAIN: Final = {"https": "http", "wss": "ws", "http": "http", "ws": "ws"}
 
 
 class OpenStream(Protocol):
@@ -41,11 +42,27 @@ def _tls_context() -> ssl.SSLContext:
 
 async def open_tcp_stream(host: str, port: int, *, tls: bool) -> trio.abc.Stream:
     """The default :class:`OpenStream`: TCP, with TLS verified against the system's
-    certificate authorities for ``https`` and ``wss``."""
-    if tls:
-        return await trio.open_ssl_over_tcp_stream(host, port, ssl_context=_tls_context(),
-                                                   https_compatible=True)
-    return await trio.open_tcp_stream(host, port)
+    certificate authorities for ``https`` and ``wss``.
+
+    The TLS handshake is done here, not at the first request, so that its failure is
+    a failure to connect (an :class:`ssl.SSLError`, which is an ``OSError``) that
+    :func:`connect_stream` can explain, rather than a connection that broke."""
+    if not tls:
+        return await trio.open_tcp_stream(host, port)
+    stream = await trio.open_ssl_over_tcp_stream(host, port, ssl_context=_tls_context(),
+                                                 https_compatible=True)
+    try:
+        await stream.do_handshake()
+    except trio.BrokenResourceError as error:
+        await trio.aclose_forcefully(stream)
+        cause = error.__cause__
+        if isinstance(cause, OSError):
+            raise cause from None
+        raise ssl.SSLError(f"the TLS handshake failed: {cause or error!r}") from error
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return stream
 
 
 @attrs.frozen(kw_only=True)
@@ -87,6 +104,15 @@ class Endpoint:
         return host if self.port == DEFAULT_PORTS[self.scheme] else f"{host}:{self.port}"
 
     @property
+    def plain_url(self) -> str:
+        """This endpoint's URL without TLS (``https`` -> ``http``, ``wss`` -> ``ws``),
+        the port kept: what to try when the server does not speak TLS."""
+        scheme = _PLAIN[self.scheme]
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        port = "" if self.port == DEFAULT_PORTS[scheme] else f":{self.port}"
+        return f"{scheme}://{host}{port}{self.target}"
+
+    @property
     def origin(self) -> tuple[str, str, int]:
         """What connections are pooled by: one connection serves one origin."""
         return (self.scheme, self.host, self.port)
@@ -94,12 +120,36 @@ class Endpoint:
 
 async def connect_stream(open_stream: OpenStream, endpoint: Endpoint) -> trio.abc.Stream:
     """``open_stream`` for ``endpoint``, its ``OSError`` turned into
-    :class:`~trio_things.client.errors.Unreachable` naming where we tried to go."""
+    :class:`~trio_things.client.errors.Unreachable` naming where we tried to go (and,
+    for a failed TLS handshake, what to try instead)."""
     try:
         return await open_stream(endpoint.host, endpoint.port, tls=endpoint.tls)
+    except ssl.SSLError as error:
+        raise Unreachable(_tls_failure(endpoint, error)) from error
     except OSError as error:
         raise Unreachable(f"cannot reach {endpoint.host_header}: {_reason(error)}"
                           ) from error
+
+
+#: OpenSSL's reasons for a handshake answered by something that is not TLS: a plain
+#: HTTP server answering a ClientHello with ``HTTP/1.1 400``, say.
+_NOT_TLS: Final = frozenset({"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "RECORD_LAYER_FAILURE",
+                             "PACKET_LENGTH_TOO_LONG", "UNKNOWN_PROTOCOL"})
+
+
+def _tls_failure(endpoint: Endpoint, error: ssl.SSLError) -> str:
+    """Why the TLS handshake failed; where the server seems to speak plain http (or
+    ws), which URL to try instead."""
+    where = f"the TLS handshake with {endpoint.host_header} failed"
+    code: str | None = getattr(error, "reason", None)  # OpenSSL's, when it raised
+    reason = code or error.strerror or str(error)
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"{where}: {error.verify_message or reason}"
+    plain = _PLAIN[endpoint.scheme]
+    if code in _NOT_TLS:
+        return (f"{where} ({reason}): the server speaks plain {plain}, not "
+                f"{endpoint.scheme}; try {endpoint.plain_url}")
+    return f"{where} ({reason}); if the server speaks plain {plain}, try {endpoint.plain_url}"
 
 
 def _reason(error: OSError) -> str:

@@ -34,6 +34,8 @@ import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, TypeVar, overload
 
+import attrs
+
 from trio_things.client.actions import (
     ActionStatus,
     Invocation,
@@ -326,12 +328,16 @@ class ConsumedThing:
         def release() -> None:  # the invocation ended: no more notifications for it
             session.release(invocation)
 
-        invocation = Invocation(action=name, channel=_ActionChannel(self, name, forms, session),
-                                options=self._options, spawn=self._spawn, on_end=release)
+        channel = _ActionChannel(self, name, forms, session)
+        invocation = Invocation(action=name, channel=channel, options=self._options,
+                                spawn=self._spawn, on_end=release)
         members: dict[str, JsonValue] = {} if data is _MISSING else {"input": data}
         message = await session.invoke(thing_id=self._thing_id, name=name, members=members,
                                        sink=invocation)
-        invocation.update(ActionStatus.from_wtp(message.body.get("status"), action=name))
+        status = ActionStatus.from_wtp(message.body.get("status"), action=name)
+        # The Web Thing Protocol names no URL; an HTTP queryaction form gives one, where
+        # the invocation can be asked for later (by anyone: a browser, curl).
+        invocation.update(attrs.evolve(status, href=channel.query_url(status)))
         return invocation
 
     # ------------------------------------------------------------------ helpers
@@ -419,6 +425,14 @@ class _ActionChannel:
             "cancelaction", thing_id=self._thing._thing_id, members={"actionID": status.id},
             what=what)
         return None
+
+    def query_url(self, status: ActionStatus) -> str | None:
+        """The invocation's URL over HTTP, if the TD offers a ``queryaction`` form with
+        a URI variable (or the status named one)."""
+        form = http_form(self._forms, "queryaction")
+        if form is not None and status.id and _TEMPLATE.search(form.href):
+            return _TEMPLATE.sub(urllib.parse.quote(status.id, safe=""), form.href)
+        return status.href
 
     def _http_url(self, operation: str, status: ActionStatus) -> str | None:
         """The TD's HTTP form for ``operation`` with the id in its URI variable; else

@@ -60,9 +60,14 @@ class ThingNotifier:
 
 
 def publish_action_status(observers: ObserverRegistry, invocation: Invocation) -> None:
-    """Tell the action's observers and the invocation's own (its invoker) of its status;
-    forget the invocation's observer set once it has ended. On the Trio thread."""
-    notification = ActionStatusChanged(invocation=invocation, timestamp=_now())
+    """Tell the action's observers and the invocation's own (its invoker) of its status
+    and of the lines it logged since the last time; forget the invocation's observer set
+    once it has ended. On the Trio thread."""
+    new_log = invocation.log_lines(after=invocation.log_notified)
+    if new_log:
+        invocation.log_notified = new_log[-1].number
+    notification = ActionStatusChanged(invocation=invocation, timestamp=_now(),
+                                       new_log=new_log)
     observers.get(invocation.thing, ACTION, invocation.action).publish(notification)
     invocation_observers = observers.invocation_if_observed(invocation.id)
     if invocation_observers is not None:

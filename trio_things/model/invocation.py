@@ -77,6 +77,9 @@ class LogEntry:
     timestamp: datetime.datetime
     level: str
     message: str
+    number: int = 0
+    """The line's place in the whole log, from 1: it stays right when older lines are
+    dropped (``MAX_LOG_ENTRIES``), so "the lines after line *n*" has one meaning."""
 
 
 @attrs.frozen(kw_only=True)
@@ -116,6 +119,11 @@ class Invocation:
     error: InvocationError | None = None
     log: collections.deque[LogEntry] = attrs.field(
         factory=lambda: collections.deque(maxlen=MAX_LOG_ENTRIES))
+    logged: int = 0
+    """How many lines were logged in all (older ones may be gone from :attr:`log`)."""
+    log_notified: int = 0
+    """The number of the last line a status notification carried (the notifier's own
+    bookkeeping, on the Trio thread): the next one carries the lines after it."""
 
     def _move(self, status: InvocationStatus) -> None:
         if status not in _TRANSITIONS[self.status]:
@@ -140,5 +148,14 @@ class Invocation:
         self.error = error
 
     def add_log(self, level: str, message: str) -> None:
-        """Append a log line (thread-safe: ``deque.append`` is atomic)."""
-        self.log.append(LogEntry(timestamp=_now(), level=level, message=message))
+        """Append a log line. Called by the action's own thread (or task) only; readers
+        on the Trio thread take :meth:`log_lines`, a copy made atomically."""
+        self.logged += 1
+        self.log.append(LogEntry(timestamp=_now(), level=level, message=message,
+                                 number=self.logged))
+
+    def log_lines(self, *, after: int = 0) -> tuple[LogEntry, ...]:
+        """The lines still kept, numbered above ``after``. ``deque.copy`` runs without
+        releasing the GIL, so a thread appending meanwhile cannot break the copy, as it
+        would break an iteration of the deque itself."""
+        return tuple(entry for entry in self.log.copy() if entry.number > after)

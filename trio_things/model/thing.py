@@ -161,14 +161,18 @@ class Thing:
         spec.schema.validate(json_value, spec.name)
         self._tt_store(spec, structure(json_value, spec.value_type, path=spec.name), json_value)
 
-    def _tt_write_json(self, spec: PropertySpec, json_value: Any) -> None:
-        """Validate a value a client sent, store it and notify observers.
+    def _tt_structure_json(self, spec: PropertySpec, json_value: Any) -> Any:
+        """Validate a value a client sent and convert it to the property's type, storing
+        nothing: so that several values can all be checked before any is written."""
+        spec.schema.validate(json_value, spec.name)
+        return structure(json_value, spec.value_type, path=spec.name)
+
+    def _tt_store_structured(self, spec: PropertySpec, value: Any) -> None:
+        """Store a value from :meth:`_tt_structure_json` and notify observers.
 
         Observers are told the stored value as a read would return it (a client's
         ``22`` for a float property is ``22.0``), not the client's spelling of it.
         """
-        spec.schema.validate(json_value, spec.name)
-        value = structure(json_value, spec.value_type, path=spec.name)
         self._tt_store(spec, value, unstructure(value, spec.value_type))
 
     def _tt_read_json(self, spec: PropertySpec) -> Any:

@@ -14,6 +14,7 @@ import enum
 from typing import Any, TypeVar
 
 import cattrs
+from cattrs.strategies import configure_union_passthrough
 
 from trio_things.errors import InvalidValue
 
@@ -24,6 +25,11 @@ T = TypeVar("T")
 #: The converter every value passes through. ``forbid_extra_keys`` because a client
 #: that misspells a field should hear about it, not have it silently dropped.
 converter = cattrs.Converter(forbid_extra_keys=True)
+
+# Unions (``int | str``, ``float | Reading``): a JSON value of a member's type is that
+# member; the schema (a ``oneOf``) has already said that it fits one of them. Without
+# this, cattrs has no structure hook for a union of primitives.
+configure_union_passthrough(str | int | float | bool | None, converter)
 
 converter.register_unstructure_hook(datetime.datetime, lambda dt: dt.isoformat())
 converter.register_structure_hook(

@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from trio_things.model.invocation import Invocation
+from trio_things.model.invocation import Invocation, LogEntry
 
 __all__ = [
     "ActionStatusChanged",
@@ -277,10 +277,15 @@ class EventEmitted:
 
 @attrs.frozen(kw_only=True)
 class ActionStatusChanged:
-    """An invocation changed status. The record is live: encode it at once."""
+    """An invocation changed status, or logged lines. The record is live: encode it at
+    once."""
 
     invocation: Invocation
     timestamp: datetime.datetime
+    new_log: tuple[LogEntry, ...] = ()
+    """The lines logged since the previous notification of this invocation: what a
+    notification carries of the log (the whole log in each would grow quadratically
+    with a chatty action)."""
 
 
 Notification = PropertyChanged | EventEmitted | ActionStatusChanged

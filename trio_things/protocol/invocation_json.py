@@ -48,7 +48,7 @@ def invocation_json(invocation: Invocation) -> dict[str, Any]:
         "error": error,
         "log": [
             {"timestamp": _time(e.timestamp), "level": e.level, "message": e.message}
-            for e in list(invocation.log)
+            for e in invocation.log_lines()
         ],
         "links": [
             {"rel": "self", "href": href},

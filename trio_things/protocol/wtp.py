@@ -22,6 +22,12 @@ Where we go past the draft, on purpose:
 * the invoking connection is pushed the action's status as ``invokeaction``
   notifications (``status`` holds an ActionStatus object), so nobody has to poll
   ``queryaction``; ``state`` may also be ``cancelled``;
+* an ActionStatus object carries ``log``, the lines the action logged (as the HTTP
+  invocation object does, :mod:`trio_things.protocol.invocation_json`), once there is
+  one: the draft has no member for an action's progress. In a reply, every line kept;
+  in a notification, only the lines since the previous notification, and ``logFrom``,
+  how many lines the action logged before the first of them (a notification is sent as
+  lines are logged, so the whole log in each would grow quadratically);
 * a notification is encoded once for all observers, so observers of the same change
   receive the same ``messageID`` (each still sees every id once).
 
@@ -43,7 +49,7 @@ import orjson
 
 from trio_things.errors import BadRequest, NotFound, RemoteProtocolError
 from trio_things.model.affordances import Affordances
-from trio_things.model.invocation import Invocation
+from trio_things.model.invocation import Invocation, LogEntry
 from trio_things.protocol import commands as c
 from trio_things.protocol.dialects import MessageError, Request
 from trio_things.protocol.problems import ProblemDetails
@@ -103,8 +109,11 @@ def _message_id() -> str:
     return f"{hex_[:8]}-{hex_[8:12]}-{hex_[12:16]}-{hex_[16:20]}-{hex_[20:]}"
 
 
-def action_status(invocation: Invocation) -> dict[str, Any]:
-    """The draft's ActionStatus object: ``actionID``, ``state``, times, output, error."""
+def action_status(invocation: Invocation,
+                  log: tuple[LogEntry, ...] | None = None) -> dict[str, Any]:
+    """The draft's ActionStatus object: ``actionID``, ``state``, times, output, error;
+    and our ``log`` (``timestamp``, ``level``, ``message`` per line): the lines in
+    ``log``, with ``logFrom`` (how many came before them), or else every line kept."""
     status: dict[str, Any] = {
         "actionID": invocation.id,
         "state": invocation.status.value,
@@ -118,6 +127,12 @@ def action_status(invocation: Invocation) -> dict[str, Any]:
         status["error"] = ProblemDetails.from_status(
             invocation.error.status, invocation.error.detail).to_json() | {
             "title": invocation.error.title}
+    lines = invocation.log_lines() if log is None else log
+    if lines:
+        status["log"] = [{"timestamp": entry.timestamp, "level": entry.level,
+                          "message": entry.message} for entry in lines]
+        if log is not None:
+            status["logFrom"] = lines[0].number - 1
     return status
 
 
@@ -130,9 +145,10 @@ def encode_notification(notification: c.Notification) -> bytes:
             body |= {"name": name, "value": value, "timestamp": timestamp}
         case c.EventEmitted(name=name, data=data, timestamp=timestamp):
             body |= {"name": name, "data": data, "timestamp": timestamp}
-        case c.ActionStatusChanged(invocation=invocation, timestamp=timestamp):
-            body |= {"name": invocation.action, "status": action_status(invocation),
-                     "timestamp": timestamp}
+        case c.ActionStatusChanged(invocation=invocation, timestamp=timestamp,
+                                   new_log=new_log):
+            body |= {"name": invocation.action,
+                     "status": action_status(invocation, new_log), "timestamp": timestamp}
         case _:
             assert_never(notification)
     return _dumps(body)[:-1]

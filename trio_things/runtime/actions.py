@@ -56,6 +56,8 @@ class _Context:
     """The :class:`~trio_things.ActionContext` handed to an action."""
 
     invocation: Invocation
+    announce: Callable[[], None]
+    """Tells the invocation's observers of the lines logged (from any thread)."""
 
     @property
     def invocation_id(self) -> str:
@@ -63,6 +65,7 @@ class _Context:
 
     def log(self, message: str, *, level: str = "INFO") -> None:
         self.invocation.add_log(level, message)
+        self.announce()
         logger.log(logging.getLevelNamesMapping().get(level.upper(), logging.INFO),
                    "%s.%s [%s]: %s", self.invocation.thing, self.invocation.action,
             self.invocation.id[:8], message)
@@ -96,6 +99,9 @@ class _Running:
     invocation: Invocation
     scope: trio.CancelScope
     done: trio.Event
+    announcing: bool = False
+    """A notification of new log lines is on its way to the Trio thread: a burst of
+    lines costs one notification, not one each."""
 
 
 class ActionRunner:
@@ -109,6 +115,7 @@ class ActionRunner:
         self._on_status = on_status
         self._invocations: dict[str, _Running] = {}
         self._expiry: collections.deque[tuple[float, str]] = collections.deque()
+        self._token = trio.lowlevel.current_trio_token()
 
     def invoke(self, thing_name: str, thing: Thing, spec: ActionSpec, input: Any) -> Invocation:
         """Validate ``input`` (JSON data) and start the action; return its invocation.
@@ -125,7 +132,8 @@ class ActionRunner:
         self._invocations[invocation.id] = running
         bound = getattr(thing, spec.name)
         if spec.context_parameter is not None:
-            kwargs[spec.context_parameter] = _Context(invocation)
+            kwargs[spec.context_parameter] = _Context(
+                invocation, functools.partial(self._announce_log, running))
         self._nursery.start_soon(self._run, running, spec, functools.partial(bound, **kwargs),
                                  name=f"action {thing_name}.{spec.name}")
         self._notify(invocation)
@@ -172,9 +180,13 @@ class ActionRunner:
         invocation = running.invocation
         try:
             with running.scope:
-                if running.scope.cancel_called:  # cancelled while pending
+                # Cancelled while pending (its own scope, or the runner's nursery at
+                # shutdown): it never starts.
+                try:
+                    await trio.lowlevel.checkpoint_if_cancelled()
+                except trio.Cancelled:
                     invocation.finish(InvocationStatus.CANCELLED)
-                    return
+                    raise
                 invocation.start()
                 self._notify(invocation)
                 try:
@@ -199,6 +211,27 @@ class ActionRunner:
             self._expiry.append((trio.current_time() + self._retention, invocation.id))
             running.done.set()
             self._notify(invocation)
+
+    def _announce_log(self, running: _Running) -> None:
+        """Have the invocation's observers told of new log lines, soon, on the Trio
+        thread; from the action's task or its worker thread. Lines logged before that
+        notification leaves ride along with it."""
+        if running.announcing:
+            return
+        running.announcing = True
+        try:
+            self._token.run_sync_soon(self._log_announced, running)
+        except trio.RunFinishedError:
+            pass  # the server is gone: nobody is left to tell
+
+    def _log_announced(self, running: _Running) -> None:
+        running.announcing = False
+        if running.invocation.status is InvocationStatus.RUNNING:  # else its end says all
+            try:
+                self._notify(running.invocation)
+            except Exception:  # raised in a run_sync_soon callback, it would end the run
+                logger.exception("announcing the log of invocation %s failed",
+                                 running.invocation.id)
 
     def _notify(self, invocation: Invocation) -> None:
         if self._on_status is not None:

@@ -92,7 +92,7 @@ class Dispatcher:
                 return ValueReply(value=await _read(thing, spec))
             case c.WriteProperty(thing=name, name=prop, value=value):
                 thing, spec = self._property(name, prop, writing=True)
-                await _write(thing, spec, value)
+                await _store(thing, spec, thing._tt_structure_json(spec, value))
                 return NoContentReply()
             case c.ReadAllProperties(thing=name):
                 thing = self._thing(name)
@@ -105,10 +105,12 @@ class Dispatcher:
                                          for thing, spec in specs})
             case c.WriteMultipleProperties(thing=name, values=values):
                 specs = [self._property(name, prop, writing=True) for prop in values]
-                for _, spec in specs:  # all or nothing: validate every value first
-                    spec.schema.validate(values[spec.name], spec.name)
-                for thing, spec in specs:
-                    await _write(thing, spec, values[spec.name])
+                # All or nothing: every value is checked and converted before any is
+                # written (a conversion can refuse what the schema let through).
+                structured = [(thing, spec, thing._tt_structure_json(spec, values[spec.name]))
+                              for thing, spec in specs]
+                for thing, spec, value in structured:
+                    await _store(thing, spec, value)
                 return NoContentReply()
             case c.InvokeAction(thing=name, name=action, input=input, wait=wait):
                 thing = self._thing(name)
@@ -135,6 +137,8 @@ class Dispatcher:
             case c.QueryAllActions(thing=name, action=action):
                 if name is not None:
                     self._thing(name)
+                    if action is not None:
+                        self._action(name, action)
                 return InvocationListReply(invocations=tuple(
                     self._invocations.list(thing=name, action=action)))
             case c.SubscribeEvent(thing=name, name=event):
@@ -297,11 +301,13 @@ async def _read(thing: Thing, spec: PropertySpec) -> Any:
     return thing._tt_read_json(spec)
 
 
-async def _write(thing: Thing, spec: PropertySpec, value: Any) -> None:
+async def _store(thing: Thing, spec: PropertySpec, value: Any) -> None:
+    """Store a structured value: a functional property's setter may block on hardware,
+    so it runs in a worker thread."""
     if spec.functional:
-        await trio.to_thread.run_sync(thing._tt_write_json, spec, value)
+        await trio.to_thread.run_sync(thing._tt_store_structured, spec, value)
     else:
-        thing._tt_write_json(spec, value)
+        thing._tt_store_structured(spec, value)
 
 
 def _output(invocation: Invocation) -> Reply:
