@@ -534,7 +534,7 @@ class ThingClient:
 
         Raises:
             NotFound: no such action.
-            InvalidValue: the server refused the input.
+            trio_things.client.errors.InvalidValue: the server refused the input.
             ActionFailed, ActionCancelled: it failed, or was cancelled by someone else.
             Timeout: it did not end within ``timeout`` (and was cancelled).
         """

@@ -14,7 +14,7 @@ NotAThing            ... the URL is a server's or an affordance's, not  2
                      a Thing's (it says which URL to use instead)
 NotWritable          writing a read-only property                       2
 InvalidValue         a value or input the server refused (400, 422), or 2
-                     one that does not fit the type the caller asked for
+                     one that does not fit the type that was asked for
 UnsupportedOperation the TD offers no form this client speaks for it    2
 ServerError          any other error answer (401, 409, 500, ...)        2 or 1
 ActionFailed         the action ran and raised                          1

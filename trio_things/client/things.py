@@ -159,7 +159,7 @@ class ConsumedThing:
 
         Raises:
             NotFound: the Thing has no such property.
-            InvalidValue: the value does not fit ``type_``.
+            trio_things.client.errors.InvalidValue: the value does not fit ``type_``.
         """
         forms = self._forms("properties", name)
         what = f"property {name!r}"
@@ -182,7 +182,8 @@ class ConsumedThing:
         Raises:
             NotFound: the Thing has no such property.
             NotWritable: it is read-only.
-            InvalidValue: the server refused the value (``problem.detail`` says why).
+            trio_things.client.errors.InvalidValue: the server refused the value
+                (``problem.detail`` says why).
         """
         forms = self._forms("properties", name)
         what = f"property {name!r}"
@@ -281,7 +282,8 @@ class ConsumedThing:
 
         Raises:
             NotFound: no such action.
-            InvalidValue: the server refused the input; no invocation was made.
+            trio_things.client.errors.InvalidValue: the server refused the input; no
+                invocation was made.
         """
         forms = self._forms("actions", name)
         what = f"action {name!r}"
