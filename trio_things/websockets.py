@@ -313,11 +313,13 @@ class SocketWriter:
                     return False
                 data = b""  # the rest is the backlog, which a send_all writes first
         try:
-            with trio.fail_after(self.limits.write_timeout):
-                # Not written once the connection is closing: dropped, as it must be.
-                await self.stream.send_all_while(data, self.still_open)
+            # Not written once the connection is closing: dropped, as it must be. The
+            # timeout is on progress, not on the whole batch: a slow reader is not a
+            # stalled one.
+            await self.stream.send_all_while(data, self.still_open,
+                                             progress_timeout=self.limits.write_timeout)
         except trio.TooSlowError:
-            logger.warning("dropping a WebSocket client whose writes stalled "
+            logger.warning("dropping a WebSocket client whose writes made no progress "
                            "for %.1f s", self.limits.write_timeout)
             return False
         except (trio.BrokenResourceError, trio.ClosedResourceError):

@@ -37,7 +37,11 @@ import trio
 
 from trio_things.fanout.outbox import Written
 
-__all__ = ["UpgradeStream", "UpgradeStreamStatistics"]
+__all__ = ["PROGRESS_CHUNK", "UpgradeStream", "UpgradeStreamStatistics"]
+
+#: The bytes a write must get through within its progress timeout: a reader of 16 KiB
+#: per ``write_timeout`` (1.6 KiB/s at the default 10 s) counts as reading.
+PROGRESS_CHUNK: Final = 16 * 1024
 
 # Bound once: an enum member looked up through its class costs ~70 ns per delivery.
 _NOTHING: Final = Written.NOTHING
@@ -177,7 +181,8 @@ class UpgradeStream(trio.abc.Stream):
         await self.send_all_while(data, _always)
 
     async def send_all_while(self, data: bytes | bytearray | memoryview,
-                             still_open: Callable[[], bool]) -> bool:
+                             still_open: Callable[[], bool], *,
+                             progress_timeout: float = math.inf) -> bool:
         """Like :meth:`send_all`, but write only if ``still_open()`` holds once the write
         lock is held; return whether it wrote.
 
@@ -185,11 +190,19 @@ class UpgradeStream(trio.abc.Stream):
         it queues its close frame for the lock, so checking under the lock guarantees no
         data frame ever follows a close frame (RFC 6455 section 5.5.1: "The application
         MUST NOT send any more data frames after sending a Close frame").
+
+        ``progress_timeout`` bounds how long the write may make no progress: waiting for
+        the lock, then each :data:`PROGRESS_CHUNK` bytes, must each finish within it, or
+        :exc:`trio.TooSlowError` is raised (and the stream is broken if a chunk was
+        begun). A whole batch is not bounded: a client that keeps reading, however
+        slowly, is never taken for one that stopped.
         """
         self._raise_if_broken()
         self._writers += 1
         try:
-            async with self._write_lock:
+            with trio.fail_after(progress_timeout):
+                await self._write_lock.acquire()
+            try:
                 self._raise_if_broken()
                 # A backlog is the rest of a frame already begun: it goes first, always
                 # (even when the connection is closing: a close frame may follow only
@@ -198,14 +211,19 @@ class UpgradeStream(trio.abc.Stream):
                 payload = self._backlog + data if wrote else self._backlog
                 self._backlog = b""
                 if payload:
+                    view = memoryview(payload)
                     try:
-                        await self._stream.send_all(payload)
+                        for start in range(0, len(view), PROGRESS_CHUNK):
+                            with trio.fail_after(progress_timeout):
+                                await self._stream.send_all(view[start:start + PROGRESS_CHUNK])
                     except BaseException:
                         self._broken = True
                         raise
                     self._bytes_sent += len(payload)
                     self._writes += 1
                 return wrote
+            finally:
+                self._write_lock.release()
         finally:
             self._writers -= 1
 
