@@ -13,7 +13,12 @@ import pytest
 
 SCRIPT = """
 import logging
+import signal
 import sys
+
+# Ctrl-C as in a terminal: a process started in the background (a CI job, say) may
+# inherit SIGINT ignored, and then Python raises no KeyboardInterrupt at all.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import trio
 import trio_things as tt

@@ -13,6 +13,7 @@ import asyncio
 import inspect
 import json
 import queue
+import signal
 import socket
 import threading
 import urllib.request
@@ -310,6 +311,9 @@ def test_ctrl_c_cancels_the_action_on_the_server(demo: RunningServer) -> None:
         ramping.set()
         _thread.interrupt_main()  # as Ctrl-C does, in the main thread (the test's)
 
+    # Ctrl-C as in a terminal: a test run started in the background (a CI job, say) may
+    # inherit SIGINT ignored, and then interrupt_main() raises nothing.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     with ThingClient(url, options=FAST) as thermo:
         helper = threading.Thread(target=interrupt_once_ramping)
         helper.start()
@@ -318,6 +322,7 @@ def test_ctrl_c_cancels_the_action_on_the_server(demo: RunningServer) -> None:
                 thermo.ramp(to=150, rate=1.0)
         finally:
             helper.join(PATIENCE)
+            signal.signal(signal.SIGINT, previous)
         assert ramping.is_set()
         [ramp] = demo.invocations("thermometer")
         assert ramp["status"] == "cancelled"
