@@ -170,3 +170,55 @@ def test_serve_finds_the_users_module_without_installing_it(tmp_path: Path, wher
         if process.poll() is None:
             process.kill()
         process.wait(timeout=10)
+
+
+STUCK = '''
+import threading
+
+import trio_things as tt
+
+class Stuck(tt.Thing):
+    """A Thing whose action blocks its worker thread and never checks for cancellation."""
+
+    @tt.action
+    def hang(self) -> None:
+        print("hang: started", flush=True)
+        threading.Event().wait(600)
+'''
+
+
+def test_a_second_ctrl_c_exits_at_once_while_an_action_holds_the_shutdown(
+        tmp_path: Path) -> None:
+    """The first Ctrl-C waits for the running action, which never lets go; the second
+    ends the process at once, status 130, saying that it did not wait."""
+    (tmp_path / "stuck.py").write_text(STUCK)
+    (tmp_path / "things.toml").write_text('[things.stuck]\nclass = "stuck:Stuck"\n')
+    process = subprocess.Popen(
+        [*COMMAND, "serve", str(tmp_path / "things.toml"), "--port", "0",
+         "--app-dir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        first = process.stdout.readline()
+        assert first.startswith("trio-things: serving 1 Thing(s) at http://127.0.0.1:"), first
+        root = first.rsplit(" ", 1)[1].strip()
+        assert process.stdout.readline().split() == ["stuck", f"{root}stuck/"]
+        invoke = urllib.request.Request(f"{root}stuck/hang", data=b"", method="POST",
+                                        headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(invoke, timeout=10) as response:
+            assert response.status == 201
+        assert process.stdout.readline() == "hang: started\n"  # the thread is blocked now
+
+        process.send_signal(signal.SIGINT)
+        while "SIGINT: shutting down" not in (line := process.stderr.readline()):
+            assert line, "the server ended or closed stderr before shutting down"
+        process.send_signal(signal.SIGINT)  # the action still holds the shutdown
+        assert process.wait(timeout=10) == 130
+        rest = process.stderr.read()
+        assert rest.splitlines()[-1].startswith(
+            "trio-things: SIGINT again: exiting at once, without waiting"), rest
+        assert "Traceback" not in rest
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)

@@ -52,8 +52,10 @@ LIMITS: Final = HttpLimits(max_header_bytes=2048, max_body_bytes=4096)
 GUARD: Final = 600.0
 #: Real seconds of idleness before the clock jumps to the next deadline (see above).
 AUTOJUMP_THRESHOLD: Final = 0.001
-#: Every status a request can get from the demo server without tokens or timeouts.
-STATUSES: Final = frozenset({200, 201, 204, 400, 404, 405, 409, 413, 415, 422, 431})
+#: Every status a request can get from the demo server without tokens or timeouts: 403
+#: for a Host the server does not answer to (DNS rebinding) or a cross-site write
+#: (CSRF), which the generated hosts and origins include on purpose.
+STATUSES: Final = frozenset({200, 201, 204, 400, 403, 404, 405, 409, 413, 415, 422, 431})
 #: Raw bytes can also name a transfer coding h11 does not implement (its hint: 501).
 RAW_STATUSES: Final = STATUSES | {501}
 #: Where the id of the latest invocation goes in a generated target.

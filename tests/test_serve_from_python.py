@@ -3,6 +3,7 @@ on a loopback port, stopped with Ctrl-C."""
 
 from __future__ import annotations
 
+import http.client
 import signal
 import socket
 import subprocess
@@ -73,3 +74,64 @@ def test_ctrl_c_in_trio_run_serve_is_one_keyboard_interrupt(tmp_path: Path) -> N
     assert lines[-1] == "KeyboardInterrupt"
     assert "ExceptionGroup" not in err
     assert len(lines) < 15, err
+
+
+STUCK_SCRIPT = """
+import logging
+import sys
+import threading
+
+import trio_things as tt
+
+class Stuck(tt.Thing):
+    @tt.action
+    def hang(self) -> None:
+        print("hang: started", flush=True)
+        threading.Event().wait(600)  # never checks for cancellation
+
+server = tt.ThingServer(tt.ServerConfig(port=0))
+server.add_thing("stuck", Stuck())
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s", force=True)
+server.run()
+print("stopped", flush=True)
+"""
+
+
+def test_a_second_ctrl_c_ends_run_at_once_while_an_action_holds_the_shutdown(
+        tmp_path: Path) -> None:
+    """``run()`` waits for the running action after the first Ctrl-C; the second exits
+    the process at once (status 130), with one line saying it did not wait."""
+    script = tmp_path / "stuck.py"
+    script.write_text(STUCK_SCRIPT)
+    process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        listening = process.stdout.readline()
+        assert listening.startswith("listening on http://127.0.0.1:"), listening
+        port = int(listening.rsplit(":", 1)[1].strip(" /\n"))
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            connection.request("POST", "/stuck/hang", body=b"",
+                               headers={"Content-Type": "application/json"})
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 201
+            assert process.stdout.readline() == "hang: started\n"
+            process.send_signal(signal.SIGINT)
+            # The shutdown has begun once it closes this kept-alive connection.
+            assert connection.sock is not None
+            assert connection.sock.recv(1) == b""
+        finally:
+            connection.close()
+        process.send_signal(signal.SIGINT)  # the action still holds the shutdown
+        assert process.wait(timeout=10) == 130
+        assert "stopped" not in process.stdout.read()
+        err = process.stderr.read()
+        assert err.splitlines()[-1].startswith(
+            "trio-things: SIGINT again: exiting at once, without waiting"), err
+        assert "Traceback" not in err
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)

@@ -5,9 +5,12 @@ Things in CONFIG (TOML or LabThings JSON), or the built-in demo Things without o
 classes it names are imported with ``--app-dir`` (the current directory by default) first
 on the Python path, as ``python -m`` and uvicorn do, so a ``devices.py`` beside the
 config is found without installing anything. Ctrl-C (SIGINT) or
-SIGTERM shuts down cleanly: connections, then actions, then the Things themselves.
+SIGTERM shuts down cleanly: connections, then actions, then the Things themselves; a
+second one while that waits (for a worker-thread action that never checks for
+cancellation, say) exits at once, without waiting.
 Exit status: 0 after a clean shutdown, 2 for a bad command line or configuration (one
-line on stderr naming the cause, never a traceback), 1 if the server failed.
+line on stderr naming the cause, never a traceback), 1 if the server failed, 130 (143
+for SIGTERM) when a second signal cut the shutdown short.
 
 The client commands consume any Thing from the URL of its Thing Description
 (:mod:`trio_things.client.command_line` has the details)::
@@ -109,7 +112,8 @@ def _first_leaf(group: BaseExceptionGroup[OSError]) -> OSError:
 
 async def _serve(server: ThingServer) -> None:
     def stopping(received: signal.Signals) -> None:
-        print(f"trio-things: {received.name}: shutting down", file=sys.stderr)
+        print(f"trio-things: {received.name}: shutting down (Ctrl-C again to exit at once)",
+              file=sys.stderr)
 
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(functools.partial(server.serve_until_signal,

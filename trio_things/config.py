@@ -20,6 +20,7 @@ TOML (the native format)::
     readonly_tokens = ["..."]      # may read, observe, subscribe and query only
     allowed_origins = ["https://lab.example"]   # web pages that may open WebSockets
     cors_origins = ["https://lab.example"]      # web pages that may call the HTTP API
+    allowed_hosts = ["lab.example"]  # names it is reached by, besides localhost and IPs
 
     [server.tls]                   # https:// and wss:// on the same port
     certificate = "server.pem"     # PEM, the chain after the server's own; relative
@@ -177,6 +178,19 @@ class ServerConfig:
     #: ``serve`` answers one more with 429 and closes it.
     max_connections_per_client: int = attrs.field(default=128,
                                                   validator=attrs.validators.gt(0))
+    #: Connections the server serves at once, from all clients (HTTP and WebSocket
+    #: alike); ``serve`` answers one more with 503 and closes it. Never more than the
+    #: open-file limit allows, less a reserve for the Things' own files.
+    max_connections: int = attrs.field(default=4096, validator=attrs.validators.gt(0))
+    #: Invocations kept (pending, running or ended) per Thing and in all: to make room,
+    #: the ended one that ended first is forgotten early; with running ones alone at
+    #: the bound, a new invocation is answered 503.
+    max_invocations_per_thing: int = attrs.field(default=1000,
+                                                 validator=attrs.validators.gt(0))
+    max_invocations: int = attrs.field(default=10_000, validator=attrs.validators.gt(0))
+    #: Worker threads all thread actions share; apart from those of property getters
+    #: and setters, so that actions can never take the threads properties need.
+    max_action_threads: int = attrs.field(default=32, validator=attrs.validators.gt(0))
 
 
 #: The Things ``trio-things serve`` runs without a configuration file.

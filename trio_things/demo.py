@@ -100,12 +100,14 @@ class Counter(tt.Thing):
         self.count += by
         return self.count
 
+    # At most 100 counts 10 s apart (17 minutes): an invocation holds a worker thread
+    # while it runs, and none may hold one for hours (docs/security.md, "Actions").
     @tt.action
     def count_slowly(
         self,
         context: tt.ActionContext,
-        n: Annotated[int, tt.Schema(minimum=0, maximum=10_000)] = 10,
-        delay: Annotated[float, tt.Schema(minimum=0, maximum=60, unit="second")] = 1.0,
+        n: Annotated[int, tt.Schema(minimum=0, maximum=100)] = 10,
+        delay: Annotated[float, tt.Schema(minimum=0, maximum=10, unit="second")] = 1.0,
     ) -> int:
         """Count up ``n`` times, ``delay`` seconds apart (blocking: runs in a thread)."""
         for i in range(n):

@@ -14,12 +14,16 @@ Things in reverse order, so a Thing's hardware is released after nothing uses it
 
 from __future__ import annotations
 
+import errno
 import functools
 import ipaddress
 import logging
+import os
 import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Final, Generic, NoReturn, TypeVar
 
 import trio
 
@@ -30,7 +34,7 @@ from trio_things.bindings.websocket import (
     serve_websocket_upgrade,
 )
 from trio_things.config import ConfigError, ServerConfig, check_thing_name
-from trio_things.errors import LocalProtocolError, TooManyRequests
+from trio_things.errors import LocalProtocolError, RemoteProtocolError, TooManyRequests
 from trio_things.fanout.bridge import TrioBridge
 from trio_things.fanout.longpoll import LongPoll
 from trio_things.fanout.notifier import ThingNotifier, publish_action_status
@@ -39,7 +43,7 @@ from trio_things.model.affordances import Affordances
 from trio_things.model.thing import Thing
 from trio_things.runtime.actions import open_action_runner
 from trio_things.runtime.dispatcher import Dispatcher
-from trio_things.transport.admission import ClientConnections
+from trio_things.transport.admission import ClientConnections, ConnectionCap, RefusalTally
 from trio_things.transport.http import (
     HttpRequest,
     HttpResponse,
@@ -51,6 +55,19 @@ from trio_things.transport.upgrade import UpgradeStream
 __all__ = ["ThingServer"]
 
 logger = logging.getLogger("trio_things.server")
+
+#: What ``accept()`` fails with when the process or the system is out of descriptors
+#: or memory (the errors ``trio.serve_listeners`` waits out too): the connection stays
+#: in the kernel's backlog, and accepting is retried after a pause.
+_ACCEPT_CAPACITY_ERRNOS: Final = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+#: Seconds between two ``accept()`` attempts while they fail so.
+_ACCEPT_RETRY: Final = 0.1
+#: Seconds between two log lines about refused connections or failed accepts.
+_REFUSAL_LOG_INTERVAL: Final = 10.0
+#: File descriptors ``max_connections`` leaves to everything else: the Things' files
+#: and devices, the listeners, Trio's wake-up pipes, log files, TLS certificates.
+_RESERVED_DESCRIPTORS: Final = 64
 
 
 class ThingServer:
@@ -124,7 +141,10 @@ class ThingServer:
             invocations = await stack.enter_async_context(
                 open_action_runner(
                     retention=self.config.invocation_retention,
-                    on_status=functools.partial(publish_action_status, observers)))
+                    on_status=functools.partial(publish_action_status, observers),
+                    max_invocations=self.config.max_invocations,
+                    max_invocations_per_thing=self.config.max_invocations_per_thing,
+                    max_threads=self.config.max_action_threads))
             for name, thing in self._things.items():
                 thing._tt_set_notifier(ThingNotifier(name, bridge, event_polls, observers))
             self._dispatcher = Dispatcher(
@@ -182,6 +202,11 @@ class ThingServer:
         signal is a request to stop, not an error. Only from the main thread (signals are
         delivered there). Inside a Trio program, use :meth:`serve_until_signal` or
         :meth:`serve`.
+
+        A second Ctrl-C (or SIGTERM) while the shutdown waits, say for a worker-thread
+        action that never checks for cancellation, ends the process at once with exit
+        status 130 (143 after SIGTERM), as :meth:`serve_until_signal` describes: then
+        ``run()`` does not return.
         """
         trio.run(self.serve_until_signal)
 
@@ -195,17 +220,39 @@ class ThingServer:
         ``on_signal`` is called with the signal as soon as it arrives, before the
         shutdown (the command line prints a line there). ``task_status`` receives the
         listeners, as with :meth:`serve`. Main thread only.
+
+        A second SIGINT or SIGTERM before the shutdown is over ends the process at once:
+        one line on stderr says that it did not wait, and the exit status is 128 plus
+        the signal's number (130 for SIGINT, 143 for SIGTERM), what a shell reports for
+        a process killed by that signal. The shutdown can take long, since a
+        worker-thread action that never checks for cancellation holds it until the
+        action returns, and whoever asks twice wants the process gone: nothing more is
+        cleaned up (no Thing is exited), as after ``kill -9`` but with a word said.
+        Signals are watched for all along, so the second one is not left queued behind
+        the shutdown it is meant to cut short.
         """
+        first: signal.Signals | None = None
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with trio.open_nursery() as nursery:
-                task_status.started(await nursery.start(self.serve))
+            async with trio.open_nursery() as watching:
+                serving = trio.CancelScope()
+
+                async def serve(*, task_status: trio.TaskStatus[list[trio.SocketListener]]
+                                ) -> None:
+                    with serving:
+                        await self.serve(task_status=task_status)
+                    watching.cancel_scope.cancel()  # shut down: stop watching for signals
+
+                task_status.started(await watching.start(serve))
                 async for signum in signals:
                     received = signal.Signals(signum)
+                    if first is not None:
+                        _exit_at_once(received)
+                    first = received
                     if on_signal is not None:
                         on_signal(received)
-                    nursery.cancel_scope.cancel()
-                    return received
-        raise AssertionError("unreachable: the signal receiver never ends")  # pragma: no cover
+                    serving.cancel()
+        assert first is not None, "serve() ended without being cancelled"
+        return first
 
     async def serve(self, *, task_status: trio.TaskStatus[list[trio.SocketListener]]
                     = trio.TASK_STATUS_IGNORED) -> None:
@@ -241,16 +288,20 @@ class ThingServer:
                 "serving on %s without authentication: anyone who can reach this address "
                 "can read and control these Things; set tokens in [server.access] or "
                 "TRIO_THINGS_TOKENS", self.config.host or "every interface")
-        clients = ClientConnections(limit=self.config.max_connections_per_client)
         async with self.running():
             listeners = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
-            handler = functools.partial(self._handle_socket, clients)
             async with trio.open_nursery() as nursery:
+                door = _Door(self.config, nursery)
+                handler = functools.partial(self._handle_socket, door)
+                # Patient listeners: trio.serve_listeners would log a traceback at each
+                # accept() that fails for want of descriptors, ten a second.
                 if self._ssl_context is None:
-                    nursery.start_soon(trio.serve_listeners, handler, listeners)
+                    nursery.start_soon(trio.serve_listeners, handler, [
+                        _PatientListener(listener) for listener in listeners])
                 else:
                     nursery.start_soon(trio.serve_listeners, handler, [
-                        trio.SSLListener(listener, self._ssl_context, https_compatible=True)
+                        _PatientListener(trio.SSLListener(listener, self._ssl_context,
+                                                          https_compatible=True))
                         for listener in listeners])
                 for listener in listeners:
                     host, port = listener.socket.getsockname()[:2]
@@ -259,9 +310,14 @@ class ThingServer:
                 task_status.started(listeners)
 
     async def _handle_socket(
-            self, clients: ClientConnections,
+            self, door: _Door,
             stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]) -> None:
-        """:meth:`handle_connection`, if the peer's address is within its connection limit."""
+        """:meth:`handle_connection`, if the peer's address is within its connection
+        limit (else 429) and the server within its own (else 503).
+
+        The address is checked first: a client refused for the server's limit holds
+        one of its own connections while it is answered, not one of the server's.
+        """
         sock = stream.socket if isinstance(stream, trio.SocketStream) else (
             stream.transport_stream.socket)
         try:
@@ -269,16 +325,151 @@ class ThingServer:
         except OSError:  # the peer left between accept() and now
             await trio.aclose_forcefully(stream)
             return
+        clients = door.clients
         if not clients.admit(address):
             logger.debug("refused a connection: %s has %d open", address, clients[address])
-            await refuse_http_connection(stream, TooManyRequests(
+            await door.refuse(stream, TooManyRequests(
                 f"This address has {clients.limit} connections open, the most one client "
-                "may have; close one before opening another."), limits=self.config.http)
+                "may have; close one before opening another."))
             return
         try:
-            await self._serve_http(stream)
+            if not door.cap.admit():
+                door.note_full()
+                await door.refuse(stream, RemoteProtocolError(
+                    f"The server has {door.cap.limit} connections open, the most it serves "
+                    "at once; try again later.", status=503))
+                return
+            try:
+                await self._serve_http(stream)
+            finally:
+                door.cap.release()
         finally:
             clients.release(address)
+
+
+StreamT = TypeVar("StreamT", bound=trio.abc.AsyncResource)
+
+
+class _PatientListener(trio.abc.Listener[StreamT], Generic[StreamT]):
+    """A listener whose ``accept()`` waits out a lack of descriptors or memory (EMFILE,
+    ENFILE, ENOMEM, ENOBUFS) instead of raising it: it retries every 0.1 s, and logs one
+    line per 10 s with how many attempts failed, where ``trio.serve_listeners`` alone
+    would log a traceback at every attempt. Connections already open are served on
+    meanwhile; new ones wait in the kernel's backlog."""
+
+    def __init__(self, listener: trio.abc.Listener[StreamT]) -> None:
+        self.listener = listener
+        self._failures = RefusalTally(interval=_REFUSAL_LOG_INTERVAL)
+
+    async def accept(self) -> StreamT:
+        while True:
+            try:
+                stream = await self.listener.accept()
+            except OSError as error:
+                if error.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                failed = self._failures.count(now=trio.current_time())
+                if failed:
+                    logger.error(
+                        "cannot accept connections: %s (%s), %d time(s) since the last "
+                        "report; retrying every %.1f s, serving the connections already "
+                        "open", errno.errorcode[error.errno], os.strerror(error.errno),
+                        failed, _ACCEPT_RETRY)
+                await trio.sleep(_ACCEPT_RETRY)
+            else:
+                if failed := self._failures.take():
+                    logger.warning("accepting connections again, after %d more failed "
+                                   "attempt(s)", failed)
+                return stream
+
+    async def aclose(self) -> None:
+        await self.listener.aclose()
+
+
+class _Door:
+    """Which accepted connections are served: at most ``max_connections_per_client``
+    per address and ``max_connections`` in all (:mod:`~trio_things.transport.admission`).
+
+    A refused connection is answered (429, 503) by the task that accepted it, at most
+    ``ConnectionCap.max_refusing`` at once; beyond that it is closed unanswered, so a
+    flood costs an accept and a close each. Refusals for the server's limit are logged
+    one line per 10 s with their count; the line for those held back is written by a
+    timer task in ``nursery``, started only while some are held back."""
+
+    def __init__(self, config: ServerConfig, nursery: trio.Nursery) -> None:
+        self.clients = ClientConnections(limit=config.max_connections_per_client)
+        self.cap = ConnectionCap(limit=_connection_limit(config.max_connections))
+        self._limits = config.http
+        self._nursery = nursery
+        self._full = RefusalTally(interval=_REFUSAL_LOG_INTERVAL)
+        self._reporting = False
+
+    async def refuse(self, stream: trio.abc.Stream, error: RemoteProtocolError) -> None:
+        """Answer ``error`` and close ``stream``; or just close it, when
+        ``max_refusing`` refusals are being answered already."""
+        if not self.cap.begin_refusal():
+            await trio.aclose_forcefully(stream)
+            return
+        try:
+            await refuse_http_connection(stream, error, limits=self._limits)
+        finally:
+            self.cap.end_refusal()
+
+    def note_full(self) -> None:
+        """Count a connection refused for ``max_connections``; log at most one line per
+        interval."""
+        reported = self._full.count(now=trio.current_time())
+        if reported:
+            self._log_full(reported)
+        elif not self._reporting:
+            self._reporting = True
+            self._nursery.start_soon(self._report_held_back)
+
+    async def _report_held_back(self) -> None:
+        try:
+            due = self._full.due
+            if due is not None:
+                await trio.sleep_until(due)
+                reported = self._full.flush(now=trio.current_time())
+                if reported:
+                    self._log_full(reported)
+        finally:
+            self._reporting = False
+
+    def _log_full(self, refused: int) -> None:
+        logger.warning("refused %d connection(s) with 503 since the last report: the server "
+                       "serves at most %d at once (max_connections)", refused, self.cap.limit)
+
+
+def _connection_limit(configured: int) -> int:
+    """``max_connections``, or less if the process's open-file limit would be reached
+    first: at that limit ``accept()`` fails and no client can even be told why, and the
+    Things cannot open a file. Logged (INFO) when it is less."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover (no RLIMIT_NOFILE on Windows)
+        return configured
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft - _RESERVED_DESCRIPTORS >= configured:
+        return configured
+    limit = max(1, soft - _RESERVED_DESCRIPTORS)
+    logger.info("serving at most %d connections at once, not max_connections = %d: the "
+                "open-file limit (ulimit -n) is %d", limit, configured, soft)
+    return limit
+
+
+def _exit_at_once(received: signal.Signals) -> NoReturn:
+    """End the process now, with one line saying so: the shutdown in progress is
+    abandoned (see :meth:`ThingServer.serve_until_signal`). ``os._exit``, because
+    nothing else ends a process whose Trio run waits for a worker thread."""
+    status = 128 + received.value
+    try:
+        sys.stdout.flush()
+        print(f"trio-things: {received.name} again: exiting at once, without waiting for "
+              f"the shutdown to finish (exit status {status})", file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # a closed or broken stdout or stderr: exit regardless
+        pass
+    os._exit(status)
 
 
 def _loopback(host: str) -> bool:

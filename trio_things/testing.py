@@ -64,6 +64,7 @@ import trio_websocket
 from trio_things.client import Client, ClientOptions, ConsumedThing, connect, open_client
 from trio_things.config import ServerConfig
 from trio_things.model.thing import Thing
+from trio_things.protocol.access import AccessPolicy, allow_test_host
 from trio_things.server import ThingServer
 
 __all__ = [
@@ -85,6 +86,10 @@ DEFAULT_TIMEOUT: Final = 60.0
 
 #: The host the in-memory server answers as: its URLs are ``http://testserver/...``.
 DEFAULT_HOST: Final = "testserver"
+# Servers refuse requests for host names they are not known as (DNS rebinding,
+# docs/security.md); every server in a process that tests with this harness answers to
+# its name, however it is configured.
+allow_test_host(DEFAULT_HOST)
 
 
 @asynccontextmanager
@@ -110,12 +115,16 @@ async def serve_in_memory(
     (writes never block), or :func:`trio.testing.lockstep_stream_pair` (each write
     waits until the peer reads it: no buffer at all, to find code that only works
     because a buffer hid a missing read). ``host`` is the host of the server's URLs;
-    ``timeout`` bounds each wait on the server (None: no bound).
+    ``timeout`` bounds each wait on the server (None: no bound). A ``host`` other than
+    ``testserver`` is allowed by the server made here; a server or ``config`` of yours
+    must list it in ``allowed_hosts`` (``docs/security.md``).
 
     Raises:
         ConfigError: a name that cannot be a Thing's, or taken twice.
         TypeError: something that is not a Thing; ``name`` or ``config`` with a server.
     """
+    if config is None and not isinstance(things, ThingServer):
+        config = ServerConfig(access=AccessPolicy().allowing_host(host))
     server = _server_for(things, name=name, config=config)
     try:
         async with server.running(), in_memory(server, stream_pair=stream_pair, host=host,

@@ -107,6 +107,11 @@ async def websocket_endpoint(
     """
     writer = SocketWriter(websocket=websocket, stream=stream, limits=limits)
     outbox = Outbox(limits.outbox_size, writer=writer)
+    # A client that floods frames or breaks the framing (the stream's frame guard, which
+    # then stops reading it) is closed as every close the server decides on: through
+    # the Outbox, so the relay, the only writer, writes the close frame after what was
+    # queued before it.
+    stream.on_violation(outbox.request_close)
     try:
         nursery.start_soon(functools.partial(
             relay_notifications_to_websocket, writer, outbox, done=nursery.cancel_scope),

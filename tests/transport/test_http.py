@@ -18,9 +18,11 @@ import pytest
 import trio
 import trio.testing
 
+from tests.helpers.servers import demo_server
 from trio_things.errors import MethodNotAllowed
 from trio_things.protocol.limits import HttpLimits
 from trio_things.protocol.problems import PROBLEM_CONTENT_TYPE, ProblemDetails
+from trio_things.testing import serve_in_memory
 from trio_things.transport.http import (
     HttpRequest,
     HttpResponse,
@@ -242,7 +244,9 @@ async def test_idle_connection_is_closed_quietly(
             await client.request()
             idle_since = trio.current_time()
             assert await client.at_eof()
-            assert trio.current_time() - idle_since == pytest.approx(60)
+            # The idle timeout, then a moment for one last read (see
+            # test_a_request_arriving_as_the_idle_timer_fires_is_served).
+            assert 60 <= trio.current_time() - idle_since <= 60.1
 
 
 async def test_slowloris_is_answered_408_within_the_request_timeout(
@@ -351,3 +355,109 @@ def test_problem_response_carries_allow() -> None:
     assert response.status == 405
     assert ("allow", "GET, HEAD") in response.headers
     assert ("content-type", PROBLEM_CONTENT_TYPE) in response.headers
+
+
+# --------------------------------------------------------------- hardening, second round
+
+
+async def test_content_length_with_chunked_is_refused_and_the_hidden_request_never_served(
+) -> None:
+    """Request smuggling (RFC 9112 section 6.1): a proxy that frames by Content-Length
+    takes ``hidden`` for this request's body, while framing by Transfer-Encoding would
+    end the body at the empty chunk and serve ``hidden`` as a request of its own."""
+    served: list[str] = []
+
+    async def record(request: HttpRequest) -> HttpResponse:
+        served.append(request.path)
+        return await echo(request)
+
+    hidden = b"GET /hidden HTTP/1.1\r\nHost: test\r\n\r\n"
+    body = b"0\r\n\r\n" + hidden
+    with trio.fail_after(5):
+        async with serving(record) as client:
+            await client.stream.send_all(
+                b"POST /front HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n" % len(body) + body)
+            client.expect_response_to("POST")
+            response, answer = await client.response()
+            assert response.status_code == 400
+            detail = str(problem(response, answer)["detail"])
+            assert "Content-Length" in detail and "Transfer-Encoding" in detail
+            assert await client.at_eof()
+    assert served == []
+
+
+async def test_absolute_form_targets_are_routed_by_their_path_and_query(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """RFC 9112 section 3.2.2: a server must accept ``GET http://host/path``; the
+    target's authority, not ``Host``, is where the client addressed the server. (A
+    loopback name, which the server answers to whatever ``allowed_hosts`` says.)"""
+    with trio.fail_after(30):
+        async with serve_in_memory(demo_server()) as served:
+            client = Client(await served.open_raw_stream())
+
+            async def get(target: str) -> tuple[int, object]:
+                await client.send(h11.Request(method="GET", target=target,
+                                              headers=[("host", "testserver")]),
+                                  h11.EndOfMessage())
+                response, body = await client.response()
+                return response.status_code, json.loads(body)
+
+            assert await get("http://localhost:8123/counter/count") == (200, 0)
+            assert await get("http://localhost:8123/counter/properties?names=count") == (
+                200, {"count": 0})
+            status, td = await get("http://localhost:8123/counter/")
+            assert status == 200
+            assert isinstance(td, dict) and td["base"] == "http://localhost:8123/"
+            assert await get("HTTP://localhost:8123") == (200, {
+                "thermometer": "http://localhost:8123/thermometer/",
+                "counter": "http://localhost:8123/counter/"})
+            await client.stream.aclose()
+
+
+async def test_a_request_arriving_as_the_idle_timer_fires_is_served(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """The next request's bytes arrive at the very virtual instant the idle timeout
+    expires: the server's read is cancelled then, with the bytes buffered (or about to
+    be, whichever task runs first). They must be served, not reset."""
+    limits = HttpLimits(idle_timeout=60)
+    with trio.fail_after(120):
+        async with serving(limits=limits) as client:
+            await client.request(target="/first")
+            # No virtual time passes while the exchange runs, so the server's idle timer
+            # started now: it fires at exactly this deadline.
+            await trio.sleep_until(trio.current_time() + limits.idle_timeout)
+            response, _ = await client.request(target="/second")
+            assert response.status_code == 200
+            assert header(response, b"x-path") == b"/second"
+
+
+@pytest.mark.parametrize(("data", "status", "words"), [
+    (b"NOT AN HTTP REQUEST\r\n\r\n", 400, "request line"),
+    (b"GET / HTTP/1.1\r\nHost: test\r\nNoColonHere\r\n\r\n", 400, "without a colon"),
+    (b"GET / HTTP/1.1\r\nHost: test\r\nBad Name: x\r\n\r\n", 400, "invalid header name"),
+    (b"GET / HTTP/1.1\r\nHost: test\r\nX-Nul: a\x00b\r\n\r\n", 400, "invalid header value"),
+    (b"GET / HTTP/1.1\r\n\r\n", 400, "Host header is missing"),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "more than one Host header"),
+    (b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: ten\r\n\r\n", 400, "Content-Length"),
+    (b"POST / HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400,
+     "not hexadecimal"),
+    (b"POST / HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhiXX", 400,
+     "chunk"),
+    (b"POST / HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: gzip\r\n\r\n", 501, "chunked"),
+])
+async def test_malformed_requests_are_explained_in_words(
+        data: bytes, status: int, words: str) -> None:
+    """h11's messages quote the offending bytes as ``bytearray(b'...')``: the answer says
+    what was wrong instead, and echoes nothing the peer sent."""
+    with trio.fail_after(5):
+        async with serving() as client:
+            await client.stream.send_all(data)
+            client.expect_response_to("POST")
+            response, body = await client.response()
+            assert response.status_code == status
+            detail = str(problem(response, body)["detail"])
+            assert words in detail
+            for raw in ("bytearray", "b'", 'b"', "\\x", "NoColonHere", "Bad Name", "zz", "gzip"):
+                assert raw not in detail
+            assert await client.at_eof()

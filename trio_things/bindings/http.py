@@ -8,42 +8,64 @@ Status codes (RFC 9110), every error with an RFC 9457 problem details body:
 204    a property written; a synchronous action without output; a long-poll timeout
 400    a body that is not JSON, an action input that is not an object
 401    no bearer token, or an unknown one, when the server requires tokens
-403    a read-only token asking to write, invoke or cancel
-404    an unknown path, Thing, affordance or invocation (or an expired one)
+403    a read-only token asking to write, invoke or cancel; a token cancelling another's
+       invocation; a ``Host`` the server is not known as (DNS rebinding); a write
+       (POST, PUT, DELETE, PATCH) from a page of another site (CSRF)
+404    an unknown path, Thing, affordance or invocation (or an expired one); a listing
+       ``after`` an invocation it no longer holds
 405    a method the resource does not support, e.g. writing a read-only property
 409    cancelling an ended invocation; the output of one that did not complete
 413    a body over the size limit (from the transport)
-415    a body that is not declared ``application/json``
+415    a body that is not declared ``application/json``; an action's, even empty
 422    a value that violates its schema, naming the field
+429    an action whose ``max_concurrent`` invocations run and ``max_queued`` wait
 500    Thing code that failed (the detail names the exception, never a traceback)
+503    running invocations alone fill ``max_invocations(_per_thing)``
 ====== =========================================================================
+
+Listings of invocations answer a page (:func:`~trio_things.protocol.routes.invocation_page`)
+of at most ``limit`` invocations and about 1 MiB, oldest first, with
+``Link: <...>; rel="next"`` when more follow.
 """
 
 from __future__ import annotations
 
 import logging
+import urllib.parse
 from collections.abc import Sequence
 from typing import Any, Final
 
 import attrs
 import orjson
 
-from trio_things.errors import RemoteProtocolError, Unauthorized
+from trio_things.errors import NotFound, RemoteProtocolError, Unauthorized
 from trio_things.model.affordances import ActionSpec, Affordances, EventSpec, PropertySpec
 from trio_things.model.description import Form
-from trio_things.protocol.access import WWW_AUTHENTICATE, AccessPolicy, check_role
+from trio_things.model.invocation import Invocation
+from trio_things.protocol.access import (
+    WWW_AUTHENTICATE,
+    AccessPolicy,
+    check_action_body,
+    check_role,
+)
 from trio_things.protocol.commands import (
     DocumentReply,
     InvocationListReply,
     InvocationReply,
     NoContentReply,
+    QueryAllActions,
     Reply,
     SubscribedReply,
     ValueReply,
 )
 from trio_things.protocol.invocation_json import invocation_href, invocation_json
 from trio_things.protocol.problems import ProblemDetails
-from trio_things.protocol.routes import decode_request, server_base
+from trio_things.protocol.routes import (
+    InvocationPage,
+    decode_request,
+    invocation_page,
+    server_base,
+)
 from trio_things.runtime.dispatcher import Dispatcher
 from trio_things.transport.http import HttpRequest, HttpResponse
 
@@ -59,6 +81,10 @@ _PREFLIGHT: Final = (
     ("access-control-allow-headers", "Authorization, Content-Type"),
     ("access-control-max-age", "600"),
 )
+#: Bytes of invocations one page holds at most (yet at least one invocation): a page of
+#: a thousand invocations, each with a log of a thousand lines, would be a hundred
+#: megabytes, encoded while the server's loop waits.
+_PAGE_BYTES: Final = 1 << 20
 
 
 class HttpBinding:
@@ -114,7 +140,16 @@ async def handle_http_request(
     A CORS preflight (``OPTIONS`` from an allowed origin) is answered without a token,
     as browsers send none with it. ``scheme`` (``https`` behind TLS) begins every URL the
     answer holds: the TD's ``base``, its WebSocket forms (``wss``), ``Location``.
+
+    Before anything, even a preflight, the ``Host`` is checked: a page whose name was
+    rebound to this server's address (DNS rebinding) gets 403 and nothing else. Before
+    routing, a write from a page of another site (CSRF) gets 403; after, an action's
+    body declared as a form's content type 415 (:mod:`~trio_things.protocol.access`).
     """
+    try:
+        access.check_host(request.header("host"), bound=default_host)
+    except RemoteProtocolError as error:
+        return HttpResponse.problem(ProblemDetails.from_error(error))
     allow_origin = access.cors_origin(request.header("origin"))
     cors = (("access-control-allow-origin", allow_origin), ("vary", "Origin")
             ) if allow_origin else ()
@@ -130,13 +165,17 @@ async def _answer(dispatcher: Dispatcher, things: dict[str, Affordances],
                   scheme: str) -> HttpResponse:
     base = server_base(request.header("host"), default_host, scheme)
     try:
-        role = access.authenticate(authorization=request.header("authorization"),
-                                   query=request.query)
+        # The query's access_token does not count here: only on WebSocket handshakes.
+        caller = access.caller(authorization=request.header("authorization"),
+                               query=request.query)
     except Unauthorized as error:
         response = HttpResponse.problem(ProblemDetails.from_error(error))
         return attrs.evolve(response, headers=(*response.headers,
                                                ("www-authenticate", WWW_AUTHENTICATE)))
     try:
+        access.check_write_origin(method=request.method, origin=request.header("origin"),
+                                  sec_fetch_site=request.header("sec-fetch-site"),
+                                  host=request.header("host"))
         command = decode_request(
             method=request.method,
             target=request.target,
@@ -145,8 +184,13 @@ async def _answer(dispatcher: Dispatcher, things: dict[str, Affordances],
             base=base,
             things=things,
         )
-        check_role(role, command)
-        reply = await dispatcher.run(command)
+        page = invocation_page(request.query) if isinstance(command, QueryAllActions) else None
+        check_action_body(command, request.header("content-type"))
+        check_role(caller.role, command)
+        reply = await dispatcher.run(command, caller=caller)
+        if page is not None and isinstance(reply, InvocationListReply):
+            assert isinstance(command, QueryAllActions)
+            return _invocation_page(reply.invocations, page, _listing_url(command, base))
     except RemoteProtocolError as error:
         return HttpResponse.problem(ProblemDetails.from_error(error))
     return encode_reply(reply, base)  # the transport drops the body of a HEAD response
@@ -169,6 +213,46 @@ def encode_reply(reply: Reply, base: str) -> HttpResponse:
             return HttpResponse.json(200, _dumps([invocation_json(i) for i in invocations]))
         case NoContentReply() | SubscribedReply():
             return HttpResponse(status=204)
+
+
+def _invocation_page(invocations: Sequence[Invocation], page: InvocationPage,
+                     url: str) -> HttpResponse:
+    """One page of a listing at ``url``: the invocations after ``page.after``, at most
+    ``page.limit`` of them and about :data:`_PAGE_BYTES`, with a ``Link`` to the next
+    page when more follow. :class:`~trio_things.errors.NotFound` when the listing no
+    longer holds ``page.after`` (expired, or forgotten to make room): the client lists
+    again from the first page rather than skip or repeat some unknowingly."""
+    start = 0
+    if page.after is not None:
+        start = next((i + 1 for i, invocation in enumerate(invocations)
+                      if invocation.id == page.after), -1)
+        if start < 0:
+            raise NotFound(f"this listing holds no invocation {page.after!r} (unknown, "
+                           "expired or forgotten); list again from the first page")
+    parts: list[bytes] = []
+    size = 0
+    for invocation in invocations[start:start + page.limit]:
+        part = _dumps(invocation_json(invocation))
+        if parts and size + len(part) > _PAGE_BYTES:
+            break
+        parts.append(part)
+        size += len(part) + 1
+    end = start + len(parts)
+    headers: tuple[tuple[str, str], ...] = ()
+    if end < len(invocations):
+        query = urllib.parse.urlencode({"limit": page.limit, "after": invocations[end - 1].id})
+        headers = (("link", f'<{url}?{query}>; rel="next"'),)
+    return HttpResponse.json(200, b"[" + b",".join(parts) + b"]", headers=headers)
+
+
+def _listing_url(command: QueryAllActions, base: str) -> str:
+    """The listing's URL, built from the command rather than echoed from the request
+    target, which ends up in a header."""
+    if command.thing is None:
+        return f"{base}action_invocations/"
+    if command.action is None:
+        return f"{base}{command.thing}/actions"
+    return f"{base}{command.thing}/{command.action}"
 
 
 def _dumps(value: Any) -> bytes:

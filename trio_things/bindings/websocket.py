@@ -42,12 +42,13 @@ from trio_things.model.affordances import ActionSpec, Affordances, EventSpec, Pr
 from trio_things.model.description import Form, thing_id
 from trio_things.protocol.access import WWW_AUTHENTICATE, AccessPolicy, Role
 from trio_things.protocol.dialects import SUBPROTOCOL, Dialect, choose_subprotocol
+from trio_things.protocol.frame_guard import FrameGuard
 from trio_things.protocol.labthings import LabThingsDialect
 from trio_things.protocol.limits import WebSocketLimits
 from trio_things.protocol.problems import PROBLEM_CONTENT_TYPE, ProblemDetails
 from trio_things.protocol.routes import server_base, websocket_route
 from trio_things.protocol.wtp import WebThingProtocol
-from trio_things.runtime.dispatcher import Dispatcher
+from trio_things.runtime.dispatcher import Dispatcher, stamp_dialect
 from trio_things.transport.http import HttpRequest, refuse_http_connection
 from trio_things.transport.upgrade import UpgradeStream
 from trio_things.websockets import websocket_endpoint
@@ -228,7 +229,13 @@ async def _accept(
     limits: WebSocketLimits,
 ) -> tuple[trio_websocket.WebSocketConnection, Dialect, Role] | None:
     """The opening handshake: the open connection, its dialect and the client's role;
-    None when it was refused (with problem details)."""
+    None when it was refused (with problem details).
+
+    Refused with 403 when the ``Host`` is not a name of this server (DNS rebinding) or
+    the ``Origin`` another site's; 401 without a valid token (here, and only here, the
+    ``access_token`` query parameter counts: browsers cannot set headers on a
+    WebSocket). With tokens, the dialect stamps the commands it decodes with the
+    client's identity, so that only the token that invoked an action may cancel it."""
     try:
         check_handshake(request)
     except RemoteProtocolError as error:  # trio-websocket would answer a bare 400
@@ -236,15 +243,19 @@ async def _accept(
             stream, error, headers=[("sec-websocket-version", "13")] if error.status == 426 else [])
         return None
     route = dialects.route(request.path)
+    # Before trio-websocket reads a byte: every frame after the request head is counted
+    # and checked before it parses or buffers it (protocol/frame_guard.py).
+    stream.guard_frames(FrameGuard.from_limits(limits))
     ws_request = await trio_websocket.wrap_server_stream(
         nursery, stream, message_queue_size=1, max_message_size=limits.max_message_bytes)
     try:
         if route is None:
             raise NotFound(f"no WebSocket endpoint at {request.path!r}")
+        access.check_host(request.header("host"), bound=dialects.default_host)
         access.check_websocket_origin(origin=request.header("origin"),
                                       host=request.header("host"))
-        role = access.authenticate(
-            authorization=request.header("authorization"), query=request.query)
+        caller = access.caller(authorization=request.header("authorization"),
+                               query=request.query, websocket=True)
     except RemoteProtocolError as error:
         problem = ProblemDetails.from_error(error)
         # The connection ends with the refusal (RFC 9112 section 9.6: say so).
@@ -254,5 +265,6 @@ async def _accept(
         await ws_request.reject(error.status, body=problem.to_bytes(), extra_headers=headers)
         return None
     subprotocol = choose_subprotocol(ws_request.proposed_subprotocols)
-    dialect = dialects.dialect(route, subprotocol, request.header("host"))
-    return await ws_request.accept(subprotocol=subprotocol), dialect, role
+    dialect = stamp_dialect(dialects.dialect(route, subprotocol, request.header("host")),
+                            caller)
+    return await ws_request.accept(subprotocol=subprotocol), dialect, caller.role

@@ -65,6 +65,12 @@ class ActionSpec:
     ``is_async`` actions run as a task in the server's nursery; the others run in a
     worker thread. ``context_parameter`` names the parameter (if any) that receives the
     :class:`ActionContext` instead of client input.
+
+    ``max_concurrent`` invocations of the action run at once on one Thing (``None``: no
+    limit); up to ``max_queued`` more wait ``pending``, in order, and one more is
+    refused. Each running worker thread is one the server cannot lend to anything
+    else, so ``@tt.action`` gives thread actions a small default (see
+    :func:`trio_things.action`).
     """
 
     name: str
@@ -78,6 +84,8 @@ class ActionSpec:
     idempotent: bool = False
     title: str | None = None
     description: str | None = None
+    max_concurrent: int | None = None
+    max_queued: int = 0
 
 
 @attrs.frozen(kw_only=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Callable
-from typing import Any, Generic, Protocol, TypeVar, Unpack, overload
+from typing import Any, Final, Generic, Protocol, TypeVar, Unpack, overload
 
 import attrs
 
@@ -288,6 +288,37 @@ def property(
 # --------------------------------------------------------------------------- actions
 
 
+#: Invocations of one thread action that run at once on one Thing, unless the action
+#: says otherwise: each holds a worker thread for as long as it runs, and a client that
+#: could start any number of them could take every thread the server has.
+DEFAULT_THREAD_CONCURRENCY: Final = 4
+#: Invocations of one action that may wait ``pending`` for a free slot, unless the
+#: action says otherwise; one more is refused with 429.
+DEFAULT_MAX_QUEUED: Final = 100
+
+
+class _Default:
+    """The ``max_concurrent`` of an action that did not set one: decided at binding,
+    when it is known whether the action runs in a thread."""
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+_DEFAULT: Final = _Default()
+
+
+def _check_limits(max_concurrent: int | _Default | None, max_queued: int) -> None:
+    if max_concurrent is not None and not isinstance(max_concurrent, _Default) and (
+            not isinstance(max_concurrent, int) or isinstance(max_concurrent, bool)
+            or max_concurrent < 1):
+        raise ThingDefinitionError(
+            f"max_concurrent must be a positive integer or None, not {max_concurrent!r}")
+    if not isinstance(max_queued, int) or isinstance(max_queued, bool) or max_queued < 0:
+        raise ThingDefinitionError(
+            f"max_queued must be an integer of at least 0, not {max_queued!r}")
+
+
 class Action(Generic[F]):
     """An action: a method clients invoke. Calling it from Python calls it directly."""
 
@@ -295,10 +326,14 @@ class Action(Generic[F]):
     spec: ActionSpec
 
     def __init__(self, function: F, *, safe: bool, idempotent: bool,
-                 title: str | None, description: str | None) -> None:
+                 title: str | None, description: str | None,
+                 max_concurrent: int | _Default | None = _DEFAULT,
+                 max_queued: int = DEFAULT_MAX_QUEUED) -> None:
         self.function = function
         self.safe = safe
         self.idempotent = idempotent
+        self.max_concurrent = max_concurrent
+        self.max_queued = max_queued
         self.title = title
         self.description = description or description_from_docstring(function.__doc__)
         self.__doc__ = function.__doc__
@@ -316,6 +351,7 @@ class Action(Generic[F]):
         return self.function.__get__(obj, objtype)
 
     def bind(self) -> ActionSpec:
+        _check_limits(self.max_concurrent, self.max_queued)  # here, the error names the action
         function = self.function
         try:
             hints = typing.get_type_hints(function, include_extras=True)
@@ -359,18 +395,26 @@ class Action(Generic[F]):
         output_schema = None
         if output_type not in (None, type(None)):
             output_schema = schema_for(output_type)
+        is_async = inspect.iscoroutinefunction(function)
+        max_concurrent = self.max_concurrent
+        if isinstance(max_concurrent, _Default):
+            # A task costs a few KiB and takes nothing from anyone: the bounds on the
+            # invocations kept are enough. A thread is scarce.
+            max_concurrent = None if is_async else DEFAULT_THREAD_CONCURRENCY
         self.spec = ActionSpec(
             name=self.name,
             parameters=tuple(parameters),
             input_schema=input_schema,
             output_type=output_type,
             output_schema=output_schema,
-            is_async=inspect.iscoroutinefunction(function),
+            is_async=is_async,
             context_parameter=context_parameter,
             safe=self.safe,
             idempotent=self.idempotent,
             title=self.title,
             description=self.description,
+            max_concurrent=max_concurrent,
+            max_queued=self.max_queued,
         )
         return self.spec
 
@@ -384,6 +428,8 @@ def action(
     idempotent: bool = ...,
     title: str | None = ...,
     description: str | None = ...,
+    max_concurrent: int | _Default | None = ...,
+    max_queued: int = ...,
 ) -> Callable[[F], Action[F]]: ...
 def action(
     function: F | None = None,
@@ -393,6 +439,8 @@ def action(
     idempotent: bool = False,
     title: str | None = None,
     description: str | None = None,
+    max_concurrent: int | _Default | None = _DEFAULT,
+    max_queued: int = DEFAULT_MAX_QUEUED,
 ) -> Action[F] | Callable[[F], Action[F]]:
     """Declare an action, as ``@tt.action`` or ``@tt.action(title=...)``.
 
@@ -401,11 +449,20 @@ def action(
     annotation, the description from the docstring. ``async def`` actions run as tasks
     in the server's nursery; plain ``def`` actions run in a worker thread. Both are
     cancellable (see :class:`ActionContext`).
+
+    ``max_concurrent`` invocations run at once on one Thing (``None``: any number);
+    by default 4 for a plain ``def`` action, since each holds a worker thread while it
+    runs, and any number for an ``async def`` one. Up to ``max_queued`` (100) more wait
+    ``pending``, started in the order they came; one more is refused with 429, so a
+    client learns at once that the action is busy rather than queueing for hours. Raises
+    :class:`~trio_things.errors.ThingDefinitionError` for a ``max_concurrent`` below 1
+    or a ``max_queued`` below 0.
     """
 
     def decorate(f: F) -> Action[F]:
         return Action(f, safe=safe, idempotent=idempotent, title=title,
-                      description=description)
+                      description=description, max_concurrent=max_concurrent,
+                      max_queued=max_queued)
 
     if function is not None:
         return decorate(function)

@@ -6,7 +6,7 @@ The layout (``docs/design.md``, "HTTP layout") keeps LabThings clients working u
     GET  /things/                               ListThings
     GET  /thing_descriptions/                   ReadAllThingDescriptions
     GET  /.well-known/wot                       Discover
-    GET  /action_invocations/                   QueryAllActions
+    GET  /action_invocations/                   QueryAllActions (a page: ?limit=&after=)
     GET  /action_invocations/{id}               QueryAction
     GET  /action_invocations/{id}/output        QueryAction(output_only)
     DELETE /action_invocations/{id}             CancelAction
@@ -24,6 +24,10 @@ The layout (``docs/design.md``, "HTTP layout") keeps LabThings clients working u
 Nothing here touches a socket or a Thing: it needs only the names of the Things and
 their affordances, so every status it can answer (404, 405, 400, 413, 415) is tested
 without a server.
+
+The three listings of invocations (``QueryAllActions``) answer one page each
+(:func:`invocation_page`): up to 10,000 invocations are kept, and one response with all
+of them would be megabytes, encoded while the server's loop waits.
 """
 
 from __future__ import annotations
@@ -33,13 +37,28 @@ import urllib.parse
 from collections.abc import Collection, Mapping
 from typing import Any, Final
 
+import attrs
 import orjson
 
 from trio_things.errors import BadRequest, MethodNotAllowed, NotFound, UnsupportedMediaType
 from trio_things.model.affordances import Affordances
 from trio_things.protocol import commands as c
 
-__all__ = ["decode_request", "server_base", "websocket_route"]
+__all__ = [
+    "INVOCATION_PAGE_SIZE",
+    "MAX_INVOCATION_PAGE_SIZE",
+    "InvocationPage",
+    "decode_request",
+    "invocation_page",
+    "server_base",
+    "websocket_route",
+]
+
+#: Invocations in one page of a listing when the client gives no ``limit``; also the
+#: most a WebSocket ``queryallactions`` answers (the newest), which has no pages.
+INVOCATION_PAGE_SIZE: Final = 100
+#: The most one page holds, whatever ``limit`` asks for.
+MAX_INVOCATION_PAGE_SIZE: Final = 1000
 
 _NO_BODY: Final = object()
 
@@ -196,6 +215,41 @@ def _action_input(body: bytes, content_type: str | None) -> Any:
     if not body.strip():
         return {}
     return _json_body(body, content_type)
+
+
+@attrs.frozen(kw_only=True)
+class InvocationPage:
+    """Which page of a listing of invocations (oldest first) a client asked for."""
+
+    limit: int = INVOCATION_PAGE_SIZE
+    """At most this many invocations (1 to :data:`MAX_INVOCATION_PAGE_SIZE`)."""
+    after: str | None = None
+    """Those after the invocation with this id (the last of the previous page); None:
+    from the first."""
+
+
+def invocation_page(query: str) -> InvocationPage:
+    """The page a listing's query asks for: ``limit`` (a positive integer; more than
+    :data:`MAX_INVOCATION_PAGE_SIZE` is taken as that) and ``after`` (an invocation
+    id). Other parameters are left to others (``access_token``). Raises
+    :class:`~trio_things.errors.BadRequest` for a ``limit`` that is no positive integer
+    or an empty ``after``."""
+    parameters = urllib.parse.parse_qs(query, keep_blank_values=True)
+    limit = INVOCATION_PAGE_SIZE
+    if "limit" in parameters:
+        text = parameters["limit"][-1]
+        digits = text.lstrip("0")
+        if not (text.isascii() and text.isdigit()) or not digits:
+            raise BadRequest(f"limit must be a positive integer, not {text!r}")
+        # Never int() of thousands of digits: Python refuses those (ValueError).
+        limit = MAX_INVOCATION_PAGE_SIZE if len(digits) > 9 else min(
+            int(digits), MAX_INVOCATION_PAGE_SIZE)
+    after = None
+    if "after" in parameters:
+        after = parameters["after"][-1]
+        if not after:
+            raise BadRequest("after must be the id of an invocation, not empty")
+    return InvocationPage(limit=limit, after=after)
 
 
 def websocket_route(path: str, things: Collection[str]) -> str | None:

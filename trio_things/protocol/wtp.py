@@ -29,7 +29,10 @@ Where we go past the draft, on purpose:
   how many lines the action logged before the first of them (a notification is sent as
   lines are logged, so the whole log in each would grow quadratically);
 * a notification is encoded once for all observers, so observers of the same change
-  receive the same ``messageID`` (each still sees every id once).
+  receive the same ``messageID`` (each still sees every id once);
+* ``queryallactions`` answers the newest :data:`~trio_things.protocol.routes.INVOCATION_PAGE_SIZE`
+  (100) invocations of the Thing, not every one kept (up to 1000 a Thing): the draft has
+  no pages, and one answer must stay small; the HTTP listing pages through them all.
 
 Where the draft is inconsistent we accept both spellings (a request whose
 ``messageType`` is missing is taken as a request; ``names`` may be a comma-separated
@@ -53,6 +56,7 @@ from trio_things.model.invocation import Invocation, LogEntry
 from trio_things.protocol import commands as c
 from trio_things.protocol.dialects import MessageError, Request
 from trio_things.protocol.problems import ProblemDetails
+from trio_things.protocol.routes import INVOCATION_PAGE_SIZE
 
 __all__ = ["Envelope", "WebThingProtocol", "action_status", "encode_notification"]
 
@@ -314,7 +318,8 @@ class WebThingProtocol:
             case (c.QueryAllActions(thing=thing), c.InvocationListReply(invocations=invs)):
                 statuses: dict[str, list[dict[str, Any]]] = {
                     name: [] for name in self._things[thing or ""].actions}
-                for invocation in reversed(invs):  # newest first, as the draft asks
+                # Newest first, as the draft asks; only the newest page of them.
+                for invocation in reversed(invs[-INVOCATION_PAGE_SIZE:]):
                     statuses.setdefault(invocation.action, []).append(
                         action_status(invocation))
                 members = {"statuses": statuses}

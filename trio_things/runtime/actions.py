@@ -13,6 +13,24 @@ shutdown) cancels:
 
 Ended invocations are kept for ``retention`` seconds (on Trio's clock, so tests can use
 an autojump clock), then forgotten: a client that polls too late gets 404.
+
+Limits, so that no client can take what the others need (``docs/security.md``):
+
+* **Records.** At most ``max_invocations_per_thing`` invocations of one Thing, and
+  ``max_invocations`` in all, are kept, running or ended. To make room for a new one,
+  the ended invocation that ended first is forgotten before its retention is up
+  (retention brought forward); a running or pending one never is, so when only those
+  fill a bound, a new invocation is refused with 503: the server is out of room, not
+  the client out of turn.
+* **Concurrency.** At most ``spec.max_concurrent`` invocations of one action run at
+  once on one Thing; up to ``spec.max_queued`` more wait ``pending`` for a turn
+  (:class:`_Turns`: first come, first started), and one more is refused with 429
+  before an invocation is made.
+* **Threads.** Thread actions run on the runner's own limiter of ``max_threads``
+  worker threads, never on Trio's default one: however many of them run or hang,
+  functional property getters and setters (which use the default limiter) still get a
+  thread. An invocation stays ``pending`` until it holds a thread, so ``running``
+  means running.
 """
 
 from __future__ import annotations
@@ -20,9 +38,10 @@ from __future__ import annotations
 import collections
 import functools
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from typing import Any, Final
 
 import attrs
@@ -35,6 +54,7 @@ from trio_things.errors import (
     LocalProtocolError,
     NotFound,
     RemoteProtocolError,
+    TooManyRequests,
 )
 from trio_things.model.affordances import ActionSpec
 from trio_things.model.invocation import Invocation, InvocationError, InvocationStatus
@@ -47,6 +67,12 @@ logger = logging.getLogger("trio_things.runtime.actions")
 
 #: How often ``ActionContext.sleep`` checks for cancellation from a worker thread.
 _THREAD_SLEEP_SLICE: Final = 0.05  # seconds
+
+#: The defaults of ``ServerConfig``'s keys of the same names (``max_threads`` is its
+#: ``max_action_threads``).
+DEFAULT_MAX_INVOCATIONS: Final = 10_000
+DEFAULT_MAX_INVOCATIONS_PER_THING: Final = 1_000
+DEFAULT_MAX_THREADS: Final = 32
 
 StatusListener = Callable[[Invocation], None]
 
@@ -102,6 +128,51 @@ class _Running:
     announcing: bool = False
     """A notification of new log lines is on its way to the Trio thread: a burst of
     lines costs one notification, not one each."""
+    invoker: str | None = None
+    """Who invoked it: the identity of their token (a keyed hash, never the token;
+    :func:`trio_things.protocol.access.identity_of`), None without one. Kept here, not
+    on the :class:`Invocation` clients see: only whoever cancels needs it."""
+
+
+@attrs.define(eq=False)
+class _Turns:
+    """Which invocations of one action on one Thing may run: at most ``limit`` at once
+    (``held``); the others wait in ``waiting``, in the order they were invoked.
+
+    Not a :class:`trio.CapacityLimiter`: its waiters queue in the order their tasks
+    first run, and Trio runs the tasks started in one scheduling batch in any order.
+    Here the queue is made by :meth:`ActionRunner.invoke`, in the order of the requests.
+    """
+
+    limit: int
+    held: int = 0
+    waiting: collections.deque[trio.Event] = attrs.Factory(collections.deque)
+
+    @property
+    def taken(self) -> int:
+        """Invocations running or waiting."""
+        return self.held + len(self.waiting)
+
+    def claim(self) -> trio.Event | None:
+        """A turn for a new invocation: None if it may start at once, else an event
+        set when its turn comes. Pair it with :meth:`leave`."""
+        if self.held < self.limit and not self.waiting:
+            self.held += 1
+            return None
+        turn = trio.Event()
+        self.waiting.append(turn)
+        return turn
+
+    def leave(self, turn: trio.Event | None) -> None:
+        """The invocation that :meth:`claim` gave ``turn`` has ended (or was cancelled
+        while it waited): its turn goes to the next in line."""
+        if turn is not None and not turn.is_set():
+            self.waiting.remove(turn)  # never started; at most max_queued to look through
+            return
+        self.held -= 1
+        if self.waiting:
+            self.held += 1
+            self.waiting.popleft().set()
 
 
 class ActionRunner:
@@ -109,33 +180,66 @@ class ActionRunner:
     :func:`open_action_runner`, which owns the nursery the actions run in."""
 
     def __init__(self, nursery: trio.Nursery, *, retention: float,
-                 on_status: StatusListener | None = None) -> None:
+                 on_status: StatusListener | None = None,
+                 max_invocations: int = DEFAULT_MAX_INVOCATIONS,
+                 max_invocations_per_thing: int = DEFAULT_MAX_INVOCATIONS_PER_THING,
+                 max_threads: int = DEFAULT_MAX_THREADS) -> None:
         self._nursery = nursery
         self._retention = retention
         self._on_status = on_status
+        self._max_invocations = max_invocations
+        self._max_per_thing = max_invocations_per_thing
         self._invocations: dict[str, _Running] = {}
-        self._expiry: collections.deque[tuple[float, str]] = collections.deque()
+        """Every invocation kept, in the order they were made (the listing's order)."""
+        self._per_thing: collections.Counter[str] = collections.Counter()
+        self._ended: collections.OrderedDict[str, float] = collections.OrderedDict()
+        """The ended ones, in the order they ended, with when each expires: the first
+        is the next to expire and the first to go when room is needed. An
+        OrderedDict, so that one can also leave from the middle in O(1)."""
+        self._ended_by_thing: dict[str, collections.OrderedDict[str, None]] = {}
+        self._turns: dict[tuple[str, str], _Turns] = {}
+        """The turns of each (Thing, action) with a ``max_concurrent``."""
+        self._threads = trio.CapacityLimiter(max_threads)
+        # Threads are counted by self._threads before an action's thread starts, so that
+        # the invocation is pending until it has one; Trio's own count must not wait again.
+        self._thread_passthrough = trio.CapacityLimiter(math.inf)
         self._token = trio.lowlevel.current_trio_token()
 
-    def invoke(self, thing_name: str, thing: Thing, spec: ActionSpec, input: Any) -> Invocation:
-        """Validate ``input`` (JSON data) and start the action; return its invocation.
+    def invoke(self, thing_name: str, thing: Thing, spec: ActionSpec, input: Any, *,
+               invoker: str | None = None) -> Invocation:
+        """Validate ``input`` (JSON data) and start the action; return its invocation,
+        remembering ``invoker`` (see :meth:`invoker`).
 
         Raises :class:`~trio_things.errors.BadRequest` if ``input`` is not an object
-        and :class:`~trio_things.errors.InvalidValue` if it violates the input schema;
-        in both cases no invocation is created. Returns at once: the action starts at
-        the nursery's next scheduling point.
+        and :class:`~trio_things.errors.InvalidValue` if it violates the input schema,
+        :class:`~trio_things.errors.TooManyRequests` (429) if the action has
+        ``max_concurrent`` invocations running and ``max_queued`` waiting, and a 503
+        :class:`~trio_things.errors.RemoteProtocolError` if running and pending
+        invocations alone fill ``max_invocations_per_thing`` or ``max_invocations``; in
+        every case no invocation is created. Returns at once: the action starts at the
+        nursery's next scheduling point (or, with its slots taken, when one frees).
         """
         self._prune()
         kwargs = _arguments(spec, input)
+        turns = self._turns_of(thing_name, spec)
+        if turns is not None and turns.taken >= turns.limit + spec.max_queued:
+            raise TooManyRequests(
+                f"action {spec.name!r} of Thing {thing_name!r} is busy: "
+                f"{spec.max_concurrent} invocations running and {spec.max_queued} waiting "
+                "are the most it takes; try again when one has ended")
+        self._make_room(thing_name)
         invocation = Invocation(thing=thing_name, action=spec.name, input=input)
-        running = _Running(invocation=invocation, scope=trio.CancelScope(), done=trio.Event())
+        running = _Running(invocation=invocation, scope=trio.CancelScope(), done=trio.Event(),
+                           invoker=invoker)
         self._invocations[invocation.id] = running
+        self._per_thing[thing_name] += 1
+        turn = None if turns is None else turns.claim()
         bound = getattr(thing, spec.name)
         if spec.context_parameter is not None:
             kwargs[spec.context_parameter] = _Context(
                 invocation, functools.partial(self._announce_log, running))
         self._nursery.start_soon(self._run, running, spec, functools.partial(bound, **kwargs),
-                                 name=f"action {thing_name}.{spec.name}")
+                                 turns, turn, name=f"action {thing_name}.{spec.name}")
         self._notify(invocation)
         return invocation
 
@@ -147,6 +251,12 @@ class ActionRunner:
             return self._invocations[invocation_id].invocation
         except KeyError:
             raise NotFound(f"no invocation {invocation_id!r} (unknown or expired)") from None
+
+    def invoker(self, invocation_id: str) -> str | None:
+        """The identity of who invoked it, as given to :meth:`invoke` (None: nobody
+        in particular); :class:`~trio_things.errors.NotFound` if unknown or expired."""
+        self.get(invocation_id)
+        return self._invocations[invocation_id].invoker
 
     def list(self, *, thing: str | None = None, action: str | None = None) -> list[Invocation]:
         """Invocations still known, oldest first, optionally of one Thing or action."""
@@ -176,14 +286,24 @@ class ActionRunner:
         if running is not None:
             await running.done.wait()
 
-    async def _run(self, running: _Running, spec: ActionSpec, call: Callable[[], Any]) -> None:
+    async def _run(self, running: _Running, spec: ActionSpec, call: Callable[[], Any],
+                   turns: _Turns | None, turn: trio.Event | None) -> None:
+        """Run one invocation: ``turn`` (from ``turns.claim()``) is set when it may
+        start, None if it may at once or has no limit."""
         invocation = running.invocation
         try:
-            with running.scope:
+            with running.scope, ExitStack() as held:
+                if turns is not None:
+                    held.callback(turns.leave, turn)
                 # Cancelled while pending (its own scope, or the runner's nursery at
-                # shutdown): it never starts.
+                # shutdown), waiting for its turn or a thread or not: it never starts.
                 try:
                     await trio.lowlevel.checkpoint_if_cancelled()
+                    if turn is not None:
+                        await turn.wait()
+                    if not spec.is_async:
+                        await self._threads.acquire()
+                        held.callback(self._threads.release)
                 except trio.Cancelled:
                     invocation.finish(InvocationStatus.CANCELLED)
                     raise
@@ -193,7 +313,10 @@ class ActionRunner:
                     if spec.is_async:
                         result = await call()
                     else:
-                        result = await trio.to_thread.run_sync(call, abandon_on_cancel=False)
+                        # run_sync returns only once the thread has ended (it is never
+                        # abandoned), so the thread is counted until it really is free.
+                        result = await trio.to_thread.run_sync(
+                            call, abandon_on_cancel=False, limiter=self._thread_passthrough)
                 except trio.Cancelled:
                     invocation.finish(InvocationStatus.CANCELLED)
                     raise
@@ -208,9 +331,54 @@ class ActionRunner:
                     else:
                         invocation.finish(InvocationStatus.COMPLETED, output=output)
         finally:
-            self._expiry.append((trio.current_time() + self._retention, invocation.id))
+            self._ended[invocation.id] = trio.current_time() + self._retention
+            self._ended_by_thing.setdefault(
+                invocation.thing, collections.OrderedDict())[invocation.id] = None
             running.done.set()
             self._notify(invocation)
+
+    def _turns_of(self, thing_name: str, spec: ActionSpec) -> _Turns | None:
+        """The turns of ``spec``'s invocations on this Thing (None: no limit)."""
+        if spec.max_concurrent is None:
+            return None
+        key = (thing_name, spec.name)
+        turns = self._turns.get(key)
+        if turns is None:
+            turns = self._turns[key] = _Turns(limit=spec.max_concurrent)
+        return turns
+
+    def _make_room(self, thing_name: str) -> None:
+        """Forget ended invocations, the first to have ended first, until one more of
+        ``thing_name`` fits both bounds; 503 if running and pending ones fill a bound.
+
+        Forgetting one of this Thing's also makes room in the total, so at most one
+        invocation is forgotten, and nothing is forgotten for a refused one."""
+        if self._per_thing[thing_name] >= self._max_per_thing:
+            ended = self._ended_by_thing.get(thing_name)
+            if not ended:
+                raise _unavailable(
+                    f"Thing {thing_name!r} has {self._per_thing[thing_name]} invocations "
+                    "pending or running, the most the server keeps for one Thing; try "
+                    "again when one has ended")
+            self._forget(next(iter(ended)))
+        elif len(self._invocations) >= self._max_invocations:
+            if not self._ended:
+                raise _unavailable(
+                    f"the server has {len(self._invocations)} invocations pending or "
+                    "running, the most it keeps; try again when one has ended")
+            self._forget(next(iter(self._ended)))
+
+    def _forget(self, invocation_id: str) -> None:
+        """Forget an ended invocation: later queries of it are answered 404."""
+        thing_name = self._invocations.pop(invocation_id).invocation.thing
+        del self._ended[invocation_id]
+        ended = self._ended_by_thing[thing_name]
+        del ended[invocation_id]
+        if not ended:
+            del self._ended_by_thing[thing_name]
+        self._per_thing[thing_name] -= 1
+        if not self._per_thing[thing_name]:
+            del self._per_thing[thing_name]
 
     def _announce_log(self, running: _Running) -> None:
         """Have the invocation's observers told of new log lines, soon, on the Trio
@@ -239,9 +407,16 @@ class ActionRunner:
 
     def _prune(self) -> None:
         now = trio.current_time()
-        while self._expiry and self._expiry[0][0] <= now:
-            _, invocation_id = self._expiry.popleft()
-            self._invocations.pop(invocation_id, None)
+        while self._ended:
+            invocation_id, expires = next(iter(self._ended.items()))
+            if expires > now:
+                return
+            self._forget(invocation_id)
+
+
+def _unavailable(detail: str) -> RemoteProtocolError:
+    """503: the server has no room for one more invocation (of anybody's)."""
+    return RemoteProtocolError(detail, status=503)
 
 
 def _arguments(spec: ActionSpec, input: Any) -> dict[str, Any]:
@@ -298,14 +473,21 @@ def _failure(invocation: Invocation, error: Exception) -> InvocationError:
 @asynccontextmanager
 async def open_action_runner(
     *, retention: float, on_status: StatusListener | None = None,
+    max_invocations: int = DEFAULT_MAX_INVOCATIONS,
+    max_invocations_per_thing: int = DEFAULT_MAX_INVOCATIONS_PER_THING,
+    max_threads: int = DEFAULT_MAX_THREADS,
 ) -> AsyncIterator[ActionRunner]:
     """An :class:`ActionRunner` whose actions run in a nursery owned by this block.
 
     On exit (including cancellation at shutdown) every running action is cancelled
-    and recorded ``cancelled``; the block returns once all have stopped.
+    and recorded ``cancelled``; the block returns once all have stopped. The limits
+    are :class:`ActionRunner`'s (see the module's docstring).
     """
     async with trio.open_nursery() as nursery:
-        manager = ActionRunner(nursery, retention=retention, on_status=on_status)
+        manager = ActionRunner(nursery, retention=retention, on_status=on_status,
+                               max_invocations=max_invocations,
+                               max_invocations_per_thing=max_invocations_per_thing,
+                               max_threads=max_threads)
         try:
             yield manager
         finally:

@@ -17,9 +17,10 @@ a WebSocket connection's outbox, dialect encoder and tail. Without one (plain HT
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, assert_never
 
+import attrs
 import trio
 
 from trio_things.errors import (
@@ -37,6 +38,7 @@ from trio_things.model.docstrings import description_from_docstring
 from trio_things.model.invocation import Invocation, InvocationStatus
 from trio_things.model.thing import Thing
 from trio_things.protocol import commands as c
+from trio_things.protocol.access import Caller, caller_of, check_cancel, sent_by
 from trio_things.protocol.commands import (
     DocumentReply,
     InvocationListReply,
@@ -47,9 +49,11 @@ from trio_things.protocol.commands import (
     SubscribedReply,
     ValueReply,
 )
+from trio_things.protocol.dialects import Dialect, Request
+from trio_things.protocol.problems import ProblemDetails
 from trio_things.runtime.actions import ActionRunner
 
-__all__ = ["Dispatcher"]
+__all__ = ["Dispatcher", "stamp_dialect"]
 
 
 class Dispatcher:
@@ -79,13 +83,19 @@ class Dispatcher:
         """The observer sets the observation commands edit."""
         return self._observers
 
-    async def run(self, command: c.Command, observer: Observer | None = None) -> Reply:
+    async def run(self, command: c.Command, observer: Observer | None = None, *,
+                  caller: Caller | None = None) -> Reply:
         """Run one command. Raises :class:`~trio_things.errors.RemoteProtocolError`
         for anything the client got wrong; any other exception is a bug.
 
         ``observer`` is the connection on whose behalf observations are made, and which
-        hears the status of the actions it invokes.
+        hears the status of the actions it invokes. ``caller`` is who sent the command
+        (by default, whom it is stamped with: :func:`~trio_things.protocol.access.sent_by`,
+        else anonymous): an invocation remembers who invoked it, and only they may
+        cancel it (:func:`~trio_things.protocol.access.check_cancel`: 403).
         """
+        if caller is None:
+            caller = caller_of(command)
         match command:
             case c.ReadProperty(thing=name, name=prop):
                 thing, spec = self._property(name, prop)
@@ -117,7 +127,9 @@ class Dispatcher:
                 action_spec = thing.affordances.actions.get(action)
                 if action_spec is None:
                     raise NotFound(f"Thing {name!r} has no action {action!r}")
-                invocation = self._invocations.invoke(name, thing, action_spec, input)
+                invocation = self._invocations.invoke(
+                    name, thing, action_spec, input,
+                    invoker=caller.identity)
                 if observer is not None:  # before the action can start: no status is missed
                     self._observers.invocation(invocation.id).add(observer)
                 if not wait:
@@ -130,6 +142,7 @@ class Dispatcher:
                     return _output(invocation)
                 return InvocationReply(invocation=invocation)
             case c.CancelAction(invocation_id=invocation_id, wait=wait):
+                check_cancel(caller, self._invocations.invoker(invocation_id))
                 invocation = self._invocations.cancel(invocation_id)
                 if wait:
                     await self._invocations.wait(invocation)
@@ -293,6 +306,44 @@ class Dispatcher:
         if writing and spec.readonly:
             raise MethodNotAllowed(f"property {prop!r} is read-only", allow=("GET", "HEAD"))
         return thing, spec
+
+
+# --------------------------------------------------------------------------- who sent it
+# The WebSocket endpoint runs each command a connection sends through ``run`` without
+# saying who sent it (it knows the client's role only); so a connection with a token
+# decodes its commands through a dialect that stamps them with who sent them.
+
+
+@attrs.frozen
+class _StampedDialect:
+    """A connection's dialect that stamps the commands it decodes with the connection's
+    caller; everything else is the shared dialect's (its notification encoder included,
+    so observer sets still encode once per dialect)."""
+
+    dialect: Dialect
+    caller: Caller
+
+    @property
+    def encode_notification(self) -> Callable[[c.Notification], bytes]:
+        return self.dialect.encode_notification
+
+    def decode(self, message: str | bytes) -> Sequence[Request]:
+        return [attrs.evolve(request, command=sent_by(request.command, self.caller))
+                for request in self.dialect.decode(message)]
+
+    def encode_reply(self, request: Request, reply: c.Reply) -> bytes | None:
+        return self.dialect.encode_reply(request, reply)
+
+    def encode_error(self, context: Any, problem: ProblemDetails) -> bytes:
+        return self.dialect.encode_error(context, problem)
+
+
+def stamp_dialect(dialect: Dialect, caller: Caller) -> Dialect:
+    """``dialect`` for one connection of ``caller``: as it is for an anonymous caller
+    (nothing to stamp, no object per connection), else stamping its commands."""
+    if caller.identity is None:
+        return dialect
+    return _StampedDialect(dialect, caller)
 
 
 async def _read(thing: Thing, spec: PropertySpec) -> Any:

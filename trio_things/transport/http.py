@@ -12,7 +12,12 @@ what); this module owns time and size, which h11 leaves to its caller:
 * a response write may take ``write_timeout``, or the connection is dropped.
 
 A peer's mistake becomes :class:`~trio_things.errors.RemoteProtocolError` and is answered
-with an RFC 9457 problem and a close. Requests are read whole before the handler runs:
+with an RFC 9457 problem and a close; its ``detail`` says in words what was wrong (h11's
+own messages quote the peer's bytes, which a problem never echoes). A few requests h11
+accepts are refused here too: one framed both by ``Content-Length`` and by
+``Transfer-Encoding`` (400: request smuggling, RFC 9112 section 6.1). An absolute-form
+target (``GET http://host/path``, RFC 9112 section 3.2.2) is served as its path and query,
+its authority standing in for ``Host``. Requests are read whole before the handler runs:
 REST bodies here are small JSON documents, and buffering keeps handlers free of I/O.
 
 One module, though long: each limit is enforced at one point of one read-write loop, and
@@ -21,7 +26,9 @@ the refusals share that loop's way of answering and closing.
 
 from __future__ import annotations
 
+import ast
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Final
 
@@ -51,6 +58,14 @@ _RECEIVE_BYTES: Final = 64 * 1024
 #: Seconds we keep draining the peer's bytes after half-closing; see ``_Connection._linger``.
 _LINGER_SECONDS: Final = 2.0
 
+#: Seconds the last read of an idle connection may take; see ``_Connection._read_request``.
+_IDLE_RECHECK_SECONDS: Final = 0.01
+
+#: RFC 9112 section 3.2.2, the absolute form of a request target: a scheme (RFC 3986
+#: section 3.1), ``://``, the authority, then the path and query (perhaps empty).
+_ABSOLUTE_FORM: Final = re.compile(
+    r"[A-Za-z][A-Za-z0-9+.-]*://(?P<authority>[^/?#]*)(?P<rest>.*)", re.DOTALL)
+
 #: Ways a connection ends that are nobody's bug: the peer went away, we closed it, or a
 #: write made no progress within ``write_timeout``.
 _NORMAL_ENDINGS: Final = (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError)
@@ -72,9 +87,11 @@ class HttpRequest:
 
     method: str
     target: str
-    """The raw request target, e.g. ``/thing/prop?x=1``."""
+    """The request target as sent, e.g. ``/thing/prop?x=1``; an absolute-form target
+    (``http://host:8000/thing/prop?x=1``) becomes its path and query."""
     headers: tuple[tuple[str, str], ...]
-    """Names lower-cased, values as sent, in order."""
+    """Names lower-cased, values as sent, in order; but for an absolute-form target,
+    ``host`` holds the target's authority."""
     body: bytes
     http_version: str
     raw_headers: tuple[tuple[bytes, bytes], ...]
@@ -82,11 +99,26 @@ class HttpRequest:
 
     @classmethod
     def from_h11(cls, event: h11.Request, body: bytes) -> HttpRequest:
-        """The request h11 parsed as ``event``, with its whole ``body``."""
+        """The request h11 parsed as ``event``, with its whole ``body``.
+
+        RFC 9112 section 3.2.2: a server "MUST accept the absolute-form in requests"
+        and, when it does, "MUST ignore the received Host header field (if any) and
+        instead use the host information of the request-target". So such a target is
+        reduced to the origin form the routes know, and its authority replaces ``Host``,
+        which is what the URLs in answers (a TD's ``base``, ``Location``) are built
+        from, and what a WebSocket handshake's ``Origin`` is compared with.
+        """
+        target = event.target.decode("latin-1")
+        headers = tuple((n.decode("latin-1"), v.decode("latin-1")) for n, v in event.headers)
+        if (absolute := _ABSOLUTE_FORM.fullmatch(target)) is not None:
+            rest = absolute["rest"]
+            target = rest if rest.startswith("/") else f"/{rest}"
+            host = ("host", absolute["authority"])
+            headers = (host, *((n, v) for n, v in headers if n != "host"))
         return cls(
             method=event.method.decode("latin-1"),
-            target=event.target.decode("latin-1"),
-            headers=tuple((n.decode("latin-1"), v.decode("latin-1")) for n, v in event.headers),
+            target=target,
+            headers=headers,
             body=body,
             http_version=event.http_version.decode("latin-1"),
             raw_headers=tuple(event.headers.raw_items()),
@@ -272,14 +304,25 @@ class _Connection:
         """The next whole request; None if the peer closed or idled out before one began.
 
         Raises RemoteProtocolError for a request to refuse.
+
+        When the idle timer fires, the read it cancels may have had bytes waiting: a
+        request that reached the kernel (or a memory stream's buffer) at that very
+        moment, before this task ran again. Closing a socket with unread bytes sends a
+        TCP reset, which destroys the request, so a last read gets a moment
+        (``_IDLE_RECHECK_SECONDS``) first. It returns at once with bytes already
+        received (Trio tries the socket before it waits), and the request they begin
+        is served; only if nothing came is the connection closed.
         """
         self._request = None
         if not self._h11.trailing_data[0]:  # else a pipelined request has begun already
             with trio.move_on_after(self._limits.idle_timeout) as idle:
                 await self._receive()
             if idle.cancelled_caught:
-                logger.debug("closing an idle HTTP connection")
-                return None
+                with trio.move_on_after(_IDLE_RECHECK_SECONDS) as recheck:
+                    await self._receive()
+                if recheck.cancelled_caught:
+                    logger.debug("closing an idle HTTP connection")
+                    return None
         with trio.move_on_after(self._limits.request_timeout):
             return await self._receive_request()
         raise RemoteProtocolError(
@@ -292,6 +335,7 @@ class _Connection:
             return None
         assert isinstance(event, h11.Request)  # all h11 yields in the client's IDLE state
         self._request = event
+        _refuse_ambiguous_framing(event)
         limits = self._limits
         if len(_request_head(event)) > limits.max_header_bytes:
             raise _headers_too_large(limits)
@@ -315,7 +359,8 @@ class _Connection:
             except h11.RemoteProtocolError as exc:
                 if exc.error_status_hint == 431:
                     raise _headers_too_large(self._limits) from exc
-                raise RemoteProtocolError(str(exc), status=exc.error_status_hint) from exc
+                raise RemoteProtocolError(
+                    _describe(exc), status=exc.error_status_hint) from exc
             if isinstance(event, h11.Event):
                 return event
             # PAUSED comes only between requests or after an upgrade, when we do not read.
@@ -399,6 +444,96 @@ def _request_head(event: h11.Request) -> bytes:
     lines = [b"%s %s HTTP/%s" % (event.method, event.target, event.http_version)]
     lines += [b"%s: %s" % field for field in event.headers.raw_items()]
     return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def _refuse_ambiguous_framing(event: h11.Request) -> None:
+    """Raise RemoteProtocolError (400) for a request framed two ways.
+
+    RFC 9112 section 6.1: a request with both ``Content-Length`` and
+    ``Transfer-Encoding`` "ought to be handled as an error", as it "might indicate an
+    attempt to perform request smuggling": a proxy in front that frames by
+    ``Content-Length`` forwards bytes that we, framing by ``Transfer-Encoding`` as h11
+    does, would serve as a second request nobody checked. The refusal closes the
+    connection, as the RFC demands, so those bytes are never read as a request.
+    """
+    names = {name for name, _ in event.headers}
+    if b"content-length" in names and b"transfer-encoding" in names:
+        raise RemoteProtocolError(
+            "The request has both Content-Length and Transfer-Encoding headers, so its "
+            "body could end in two places; send one of them (RFC 9112 section 6.1).")
+
+
+#: h11's messages for a peer's mistake, by how they begin, and what we say instead. Some
+#: quote the offending bytes as ``bytearray(b'...')``, which a problem must not echo
+#: (they could be anything, and mean nothing to a person); the header line case is
+#: told apart by ``_describe_header_line``. The statuses are h11's, kept as they are.
+_H11_MESSAGES: Final = (
+    ("illegal request line", "The request line is malformed: it must be a method, a "
+     "target and an HTTP version (HTTP/1.1), separated by single spaces."),
+    ("no request line received", "The request begins with an empty line instead of a "
+     "request line."),
+    ("continuation line at start of headers", "The first header line begins with "
+     "whitespace, as if it continued a header before it."),
+    ("Missing mandatory Host: header", "The Host header is missing; HTTP/1.1 requires it."),
+    ("Found multiple Host: headers", "The request has more than one Host header."),
+    ("conflicting Content-Length headers", "The request has conflicting Content-Length "
+     "values."),
+    ("bad Content-Length", "The Content-Length header is not a decimal number of bytes."),
+    ("multiple Transfer-Encoding headers", "The request has more than one "
+     "Transfer-Encoding header; only a single 'chunked' is supported."),
+    ("Only Transfer-Encoding: chunked is supported", "The request's Transfer-Encoding "
+     "is not 'chunked', the only transfer coding supported."),
+    ("illegal chunk header", "The chunked body's size line is not hexadecimal (a chunk's "
+     "size, optionally followed by extensions)."),
+    ("malformed chunk footer", "A chunk of the chunked body is not followed by CRLF: it is "
+     "longer than its size line said."),
+    ("peer closed connection without sending complete message body", "The connection "
+     "ended before the request's body was complete."),
+    ("peer unexpectedly closed connection", "The connection ended in the middle of the "
+     "request."),
+    ("Illegal method characters", "The method has characters a method cannot have."),
+    ("Illegal target characters", "The request target has characters a target cannot "
+     "have."),
+)
+
+#: RFC 9110 section 5.1 (a field name is a token) and 5.5 (field values).
+_TOKEN: Final = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+_FIELD_VALUE: Final = re.compile(rb"[ \t]*(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?[ \t]*")
+
+
+def _describe(exc: h11.RemoteProtocolError) -> str:
+    """What was wrong with a request h11 refused, in words, without the peer's bytes."""
+    message = str(exc)
+    if message.startswith("illegal header line"):
+        return _describe_header_line(message)
+    for start, detail in _H11_MESSAGES:
+        if message.startswith(start):
+            return detail
+    return "The request is not well-formed HTTP/1.1."
+
+
+def _describe_header_line(message: str) -> str:
+    """Which part of a header line h11 refused (``illegal header line: bytearray(...)``)
+    is wrong. The line is recovered from the message's ``repr`` by ``ast.literal_eval``,
+    which evaluates literals only; a message of another shape gets a general answer."""
+    general = "A header line is malformed: it must be a name, a colon and a value."
+    quoted = message.partition(": ")[2].removeprefix("bytearray(").removesuffix(")")
+    try:
+        line = ast.literal_eval(quoted)
+    except (ValueError, TypeError, SyntaxError, RecursionError):
+        return general
+    if not isinstance(line, bytes):
+        return general
+    name, colon, value = line.partition(b":")
+    if not colon:
+        return "There is a header line without a colon; it must be a name, a colon and a value."
+    if not _TOKEN.fullmatch(name):
+        return ("A header line has an invalid header name: a name is letters, digits and "
+                "a few symbols, without spaces, right before the colon.")
+    if not _FIELD_VALUE.fullmatch(value):
+        return ("A header line has an invalid header value: it contains a control "
+                "character, such as NUL or a lone carriage return.")
+    return general
 
 
 def _headers_too_large(limits: HttpLimits) -> RemoteProtocolError:

@@ -35,7 +35,9 @@ from typing import Final
 import attrs
 import trio
 
+from trio_things.errors import LocalProtocolError
 from trio_things.fanout.outbox import Written
+from trio_things.protocol.frame_guard import FrameGuard, Violation
 
 __all__ = ["PROGRESS_CHUNK", "UpgradeStream", "UpgradeStreamStatistics"]
 
@@ -151,24 +153,102 @@ class UpgradeStream(trio.abc.Stream):
         return UpgradeStreamStatistics(
             bytes_sent=self._bytes_sent, writes=self._writes, broken=self._broken)
 
+    # The receive path's frame guard (guard_frames). Class-level defaults: a stream
+    # without a guard carries none of it.
+    _guard: FrameGuard | None = None
+    _head_left = 0  # bytes of the request head still ahead in the replay: not frames
+    _replay_read = False
+    _on_violation: Callable[[int, str], None] | None = None
+
+    def guard_frames(self, guard: FrameGuard) -> None:
+        """From now on, pass what the client sends through ``guard`` before any reader
+        gets it (:mod:`trio_things.protocol.frame_guard`): the frames after the request
+        head that begins the replay, then every byte read from the socket.
+
+        Why here: this stream sees every byte before trio-websocket parses and buffers
+        it, so a client that floods frames or breaks the framing is stopped in the read
+        that does, and nothing from it on is parsed. Once the guard finds a
+        :class:`~trio_things.protocol.frame_guard.Violation`, :meth:`receive_some`
+        passes nothing of that read and stops reading for good (it waits until
+        cancelled; the connection's nursery ends it): a flooder's bytes already read or
+        still in the socket's buffer cost nothing more. The connection learns of it
+        through :meth:`on_violation`, and closes with its code.
+
+        Call it before the first read (:exc:`~trio_things.errors.LocalProtocolError`
+        after), with the request head at the start of the replay, as
+        :func:`~trio_things.transport.http.serve_http_connection` makes it.
+        """
+        if self._replay_read:
+            raise LocalProtocolError("guard_frames() after the first read")
+        # h11 rebuilt the head from its parsed headers, which hold no CR or LF: the
+        # first blank line ends it, and h11's trailing data (frames, if any) follows.
+        end = self._replay.find(b"\r\n\r\n")
+        self._head_left = len(self._replay) if end < 0 else end + 4
+        self._guard = guard
+
+    @property
+    def violation(self) -> Violation | None:
+        """Why the guard stopped reading this connection; None while it has not."""
+        return None if self._guard is None else self._guard.violation
+
+    def on_violation(self, callback: Callable[[int, str], None]) -> None:
+        """Have ``callback(code, reason)`` called once when the guard finds a violation,
+        at once if it already has; a later call replaces an earlier callback. Called
+        from the reading task, synchronously: it must not block (the connection's
+        ``Outbox.request_close`` does not)."""
+        violation = self.violation
+        if violation is None:
+            self._on_violation = callback
+        else:
+            self._on_violation = None
+            callback(violation.code, violation.reason)
+
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        """Up to ``max_bytes`` of the replay while it lasts, then of the underlying stream.
+        """Up to ``max_bytes`` of the replay while it lasts, then of the underlying stream;
+        with a guard (:meth:`guard_frames`), only what it passes, and nothing at all once
+        it found a violation: then this waits until cancelled.
 
         Cancellation: if cancelled, no replayed byte is consumed; once the replay is used
         up, the underlying stream's guarantee applies.
         """
         if max_bytes is not None and max_bytes < 1:
             raise ValueError("max_bytes must be >= 1")
+        if self._guard is not None and self._guard.violation is not None:
+            await trio.sleep_forever()
         if not self._replay:
             data = await self._stream.receive_some(max_bytes)
             if data:
                 self.bytes_received += len(data)
                 self.received_at = trio.current_time()
+                if self._guard is not None:
+                    return await self._guarded(self._guard, data, 0)
             return data
         await trio.lowlevel.checkpoint()
+        self._replay_read = True
         size = len(self._replay) if max_bytes is None else max_bytes
         chunk, self._replay = self._replay[:size], self._replay[size:]
+        if self._guard is not None:
+            head = min(self._head_left, len(chunk))
+            self._head_left -= head
+            if head < len(chunk):
+                return await self._guarded(self._guard, chunk, head)
         return chunk
+
+    async def _guarded(self, guard: FrameGuard, data: bytes | bytearray,
+                       skip: int) -> bytes | bytearray:
+        """``data`` if ``guard`` passes what follows its first ``skip`` bytes (the end of
+        the request head, passed unread). Otherwise tell the connection, and return only
+        those ``skip`` bytes, or wait until cancelled if there are none (an empty read
+        would be taken for the end of the stream): nothing of a read that broke a limit
+        reaches trio-websocket, so it is idle when the server closes."""
+        if guard.feed(memoryview(data)[skip:] if skip else data, trio.current_time()):
+            return data
+        callback, self._on_violation = self._on_violation, None
+        if callback is not None and guard.violation is not None:
+            callback(guard.violation.code, guard.violation.reason)
+        if not skip:
+            await trio.sleep_forever()
+        return data[:skip]
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Write all of ``data`` while no other ``send_all`` writes.
