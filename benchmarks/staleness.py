@@ -6,7 +6,8 @@ it: in the kernel, between the server's socket and the reader. This measures it.
 benchmark server updates ``tick`` (``{"n", "t"}``, ``t`` the time of the update)
 ``--rate`` times a second; each reader observes it over a plain socket with the kernel's
 default buffers and takes one message every ``1/read_rate`` seconds, no more (it reads a
-frame's header, then exactly its payload, so no buffer of its own hides anything). Each
+frame's header, then exactly its payload, so no buffer of its own hides anything; it
+answers a ping at once, as any RFC 6455 client does, and that costs it no turn). Each
 message's age is the time it is read minus its ``t``. The table gives the ages over the
 second half of the run (the steady state), and whether the server dropped the reader.
 
@@ -86,6 +87,9 @@ def read_slowly(port: int, path: str, read_rate: float, seconds: float) -> Readi
             time.sleep(max(0.0, start + index / read_rate - now))
             index += 1
             opcode, payload = _next_frame(sock)
+            while opcode == rawws.PING:  # answered at once, as RFC 6455 asks of a client
+                sock.sendall(rawws.masked_frame(rawws.PONG, payload))
+                opcode, payload = _next_frame(sock)
             if opcode != rawws.TEXT:
                 continue
             value = orjson.loads(payload).get("value")

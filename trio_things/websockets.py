@@ -71,6 +71,9 @@ _KEEPALIVE_PING: Final = ping_frame(b"trio-things keepalive")
 #: "1008 indicates that an endpoint is terminating the connection because it has
 #: received a message that violates its policy": here, a flood of them.
 RATE_CLOSE_CODE: Final = 1008
+#: A client that reads nothing of what it was sent (no pong confirms it) for
+#: ``write_timeout``: "1008 ... a message that violates its policy".
+CREDIT_CLOSE_CODE: Final = 1008
 # Bound once: an enum member looked up through its class costs ~70 ns per delivery.
 _WHOLE: Final = Written.WHOLE
 _PART: Final = Written.PART
@@ -256,6 +259,12 @@ async def relay_notifications_to_websocket(
                             "after a ping", limits.keepalive_timeout)
                 await writer.close(KEEPALIVE_CLOSE_CODE, "keepalive ping timeout")
                 return
+            # The client has not read enough of what was written: wait for its pongs
+            # before taking, so that what changes meanwhile is coalesced in the Outbox
+            # (protocol/credit.py). Not for a close, nor for the rest of a frame.
+            if (outbox.close_request is None and not stream.needs_flush
+                    and not stream.has_credit and not await writer.wait_for_credit()):
+                return
             # Read before taking: every frame queued before a close request is in this
             # take (the Outbox accepts none after it), so it precedes the close.
             closing = outbox.close_request
@@ -322,7 +331,8 @@ class SocketWriter:
             # timeout is on progress, not on the whole batch: a slow reader is not a
             # stalled one.
             await self.stream.send_all_while(data, self.still_open,
-                                             progress_timeout=self.limits.write_timeout)
+                                             progress_timeout=self.limits.write_timeout,
+                                             credit_ping=True)
         except trio.TooSlowError:
             logger.warning("dropping a WebSocket client whose writes made no progress "
                            "for %.1f s", self.limits.write_timeout)
@@ -330,6 +340,22 @@ class SocketWriter:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return False
         return True
+
+    async def wait_for_credit(self) -> bool:
+        """Wait until the client has read enough for more to be written; False, having
+        closed the connection with 1008, when it confirms nothing for ``write_timeout``:
+        a client that stopped reading (or never answers pings, as RFC 6455 requires)."""
+        with trio.move_on_after(self.limits.write_timeout):
+            try:  # a ping alone, if no ping sent so far covers everything written
+                await self.stream.send_all_while(b"", self.still_open, credit_ping=True)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return False
+            await self.stream.wait_for_credit()
+            return True
+        logger.warning("closing a WebSocket client that read nothing for %.1f s",
+                       self.limits.write_timeout)
+        await self.close(CREDIT_CLOSE_CODE, f"read nothing for {self.limits.write_timeout:g} s")
+        return False
 
     async def close(self, code: int, reason: str) -> None:
         with trio.move_on_after(self.limits.close_timeout):

@@ -17,8 +17,12 @@ Close codes (RFC 6455 section 7.4.1) a client can expect:
 ====== ========================================================================
 1000   the client closed normally (echoed)
 1001   the server is shutting down
+1002   a malformed frame (found by the frame guard before trio-websocket parses it)
+1007   a text message or a close reason that is not UTF-8
 1008   the client read too slowly: its queue of events and action status overflowed;
-       or it kept sending faster than ``max_requests_per_second`` after 429 answers
+       or it kept sending faster than ``max_requests_per_second`` after 429 answers;
+       or it sent too many frames, or a message in too many fragments; or it confirmed
+       reading nothing (no pong to the credit pings) for ``write_timeout``
 1009   a message above ``max_message_bytes`` (sent by trio-websocket)
 1011   pinged after ``keepalive_interval`` of silence, no byte (a pong or anything
        else) within ``keepalive_timeout``
@@ -246,6 +250,8 @@ async def _accept(
     # Before trio-websocket reads a byte: every frame after the request head is counted
     # and checked before it parses or buffers it (protocol/frame_guard.py).
     stream.guard_frames(FrameGuard.from_limits(limits))
+    if stream.over_socket:  # what credit bounds is the kernels' buffering
+        stream.enable_credit(limits.backlog_seconds)
     ws_request = await trio_websocket.wrap_server_stream(
         nursery, stream, message_queue_size=1, max_message_size=limits.max_message_bytes)
     try:

@@ -90,6 +90,8 @@ _XOR: Final = tuple(bytes(b ^ k for b in range(256)) for k in range(256))
 _SKIP: Final = 0
 _UTF8: Final = 1  # a text message's payload, as it arrives
 _CLOSE_PAYLOAD: Final = 2  # a close frame's code and reason (at most 125 bytes, kept)
+_PONG_PAYLOAD: Final = 3  # a pong's payload (at most 125 bytes, kept for the reader)
+_PONG: Final = 0xA
 
 
 @attrs.frozen
@@ -139,7 +141,11 @@ class FrameGuard:
         self._mask = b""
         self._mask_at = 0  # where in the masking key the next payload byte falls
         self._check = _SKIP
-        self._close_payload = bytearray()
+        self._close_payload = bytearray()  # a close frame's or a pong's payload
+        self.pongs: list[bytes] = []
+        """The payloads of the pongs read by the last :meth:`feed`s, unmasked, for the
+        caller to take (and clear): they say how far the client has read
+        (:mod:`trio_things.protocol.credit`). At most one per frame the rate allows."""
         self._message: int | None = None  # the opcode of the message in progress
         self._fragments = 0
         self._utf8: codecs.IncrementalDecoder | None = None
@@ -268,8 +274,8 @@ class FrameGuard:
                 self._utf8 = _utf8_decoder() if opcode == _TEXT else None
             self._final = bool(head[0] & 0x80)
             self._check = _UTF8 if self._utf8 is not None else _SKIP
-        elif opcode == _CLOSE:
-            self._check = _CLOSE_PAYLOAD
+        elif opcode == _CLOSE or opcode == _PONG:
+            self._check = _CLOSE_PAYLOAD if opcode == _CLOSE else _PONG_PAYLOAD
             self._close_payload.clear()
         else:
             self._check = _SKIP
@@ -282,7 +288,7 @@ class FrameGuard:
     def _check_payload(self, chunk: bytes | bytearray | memoryview) -> bool:
         """Check the next ``chunk`` of the current frame's payload."""
         plain = self._unmask(chunk)
-        if self._check == _CLOSE_PAYLOAD:
+        if self._check == _CLOSE_PAYLOAD or self._check == _PONG_PAYLOAD:
             self._close_payload += plain
             return True
         assert self._utf8 is not None
@@ -298,6 +304,9 @@ class FrameGuard:
         check, self._check = self._check, _SKIP
         if self._opcode == _CLOSE:
             return self._check_close(bytes(self._close_payload))
+        if self._opcode == _PONG:
+            self.pongs.append(bytes(self._close_payload))
+            return True
         if self._opcode < 0x8 and self._final:
             utf8, self._utf8 = self._utf8, None
             self._message = None

@@ -89,3 +89,9 @@ class WebSocketLimits:
     128 lets a client send a whole ``max_message_bytes`` message in 512-byte fragments,
     and bounds what a message of empty fragments costs (trio-websocket keeps a list
     entry per fragment). Raise it with ``max_message_bytes``."""
+    backlog_seconds: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
+    """How many seconds of reading a client may have waiting for it, written but unread:
+    beyond it the server writes nothing more until the client's pongs confirm it has
+    read on, and what changes meanwhile is coalesced to the latest value
+    (:mod:`trio_things.protocol.credit`). What bounds how old the values a slow reader
+    gets are: about this many seconds."""

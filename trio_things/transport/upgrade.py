@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Callable
 from typing import Final
 
@@ -37,13 +38,26 @@ import trio
 
 from trio_things.errors import LocalProtocolError
 from trio_things.fanout.outbox import Written
+from trio_things.protocol.credit import (
+    INITIAL_SIZE,
+    PING_PAYLOAD_SIZE,
+    Credit,
+    ping_payload,
+    ponged_position,
+)
 from trio_things.protocol.frame_guard import FrameGuard, Violation
+from trio_things.protocol.frames import ping_frame
 
 __all__ = ["PROGRESS_CHUNK", "UpgradeStream", "UpgradeStreamStatistics"]
 
 #: The bytes a write must get through within its progress timeout: a reader of 16 KiB
 #: per ``write_timeout`` (1.6 KiB/s at the default 10 s) counts as reading.
 PROGRESS_CHUNK: Final = 16 * 1024
+
+#: A stream position no stream reaches: flow credit off.
+_NEVER: Final = sys.maxsize
+#: A credit ping frame: a 2-byte header (a server frame is unmasked) and its payload.
+_CREDIT_PING_SIZE: Final = 2 + PING_PAYLOAD_SIZE
 
 # Bound once: an enum member looked up through its class costs ~70 ns per delivery.
 _NOTHING: Final = Written.NOTHING
@@ -100,11 +114,19 @@ class UpgradeStream(trio.abc.Stream):
         # Only a real socket has a fast path; memory streams (tests) always take the relay's.
         self._fileno: Callable[[], int] | None = (
             stream.socket.fileno if isinstance(stream, trio.SocketStream) else None)
+        self.over_socket = isinstance(stream, trio.SocketStream) or (
+            isinstance(stream, trio.SSLStream)
+            and isinstance(stream.transport_stream, trio.SocketStream))
+        """Whether the bytes go through a socket (TLS or not), which the kernel buffers on
+        both ends: where flow credit (:meth:`enable_credit`) matters."""
         self._backlog = b""
         self.bytes_received = 0
         """Bytes read from the underlying stream so far."""
         self.received_at = -math.inf
         """:func:`trio.current_time` after the last read that returned bytes."""
+        # Read on every delivery (see enable_credit): an instance field, which Python
+        # finds faster than a class-level default.
+        self._credit_mark = _NEVER
 
     @property
     def needs_flush(self) -> bool:
@@ -126,6 +148,10 @@ class UpgradeStream(trio.abc.Stream):
         """
         if self._writers or self._backlog or self._broken or self._fileno is None:
             return _NOTHING
+        if self._bytes_sent >= self._credit_mark:  # rarely: see enable_credit
+            if self._bytes_sent >= self._write_limit:
+                return _NOTHING  # the client has not read enough yet: the Outbox coalesces
+            data = self._with_ping(data, self._bytes_sent)
         fd = self._fileno()
         if fd < 0:  # closed: never write to a descriptor number that may be reused
             return _NOTHING
@@ -142,6 +168,79 @@ class UpgradeStream(trio.abc.Stream):
             self._backlog = data[sent:]
             return _PART
         return _WHOLE
+
+    # ------------------------------------------------------------------ flow credit
+
+    # Flow credit (enable_credit). Plain fields, read by the fast path on every delivery:
+    # how far we may write, where the next credit ping is due, and the smaller of the two
+    # (one comparison per write). Class-level defaults: a stream without credit, and an
+    # idle one (whose Credit is made at its first ping), carry none of it.
+    _credit_target: float | None = None
+    _credit: Credit | None = None
+    _write_limit = _NEVER  # no write may start at or past this position
+    _next_ping = _NEVER  # a write starting at or past this position ends with a ping
+    _credited: trio.Event | None = None
+
+    def enable_credit(self, target: float) -> None:
+        """Write no more than the client reads in about ``target`` seconds beyond what it
+        confirmed it has read, learnt from the pongs to pings this stream appends to its
+        writes (:mod:`trio_things.protocol.credit`). Only with a frame guard
+        (:meth:`guard_frames`), which is where pongs are read."""
+        if self._guard is None:
+            raise LocalProtocolError("enable_credit() needs guard_frames() first")
+        self._credit_target = target
+        self._write_limit = INITIAL_SIZE
+        self._next_ping = self._credit_mark = INITIAL_SIZE // 2
+
+    @property
+    def has_credit(self) -> bool:
+        """Whether the client has read enough for more to be written now."""
+        return self._bytes_sent < self._write_limit
+
+    async def wait_for_credit(self) -> None:
+        """Return once :attr:`has_credit`: at once, or when a pong confirms enough."""
+        while not self.has_credit:
+            if self._credited is None:
+                self._credited = trio.Event()
+            await self._credited.wait()
+
+    def _sync_credit(self, credit: Credit) -> None:
+        self._write_limit = credit.confirmed + credit.size
+        self._next_ping = credit.next_ping
+        self._credit_mark = min(self._write_limit, self._next_ping)
+
+    def _unpinged(self, backlog: bytes | bytearray) -> bool:
+        """Whether bytes written (or about to be: ``backlog``) lie beyond every ping."""
+        if self._credit_target is None:
+            return False
+        last_ping = 0 if self._credit is None else self._credit.last_ping
+        return last_ping < self._bytes_sent + len(backlog)
+
+    def _with_ping(self, data: bytes, start: int) -> bytes:
+        """``data``, which begins at stream position ``start``, and a credit ping after
+        it: its payload is where it ends, which the client's pong will confirm."""
+        credit = self._credit
+        if credit is None:  # the first ping: from here on the client is not idle
+            assert self._credit_target is not None
+            credit = self._credit = Credit(target=self._credit_target)
+        position = start + len(data) + _CREDIT_PING_SIZE
+        credit.ping_sent(position, trio.current_time())
+        self._next_ping = credit.next_ping
+        self._credit_mark = min(self._write_limit, self._next_ping)
+        return data + ping_frame(ping_payload(position))
+
+    def _take_pongs(self, guard: FrameGuard) -> None:
+        credit = self._credit
+        pongs, guard.pongs = guard.pongs, []
+        if credit is None:
+            return
+        for payload in pongs:
+            position = ponged_position(payload)
+            if position is not None and credit.pong(position, trio.current_time()):
+                self._sync_credit(credit)
+                if self._credited is not None and self.has_credit:
+                    self._credited.set()
+                    self._credited = None
 
     @property
     def broken(self) -> bool:
@@ -241,7 +340,10 @@ class UpgradeStream(trio.abc.Stream):
         those ``skip`` bytes, or wait until cancelled if there are none (an empty read
         would be taken for the end of the stream): nothing of a read that broke a limit
         reaches trio-websocket, so it is idle when the server closes."""
-        if guard.feed(memoryview(data)[skip:] if skip else data, trio.current_time()):
+        passed = guard.feed(memoryview(data)[skip:] if skip else data, trio.current_time())
+        if guard.pongs:
+            self._take_pongs(guard)
+        if passed:
             return data
         callback, self._on_violation = self._on_violation, None
         if callback is not None and guard.violation is not None:
@@ -262,7 +364,8 @@ class UpgradeStream(trio.abc.Stream):
 
     async def send_all_while(self, data: bytes | bytearray | memoryview,
                              still_open: Callable[[], bool], *,
-                             progress_timeout: float = math.inf) -> bool:
+                             progress_timeout: float = math.inf,
+                             credit_ping: bool = False) -> bool:
         """Like :meth:`send_all`, but write only if ``still_open()`` holds once the write
         lock is held; return whether it wrote.
 
@@ -276,6 +379,12 @@ class UpgradeStream(trio.abc.Stream):
         :exc:`trio.TooSlowError` is raised (and the stream is broken if a chunk was
         begun). A whole batch is not bounded: a client that keeps reading, however
         slowly, is never taken for one that stopped.
+
+        ``credit_ping``: the relay's writes end with a credit ping when one is due (see
+        :meth:`enable_credit`); trio-websocket's never do, since one of them may be a
+        close frame, after which nothing may follow. With no ``data``, a ping alone is
+        written if no ping sent so far covers everything written: without it, a client
+        with too much unconfirmed could read it all and still owe no answer.
         """
         self._raise_if_broken()
         self._writers += 1
@@ -290,6 +399,9 @@ class UpgradeStream(trio.abc.Stream):
                 wrote = still_open()
                 payload = self._backlog + data if wrote else self._backlog
                 self._backlog = b""
+                if credit_ping and wrote and (
+                        self._bytes_sent >= self._next_ping if data else self._unpinged(payload)):
+                    payload = self._with_ping(bytes(payload), self._bytes_sent)
                 if payload:
                     view = memoryview(payload)
                     try:
