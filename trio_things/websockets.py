@@ -42,7 +42,7 @@ import trio_websocket
 from trio_things.errors import RemoteProtocolError
 from trio_things.fanout.observers import PROPERTY, Observer
 from trio_things.fanout.outbox import Frame, Outbox, Written
-from trio_things.protocol.access import Role, check_role
+from trio_things.protocol.access import ANONYMOUS, Caller, check_role
 from trio_things.protocol.commands import PropertyChanged, SubscribedReply
 from trio_things.protocol.dialects import Dialect, MessageError
 from trio_things.protocol.frames import ping_frame, text_frame
@@ -87,11 +87,11 @@ async def websocket_endpoint(
     dialect: Dialect,
     dispatcher: Dispatcher,
     limits: WebSocketLimits,
-    role: Role = Role.FULL,
+    caller: Caller = ANONYMOUS,
 ) -> None:
     """Serve one open WebSocket until the client leaves, misbehaves or stalls, or the
-    server stops; then leave every observer set. ``role`` is what the client's token
-    allows.
+    server stops; then leave every observer set. ``caller`` is who the client is (its
+    token's role and identity): what it may do, and whose invocations it may cancel.
 
     The processor runs in the calling task, the relay in ``nursery``: the nursery that
     holds trio-websocket's reader, so a connection costs one nursery and three tasks.
@@ -120,7 +120,7 @@ async def websocket_endpoint(
             relay_notifications_to_websocket, writer, outbox, done=nursery.cancel_scope),
             name="trio_things websocket relay")
         await process_messages_from_websocket(websocket, outbox, dialect, dispatcher,
-                                              limits, role)
+                                              limits, caller)
     finally:
         dispatcher.observers.leave_all(outbox)
         outbox.close()
@@ -132,7 +132,7 @@ async def process_messages_from_websocket(
     dialect: Dialect,
     dispatcher: Dispatcher,
     limits: WebSocketLimits,
-    role: Role = Role.FULL,
+    caller: Caller = ANONYMOUS,
 ) -> None:
     """Read every message until the connection closes, and answer each through ``outbox``.
 
@@ -173,8 +173,8 @@ async def process_messages_from_websocket(
             observer = Observer(outbox=outbox, encoder=dialect.encode_notification,
                                 tail=request.tail)
             try:
-                check_role(role, request.command)
-                reply = await dispatcher.run(request.command, observer)
+                check_role(caller.role, request.command)
+                reply = await dispatcher.run(request.command, observer, caller=caller)
                 body = dialect.encode_reply(request, reply)
             except RemoteProtocolError as error:
                 body = dialect.encode_error(request.context, ProblemDetails.from_error(error))

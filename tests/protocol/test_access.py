@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
-
-import attrs
 import pytest
 
 from trio_things.errors import Forbidden, Unauthorized, UnsupportedMediaType
@@ -14,19 +10,12 @@ from trio_things.protocol.access import (
     ANONYMOUS,
     AccessPolicy,
     Caller,
-    CancelActionBy,
-    InvokeActionBy,
     Role,
-    caller_of,
     check_action_body,
     check_cancel,
     check_role,
     identity_of,
-    sent_by,
 )
-from trio_things.protocol.dialects import Request
-from trio_things.protocol.problems import ProblemDetails
-from trio_things.runtime.dispatcher import stamp_dialect
 
 FULL, VIEWER = "full-access-token", "read-only-token"
 POLICY = AccessPolicy(tokens=[FULL], readonly_tokens=[VIEWER])
@@ -315,50 +304,3 @@ def test_who_may_cancel(caller: Caller, invoker: str | None) -> None:
 def test_who_may_not_cancel(caller: Caller, invoker: str | None) -> None:
     with pytest.raises(Forbidden, match="only the token that invoked"):
         check_cancel(caller, invoker)
-
-
-def test_commands_are_stamped_with_who_sent_them() -> None:
-    invoke = sent_by(INVOKE, ALICE)
-    assert isinstance(invoke, InvokeActionBy) and isinstance(invoke, c.InvokeAction)
-    assert (invoke.thing, invoke.name, invoke.input, invoke.wait) == ("t", "a", {}, False)
-    assert caller_of(invoke) == ALICE
-    cancel = sent_by(c.CancelAction(invocation_id="i", wait=False), BOB)
-    assert isinstance(cancel, CancelActionBy) and not cancel.wait and caller_of(cancel) == BOB
-    read = c.ReadProperty(thing="t", name="p")
-    assert sent_by(read, ALICE) is read
-    assert caller_of(read) is ANONYMOUS and caller_of(INVOKE) is ANONYMOUS
-
-
-@attrs.frozen
-class FakeDialect:
-    commands: Sequence[c.Command]
-
-    @property
-    def encode_notification(self) -> Callable[[c.Notification], bytes]:
-        return _encode
-
-    def decode(self, message: str | bytes) -> Sequence[Request]:
-        return [Request(command=command, context=message) for command in self.commands]
-
-    def encode_reply(self, request: Request, reply: c.Reply) -> bytes | None:
-        return b"reply"
-
-    def encode_error(self, context: Any, problem: ProblemDetails) -> bytes:
-        return b"error"
-
-
-def _encode(notification: c.Notification) -> bytes:
-    return b""
-
-
-def test_a_connection_with_a_token_stamps_what_it_decodes() -> None:
-    dialect = FakeDialect([INVOKE, c.ReadProperty(thing="t", name="p")])
-    assert stamp_dialect(dialect, ANONYMOUS) is dialect  # nothing to stamp: no wrapper
-    stamped = stamp_dialect(dialect, ALICE)
-    invoke, read = stamped.decode("m")
-    assert caller_of(invoke.command) == ALICE and invoke.context == "m"
-    assert read.command == c.ReadProperty(thing="t", name="p")
-    # The notification encoder is the shared one: observer sets still encode once.
-    assert stamped.encode_notification is dialect.encode_notification
-    assert stamped.encode_reply(invoke, c.NoContentReply()) == b"reply"
-    assert stamped.encode_error(None, ProblemDetails.from_status(400, "x")) == b"error"

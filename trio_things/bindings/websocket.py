@@ -44,7 +44,7 @@ import trio_websocket
 from trio_things.errors import BadRequest, NotFound, RemoteProtocolError
 from trio_things.model.affordances import ActionSpec, Affordances, EventSpec, PropertySpec
 from trio_things.model.description import Form, thing_id
-from trio_things.protocol.access import WWW_AUTHENTICATE, AccessPolicy, Role
+from trio_things.protocol.access import WWW_AUTHENTICATE, AccessPolicy, Caller
 from trio_things.protocol.dialects import SUBPROTOCOL, Dialect, choose_subprotocol
 from trio_things.protocol.frame_guard import FrameGuard
 from trio_things.protocol.labthings import LabThingsDialect
@@ -52,7 +52,7 @@ from trio_things.protocol.limits import WebSocketLimits
 from trio_things.protocol.problems import PROBLEM_CONTENT_TYPE, ProblemDetails
 from trio_things.protocol.routes import server_base, websocket_route
 from trio_things.protocol.wtp import WebThingProtocol
-from trio_things.runtime.dispatcher import Dispatcher, stamp_dialect
+from trio_things.runtime.dispatcher import Dispatcher
 from trio_things.transport.http import HttpRequest, refuse_http_connection
 from trio_things.transport.upgrade import UpgradeStream
 from trio_things.websockets import websocket_endpoint
@@ -208,12 +208,12 @@ async def serve_websocket_upgrade(
             del request
             if accepted is None:  # refused, or the handshake timed out
                 return
-            websocket, dialect, role = accepted
+            websocket, dialect, caller = accepted
             del accepted
             try:
                 await websocket_endpoint(websocket, nursery=nursery, stream=stream,
                                          dialect=dialect, dispatcher=dispatcher,
-                                         limits=limits, role=role)
+                                         limits=limits, caller=caller)
             finally:
                 with trio.CancelScope(shield=True), trio.move_on_after(limits.close_timeout):
                     await websocket.aclose(SHUTDOWN_CLOSE_CODE, "server shutting down")
@@ -231,15 +231,15 @@ async def _accept(
     dialects: WebSocketDialects,
     access: AccessPolicy,
     limits: WebSocketLimits,
-) -> tuple[trio_websocket.WebSocketConnection, Dialect, Role] | None:
-    """The opening handshake: the open connection, its dialect and the client's role;
+) -> tuple[trio_websocket.WebSocketConnection, Dialect, Caller] | None:
+    """The opening handshake: the open connection, its dialect and who the client is;
     None when it was refused (with problem details).
 
     Refused with 403 when the ``Host`` is not a name of this server (DNS rebinding) or
     the ``Origin`` another site's; 401 without a valid token (here, and only here, the
     ``access_token`` query parameter counts: browsers cannot set headers on a
-    WebSocket). With tokens, the dialect stamps the commands it decodes with the
-    client's identity, so that only the token that invoked an action may cancel it."""
+    WebSocket). The processor runs every command as this caller, so that only the
+    token that invoked an action may cancel it."""
     try:
         check_handshake(request)
     except RemoteProtocolError as error:  # trio-websocket would answer a bare 400
@@ -271,6 +271,5 @@ async def _accept(
         await ws_request.reject(error.status, body=problem.to_bytes(), extra_headers=headers)
         return None
     subprotocol = choose_subprotocol(ws_request.proposed_subprotocols)
-    dialect = stamp_dialect(dialects.dialect(route, subprotocol, request.header("host")),
-                            caller)
-    return await ws_request.accept(subprotocol=subprotocol), dialect, caller.role
+    dialect = dialects.dialect(route, subprotocol, request.header("host"))
+    return await ws_request.accept(subprotocol=subprotocol), dialect, caller

@@ -60,16 +60,12 @@ __all__ = [
     "ANONYMOUS",
     "AccessPolicy",
     "Caller",
-    "CancelActionBy",
-    "InvokeActionBy",
     "Role",
     "allow_test_host",
-    "caller_of",
     "check_action_body",
     "check_cancel",
     "check_role",
     "identity_of",
-    "sent_by",
 ]
 
 #: RFC 6750 section 3: "the resource server MUST include the HTTP WWW-Authenticate
@@ -379,41 +375,6 @@ def check_cancel(caller: Caller, invoker: str | None) -> None:
     if invoker is None and caller.role is Role.FULL:
         return
     raise Forbidden("only the token that invoked this action may cancel it")
-
-
-# --------------------------------------------------------------------------- identities
-# The WebSocket endpoint runs each command a connection sends, but knows only its role;
-# so the connection's dialect stamps the commands whose rules depend on who sent them
-# (trio_things.runtime.dispatcher.stamp_dialect).
-
-
-@attrs.frozen(kw_only=True)
-class InvokeActionBy(c.InvokeAction):
-    """An :class:`~trio_things.protocol.commands.InvokeAction`, and who sent it."""
-
-    caller: Caller
-
-
-@attrs.frozen(kw_only=True)
-class CancelActionBy(c.CancelAction):
-    """A :class:`~trio_things.protocol.commands.CancelAction`, and who sent it."""
-
-    caller: Caller
-
-
-def sent_by(command: c.Command, caller: Caller) -> c.Command:
-    """``command``, stamped with ``caller`` if its rules depend on who sent it."""
-    match command:
-        case c.InvokeAction():
-            return InvokeActionBy(**attrs.asdict(command, recurse=False), caller=caller)
-        case c.CancelAction():
-            return CancelActionBy(**attrs.asdict(command, recurse=False), caller=caller)
-    return command
-
-
-def caller_of(command: c.Command) -> Caller:
-    """Who ``command`` was stamped with (:func:`sent_by`); :data:`ANONYMOUS` if nobody."""
-    return command.caller if isinstance(command, InvokeActionBy | CancelActionBy) else ANONYMOUS
 
 
 # --------------------------------------------------------------------------- internals

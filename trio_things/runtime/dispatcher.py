@@ -17,10 +17,9 @@ a WebSocket connection's outbox, dialect encoder and tail. Without one (plain HT
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, assert_never
 
-import attrs
 import trio
 
 from trio_things.errors import (
@@ -38,7 +37,7 @@ from trio_things.model.docstrings import description_from_docstring
 from trio_things.model.invocation import Invocation, InvocationStatus
 from trio_things.model.thing import Thing
 from trio_things.protocol import commands as c
-from trio_things.protocol.access import Caller, caller_of, check_cancel, sent_by
+from trio_things.protocol.access import ANONYMOUS, Caller, check_cancel
 from trio_things.protocol.commands import (
     DocumentReply,
     InvocationListReply,
@@ -49,11 +48,9 @@ from trio_things.protocol.commands import (
     SubscribedReply,
     ValueReply,
 )
-from trio_things.protocol.dialects import Dialect, Request
-from trio_things.protocol.problems import ProblemDetails
 from trio_things.runtime.actions import ActionRunner
 
-__all__ = ["Dispatcher", "stamp_dialect"]
+__all__ = ["Dispatcher"]
 
 
 class Dispatcher:
@@ -84,18 +81,16 @@ class Dispatcher:
         return self._observers
 
     async def run(self, command: c.Command, observer: Observer | None = None, *,
-                  caller: Caller | None = None) -> Reply:
+                  caller: Caller = ANONYMOUS) -> Reply:
         """Run one command. Raises :class:`~trio_things.errors.RemoteProtocolError`
         for anything the client got wrong; any other exception is a bug.
 
         ``observer`` is the connection on whose behalf observations are made, and which
         hears the status of the actions it invokes. ``caller`` is who sent the command
-        (by default, whom it is stamped with: :func:`~trio_things.protocol.access.sent_by`,
-        else anonymous): an invocation remembers who invoked it, and only they may
-        cancel it (:func:`~trio_things.protocol.access.check_cancel`: 403).
+        (anonymous when the server requires no token): an invocation remembers who
+        invoked it, and only they may cancel it
+        (:func:`~trio_things.protocol.access.check_cancel`: 403).
         """
-        if caller is None:
-            caller = caller_of(command)
         match command:
             case c.ReadProperty(thing=name, name=prop):
                 thing, spec = self._property(name, prop)
@@ -306,44 +301,6 @@ class Dispatcher:
         if writing and spec.readonly:
             raise MethodNotAllowed(f"property {prop!r} is read-only", allow=("GET", "HEAD"))
         return thing, spec
-
-
-# --------------------------------------------------------------------------- who sent it
-# The WebSocket endpoint runs each command a connection sends through ``run`` without
-# saying who sent it (it knows the client's role only); so a connection with a token
-# decodes its commands through a dialect that stamps them with who sent them.
-
-
-@attrs.frozen
-class _StampedDialect:
-    """A connection's dialect that stamps the commands it decodes with the connection's
-    caller; everything else is the shared dialect's (its notification encoder included,
-    so observer sets still encode once per dialect)."""
-
-    dialect: Dialect
-    caller: Caller
-
-    @property
-    def encode_notification(self) -> Callable[[c.Notification], bytes]:
-        return self.dialect.encode_notification
-
-    def decode(self, message: str | bytes) -> Sequence[Request]:
-        return [attrs.evolve(request, command=sent_by(request.command, self.caller))
-                for request in self.dialect.decode(message)]
-
-    def encode_reply(self, request: Request, reply: c.Reply) -> bytes | None:
-        return self.dialect.encode_reply(request, reply)
-
-    def encode_error(self, context: Any, problem: ProblemDetails) -> bytes:
-        return self.dialect.encode_error(context, problem)
-
-
-def stamp_dialect(dialect: Dialect, caller: Caller) -> Dialect:
-    """``dialect`` for one connection of ``caller``: as it is for an anonymous caller
-    (nothing to stamp, no object per connection), else stamping its commands."""
-    if caller.identity is None:
-        return dialect
-    return _StampedDialect(dialect, caller)
 
 
 async def _read(thing: Thing, spec: PropertySpec) -> Any:
