@@ -44,6 +44,11 @@ Every wait that depends on the peer has a timeout (``timeout``, 60 s by default:
 longer than the server's own waits, such as a 30 s long-poll), so a test that would
 hang fails with :exc:`trio.TooSlowError` naming what it waited for instead. Under the
 autojump clock such a timeout costs no real time.
+
+One job in one module, though it is long: serving Things in memory and reaching them,
+where :func:`serve_in_memory`, :func:`in_memory` and :class:`InMemoryServer` share one
+set of connections and their shutdown; much of the length is docstrings. The raw HTTP
+client, which needs no server, is apart in :mod:`trio_things.testing_http`.
 """
 
 from __future__ import annotations
@@ -51,12 +56,10 @@ from __future__ import annotations
 import errno
 import math
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
-from typing import Any, Final, NoReturn
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import NoReturn
 
 import attrs
-import h11
-import orjson
 import trio
 import trio.testing
 import trio_websocket
@@ -66,6 +69,13 @@ from trio_things.config import ServerConfig
 from trio_things.model.thing import Thing
 from trio_things.protocol.access import AccessPolicy, allow_test_host
 from trio_things.server import ThingServer
+from trio_things.testing_http import (
+    DEFAULT_HOST,
+    DEFAULT_TIMEOUT,
+    HttpConnection,
+    Response,
+    _fail_after,
+)
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -81,11 +91,6 @@ __all__ = [
 #: :func:`trio.testing.memory_stream_pair` and :func:`trio.testing.lockstep_stream_pair` do.
 StreamPair = Callable[[], tuple[trio.abc.Stream, trio.abc.Stream]]
 
-#: Seconds a wait on the server may take before it fails with :exc:`trio.TooSlowError`.
-DEFAULT_TIMEOUT: Final = 60.0
-
-#: The host the in-memory server answers as: its URLs are ``http://testserver/...``.
-DEFAULT_HOST: Final = "testserver"
 # Servers refuse requests for host names they are not known as (DNS rebinding,
 # docs/security.md); every server in a process that tests with this harness answers to
 # its name, however it is configured.
@@ -399,127 +404,6 @@ class InMemoryServer:
         await trio.lowlevel.checkpoint()
 
 
-# ----------------------------------------------------------------------------- HTTP
-
-
-@attrs.frozen
-class Response:
-    """An HTTP response, read whole."""
-
-    status: int
-    headers: Mapping[str, str]
-    """Header names in lower case; a header sent several times has its values joined
-    with ``", "`` (RFC 9110 section 5.3)."""
-    body: bytes
-
-    def json(self) -> Any:
-        """The body, parsed as JSON (:exc:`orjson.JSONDecodeError`, a ``ValueError``,
-        if it is not)."""
-        return orjson.loads(self.body)
-
-    @property
-    def text(self) -> str:
-        """The body, decoded as UTF-8."""
-        return self.body.decode()
-
-
-class HttpConnection:
-    """One keep-alive HTTP/1.1 connection over any trio stream, for tests: requests go
-    one after another, each read whole. Made by :meth:`InMemoryServer.http`; or wrap a
-    stream of your own (``HttpConnection(await trio.open_tcp_stream(host, port))``).
-
-    It sends exactly what it is given (plus ``Host``, ``Content-Length`` and, for
-    ``json``, ``Content-Type``) and checks nothing about the answer, so it can probe
-    what a client library would refuse to send. For the Thing's operations, prefer
-    ``trio_things.client`` (:meth:`InMemoryServer.connect`).
-    """
-
-    def __init__(self, stream: trio.abc.Stream, *, host: str = DEFAULT_HOST,
-                 timeout: float | None = DEFAULT_TIMEOUT) -> None:
-        self.stream = stream
-        """The stream requests go over; closing it ends the connection."""
-        self.host = host
-        """The ``Host`` header of every request (unless ``headers`` name one)."""
-        self.timeout = timeout
-        """Seconds a request may take, response read, before :exc:`trio.TooSlowError`
-        (None: no bound). The connection cannot be used after a timeout."""
-        self._h11 = h11.Connection(h11.CLIENT)
-
-    async def request(self, method: str, path: str, *, json: Any = None,
-                      body: bytes | None = None, headers: Mapping[str, str] | None = None
-                      ) -> Response:
-        """Send ``method path`` and return the response.
-
-        ``json`` (not None) is sent as a JSON body with ``Content-Type:
-        application/json``; else ``body``, else no body (``Content-Length: 0``). To
-        send JSON ``null``, pass ``body=b"null"`` and the content type. ``headers``
-        are added, replacing the defaults they name.
-
-        Raises:
-            ConnectionError: the server closed the connection instead of answering.
-            trio.TooSlowError: no whole response within :attr:`timeout`.
-        """
-        with _fail_after(self.timeout, f"no answer to {method} {path}"):
-            return await self._request(method, path, json=json, body=body,
-                                       headers=headers or {})
-
-    async def _request(self, method: str, path: str, *, json: Any, body: bytes | None,
-                       headers: Mapping[str, str]) -> Response:
-        if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
-            self._h11.start_next_cycle()
-        all_headers = {"host": self.host} | {k.lower(): v for k, v in headers.items()}
-        if json is not None:
-            body = orjson.dumps(json)
-            all_headers.setdefault("content-type", "application/json")
-        body = body or b""
-        all_headers["content-length"] = str(len(body))
-        request = h11.Request(method=method, target=path, headers=list(all_headers.items()))
-        await self.stream.send_all(b"".join(
-            self._h11.send(event) or b""
-            for event in (request, h11.Data(data=body), h11.EndOfMessage())))
-        response: h11.Response | None = None
-        chunks: list[bytes] = []
-        while True:
-            event = self._h11.next_event()
-            if event is h11.NEED_DATA:
-                self._h11.receive_data(bytes(await self.stream.receive_some(65536)))
-            elif isinstance(event, h11.Response):
-                response = event
-            elif isinstance(event, h11.Data):
-                chunks.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                break
-            elif isinstance(event, h11.ConnectionClosed):
-                raise ConnectionError("the server closed the connection")
-        assert response is not None
-        received: dict[str, str] = {}
-        for key, value in response.headers:
-            name = key.decode().lower()
-            received[name] = (f"{received[name]}, {value.decode()}" if name in received
-                              else value.decode())
-        return Response(status=response.status_code, headers=received,
-                        body=b"".join(chunks))
-
-    async def get(self, path: str, *, headers: Mapping[str, str] | None = None) -> Response:
-        """``GET path``."""
-        return await self.request("GET", path, headers=headers)
-
-    async def put(self, path: str, json: Any, *,
-                  headers: Mapping[str, str] | None = None) -> Response:
-        """``PUT path`` with ``json`` as the body: write a property."""
-        return await self.request("PUT", path, json=json, headers=headers)
-
-    async def post(self, path: str, json: Any = None, *,
-                   headers: Mapping[str, str] | None = None) -> Response:
-        """``POST path`` with ``json`` as the body: invoke an action."""
-        return await self.request("POST", path, json=json, headers=headers)
-
-    async def delete(self, path: str, *, headers: Mapping[str, str] | None = None
-                     ) -> Response:
-        """``DELETE path``: cancel an invocation."""
-        return await self.request("DELETE", path, headers=headers)
-
-
 # ----------------------------------------------------------------------------- internals
 
 
@@ -542,19 +426,6 @@ def _server_for(things: Thing | Mapping[str, Thing] | ThingServer, *, name: str 
     for thing_name, thing in things.items():
         server.add_thing(thing_name, thing)
     return server
-
-
-@contextmanager
-def _fail_after(seconds: float | None, what: str) -> Iterator[None]:
-    """``trio.fail_after(seconds)``, its TooSlowError saying what was waited for."""
-    if seconds is None:
-        yield
-        return
-    try:
-        with trio.fail_after(seconds):
-            yield
-    except trio.TooSlowError:
-        raise trio.TooSlowError(f"{what} within {seconds:g} s") from None
 
 
 def _unwrap(group: BaseExceptionGroup[BaseException]) -> NoReturn:

@@ -22,22 +22,26 @@ understands (HTTP, and the Web Thing Protocol over WebSocket). See ``docs/client
 
 Modules, one job each:
 
-==================== ==========================================================
-``connect``          ``connect``, ``open_client``, ``Client``: fetch TDs, own it all
-``things``           ``ConsumedThing``: read, write, observe, subscribe, invoke
-``actions``          ``Invocation``: an invoked action's live status, result, cancel
-``observation``      ``Observation``: an observed property or subscribed event
-``blocking``         ``ThingClient``: the same, blocking, for scripts and notebooks
-``session``          one shared WebSocket per endpoint; routing; reconnection
-``wtp``              Web Thing Protocol messages, sans-IO
-``forms``            choosing forms from a TD, sans-IO
-``http``             keep-alive HTTP/1.1 over h11
-``streams``          URLs, and the seam that opens connections
-``values``           JSON in, typed values out (cattrs)
-``options``          timeouts and intervals; ``backoff``: reconnection waits
-``errors``           the exceptions, each carrying the server's problem details
-``command_line``     the ``trio-things td/read/write/invoke/observe/subscribe`` CLI
-==================== ==========================================================
+===================== ==========================================================
+``connect``           ``connect``, ``open_client``, ``Client``: fetch TDs, own it all
+``things``            ``ConsumedThing``: read, write, observe, subscribe, invoke
+``actions``           ``Invocation``: an invoked action's live status, result, cancel
+``action_status``     ``ActionStatus``, ``State``, ``LogLine``: an invocation's status
+``observation``       ``Observation``: an observed property or subscribed event
+``blocking``          ``ThingClient``: the same, blocking, for scripts and notebooks
+``blocking_handles``  ``BlockingInvocation``, ``BlockingObservation``, ``ActionMethod``
+``blocking_thread``   the Trio thread that runs the blocking client's calls
+``session``           one shared WebSocket per endpoint; routing; reconnection
+``wtp``               Web Thing Protocol messages, sans-IO
+``forms``             choosing forms from a TD, sans-IO
+``http``              keep-alive HTTP/1.1 over h11
+``streams``           URLs, and the seam that opens connections
+``values``            JSON in, typed values out (cattrs)
+``options``           timeouts and intervals; ``backoff``: reconnection waits
+``errors``            the exceptions, each carrying the server's problem details
+``command_line``      the ``trio-things td/read/write/invoke/observe/subscribe`` CLI
+``command_arguments`` the CLI's arguments and ``KEY=VALUE`` parsing
+===================== ==========================================================
 """
 
 from trio_things.client.actions import ActionStatus, Invocation, LogLine, State

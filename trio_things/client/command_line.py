@@ -37,6 +37,9 @@ Exit status:
 
 Errors are one line on stderr, ``trio-things: error: ...``, never a traceback; an
 ``invoke`` that lost its server names the invocation's URL, to ask for it later.
+
+The arguments are declared and parsed in :mod:`trio_things.client.command_arguments`
+(re-exported here); this module runs the commands.
 """
 
 from __future__ import annotations
@@ -45,7 +48,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import shlex
 import signal
 import sys
@@ -57,6 +59,10 @@ import attrs
 import trio
 
 from trio_things.client.actions import ActionStatus, Invocation, State
+from trio_things.client.command_arguments import RECONNECT_FOR, add_commands
+from trio_things.client.command_arguments import TOKEN_VARIABLE as TOKEN_VARIABLE
+from trio_things.client.command_arguments import parse_arguments as parse_arguments
+from trio_things.client.command_arguments import parse_value as parse_value
 from trio_things.client.connect import connect
 from trio_things.client.errors import (
     ActionCancelled,
@@ -85,73 +91,7 @@ EXIT_UNREACHABLE: Final = 3
 #: 128 + SIGINT, as shells report a process ended by Ctrl-C.
 EXIT_INTERRUPTED: Final = 130
 
-TOKEN_VARIABLE: Final = "TRIO_THINGS_TOKEN"
-#: How long ``invoke``, ``observe`` and ``subscribe`` try to reach a lost server.
-RECONNECT_FOR: Final = 30.0
-
 Command = Callable[[argparse.Namespace, ConsumedThing, "_Interrupts"], Awaitable[int]]
-
-
-def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the client subcommands to ``commands`` (argparse's subparsers action)."""
-
-    def add(name: str, help: str, *, json_output: bool = True) -> argparse.ArgumentParser:
-        parser = commands.add_parser(name, help=help)
-        parser.add_argument("url", help="the URL of the Thing Description")
-        parser.add_argument("--timeout", type=float, default=ClientOptions().timeout,
-                            help="seconds any one network wait may take (default %(default)g)")
-        parser.add_argument("--token", default=os.environ.get(TOKEN_VARIABLE),
-                            help=f"a bearer token (default: ${TOKEN_VARIABLE})")
-        if json_output:
-            parser.add_argument("--json", action="store_true",
-                                help="print JSON lines instead of human-readable ones")
-        return parser
-
-    def reconnect(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--reconnect-for", type=float, default=RECONNECT_FOR,
-                            metavar="SECONDS",
-                            help="how long to keep trying to reach a server that was lost "
-                                 "before giving up (default %(default)g; inf: forever)")
-
-    add("td", "print a Thing's Description", json_output=False)
-    add("read", "read properties (all of them without a name)").add_argument(
-        "names", nargs="*", metavar="PROPERTY")
-    write = add("write", "write a property")
-    write.add_argument("property")
-    write.add_argument("value", help="the value: JSON, or else taken as a string")
-    invoke = add("invoke", "invoke an action and follow it until it ends")
-    invoke.add_argument("action")
-    invoke.add_argument("arguments", nargs="*", metavar="KEY=VALUE",
-                        help="the action's arguments; each VALUE is JSON, or else a string")
-    reconnect(invoke)
-    for name, what in (("observe", "property"), ("subscribe", "event")):
-        parser = add(name, f"print each change of {what}s until Ctrl-C" if name == "observe"
-                     else f"print each emission of {what}s until Ctrl-C")
-        parser.add_argument("names", nargs="+", metavar=what.upper())
-        parser.add_argument("--count", type=int, default=None,
-                            help="stop after this many lines")
-        reconnect(parser)
-
-
-def parse_value(text: str) -> JsonValue:
-    """A command-line value: JSON if it parses (``30``, ``true``, ``[1, 2]``,
-    ``"x"``), else the text itself as a string (``precise``)."""
-    try:
-        value: JsonValue = json.loads(text)
-    except ValueError:
-        return text
-    return value
-
-
-def parse_arguments(pairs: list[str]) -> dict[str, JsonValue]:
-    """``KEY=VALUE`` pairs as keyword arguments; ``ValueError`` naming a bad one."""
-    arguments: dict[str, JsonValue] = {}
-    for pair in pairs:
-        key, equals, value = pair.partition("=")
-        if not equals or not key:
-            raise ValueError(f"argument {pair!r} is not KEY=VALUE")
-        arguments[key] = parse_value(value)
-    return arguments
 
 
 def exit_status(error: ClientError) -> int:

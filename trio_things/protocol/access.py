@@ -37,6 +37,10 @@ with. Nothing here touches a socket, so every rule is tested without one
   unless the origin is in ``allowed_origins``. Clients that are not browsers send no
   ``Origin`` and are not affected. ``cors_origins`` likewise lists the origins whose
   pages may call the HTTP API (CORS); none by default.
+
+One job in one module, though it is long: one policy, :class:`AccessPolicy` and the
+checks that apply it, every rule above reading the same configured tokens, hosts and
+origins.
 """
 
 from __future__ import annotations

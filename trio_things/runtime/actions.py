@@ -39,7 +39,6 @@ import collections
 import functools
 import logging
 import math
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import ExitStack, asynccontextmanager
 from typing import Any, Final
@@ -48,25 +47,22 @@ import attrs
 import trio
 
 from trio_things.errors import (
-    BadRequest,
     Conflict,
     InvalidValue,
-    LocalProtocolError,
     NotFound,
     RemoteProtocolError,
     TooManyRequests,
 )
 from trio_things.model.affordances import ActionSpec
-from trio_things.model.invocation import Invocation, InvocationError, InvocationStatus
+from trio_things.model.invocation import Invocation, InvocationStatus
 from trio_things.model.thing import Thing
-from trio_things.model.values import structure, unstructure_as
+from trio_things.runtime.action_values import _arguments, _bad_output, _failure, _output
+from trio_things.runtime.context import _Context
+from trio_things.runtime.turns import _Turns
 
 __all__ = ["ActionRunner", "open_action_runner"]
 
 logger = logging.getLogger("trio_things.runtime.actions")
-
-#: How often ``ActionContext.sleep`` checks for cancellation from a worker thread.
-_THREAD_SLEEP_SLICE: Final = 0.05  # seconds
 
 #: The defaults of ``ServerConfig``'s keys of the same names (``max_threads`` is its
 #: ``max_action_threads``).
@@ -75,49 +71,6 @@ DEFAULT_MAX_INVOCATIONS_PER_THING: Final = 1_000
 DEFAULT_MAX_THREADS: Final = 32
 
 StatusListener = Callable[[Invocation], None]
-
-
-@attrs.frozen
-class _Context:
-    """The :class:`~trio_things.ActionContext` handed to an action."""
-
-    invocation: Invocation
-    announce: Callable[[], None]
-    """Tells the invocation's observers of the lines logged (from any thread)."""
-
-    @property
-    def invocation_id(self) -> str:
-        return self.invocation.id
-
-    def log(self, message: str, *, level: str = "INFO") -> None:
-        self.invocation.add_log(level, message)
-        self.announce()
-        logger.log(logging.getLevelNamesMapping().get(level.upper(), logging.INFO),
-                   "%s.%s [%s]: %s", self.invocation.thing, self.invocation.action,
-            self.invocation.id[:8], message)
-
-    def check_cancelled(self) -> None:
-        if _in_trio_thread():
-            return  # async actions are cancelled at their next await
-        trio.from_thread.check_cancelled()
-
-    def sleep(self, seconds: float) -> None:
-        if _in_trio_thread():
-            raise LocalProtocolError(
-                "ActionContext.sleep() blocks; in an async action use `await trio.sleep()`")
-        deadline = time.monotonic() + seconds
-        while (remaining := deadline - time.monotonic()) > 0:
-            trio.from_thread.check_cancelled()
-            time.sleep(min(remaining, _THREAD_SLEEP_SLICE))
-        trio.from_thread.check_cancelled()
-
-
-def _in_trio_thread() -> bool:
-    try:
-        trio.lowlevel.current_task()
-    except RuntimeError:
-        return False
-    return True
 
 
 @attrs.define(eq=False)
@@ -133,46 +86,6 @@ class _Running:
     :func:`trio_things.protocol.access.identity_of`), None without one. Kept here, not
     on the :class:`Invocation` clients see: only whoever cancels needs it."""
 
-
-@attrs.define(eq=False)
-class _Turns:
-    """Which invocations of one action on one Thing may run: at most ``limit`` at once
-    (``held``); the others wait in ``waiting``, in the order they were invoked.
-
-    Not a :class:`trio.CapacityLimiter`: its waiters queue in the order their tasks
-    first run, and Trio runs the tasks started in one scheduling batch in any order.
-    Here the queue is made by :meth:`ActionRunner.invoke`, in the order of the requests.
-    """
-
-    limit: int
-    held: int = 0
-    waiting: collections.deque[trio.Event] = attrs.Factory(collections.deque)
-
-    @property
-    def taken(self) -> int:
-        """Invocations running or waiting."""
-        return self.held + len(self.waiting)
-
-    def claim(self) -> trio.Event | None:
-        """A turn for a new invocation: None if it may start at once, else an event
-        set when its turn comes. Pair it with :meth:`leave`."""
-        if self.held < self.limit and not self.waiting:
-            self.held += 1
-            return None
-        turn = trio.Event()
-        self.waiting.append(turn)
-        return turn
-
-    def leave(self, turn: trio.Event | None) -> None:
-        """The invocation that :meth:`claim` gave ``turn`` has ended (or was cancelled
-        while it waited): its turn goes to the next in line."""
-        if turn is not None and not turn.is_set():
-            self.waiting.remove(turn)  # never started; at most max_queued to look through
-            return
-        self.held -= 1
-        if self.waiting:
-            self.held += 1
-            self.waiting.popleft().set()
 
 
 class ActionRunner:
@@ -417,57 +330,6 @@ class ActionRunner:
 def _unavailable(detail: str) -> RemoteProtocolError:
     """503: the server has no room for one more invocation (of anybody's)."""
     return RemoteProtocolError(detail, status=503)
-
-
-def _arguments(spec: ActionSpec, input: Any) -> dict[str, Any]:
-    if input is None:
-        input = {}
-    if not isinstance(input, dict):
-        raise BadRequest(f"the input of action {spec.name!r} must be a JSON object of "
-                         "keyword arguments")
-    if spec.input_schema is None:
-        if input:
-            raise InvalidValue(f"takes no input, got {sorted(input)}", path=spec.name)
-        return {}
-    spec.input_schema.validate(input, spec.name)
-    return {
-        p.name: structure(input[p.name], p.value_type, path=f"{spec.name}.{p.name}")
-        for p in spec.parameters if p.name in input
-    }
-
-
-def _output(spec: ActionSpec, result: Any) -> Any:
-    """The JSON form of what an action returned, checked against its declared output
-    as inputs are against theirs; :class:`~trio_things.errors.InvalidValue` if it does
-    not fit (which is the Thing's mistake, see :func:`_bad_output`)."""
-    if spec.output_schema is None:
-        return None
-    path = f"{spec.name} output"
-    output = unstructure_as(result, spec.output_type, path=path)
-    spec.output_schema.validate(output, path)
-    return output
-
-
-def _bad_output(invocation: Invocation, error: InvalidValue) -> InvocationError:
-    """An action returned what its annotation says it does not: a bug in the Thing,
-    so a 500 that names the action, never the value passed on as if it were right."""
-    logger.error("action %s.%s (invocation %s) returned a value that does not fit its "
-                 "declared output: %s", invocation.thing, invocation.action, invocation.id,
-                 error.detail)
-    return InvocationError(
-        title="InvalidOutput",
-        detail=f"action {invocation.action!r} returned a value that does not fit its "
-               f"declared output type: {error.detail}")
-
-
-def _failure(invocation: Invocation, error: Exception) -> InvocationError:
-    if isinstance(error, RemoteProtocolError):
-        # The action rejected its input or state on purpose: the client's problem.
-        return InvocationError(title=type(error).__name__, detail=error.detail,
-                               status=error.status)
-    logger.error("action %s.%s (invocation %s) failed", invocation.thing, invocation.action,
-                 invocation.id, exc_info=error)
-    return InvocationError(title=type(error).__name__, detail=str(error) or repr(error))
 
 
 @asynccontextmanager

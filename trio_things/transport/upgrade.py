@@ -23,6 +23,10 @@ What the socket does not take at once is kept as a *backlog* that the next ``sen
 (the relay's, or trio-websocket's) writes first, so bytes always leave in order. The
 answer says which happened (:class:`~trio_things.fanout.outbox.Written`: nothing, the
 whole, or part with work left), so the caller wakes the relay only when it must.
+
+One job in one module, though it is long: one stream wrapper, :class:`UpgradeStream`,
+whose read and write paths share the connection's state (the replayed bytes, the write
+lock, the backlog).
 """
 
 from __future__ import annotations
