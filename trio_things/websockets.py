@@ -45,6 +45,7 @@ from trio_things.fanout.outbox import Frame, Outbox, Written
 from trio_things.protocol.access import ANONYMOUS, Caller, check_role
 from trio_things.protocol.commands import PropertyChanged, SubscribedReply
 from trio_things.protocol.dialects import Dialect, MessageError
+from trio_things.protocol.frame_guard import POLICY_CLOSE_CODE
 from trio_things.protocol.frames import ping_frame, text_frame
 from trio_things.protocol.keepalive import Keepalive, KeepaliveAction
 from trio_things.protocol.limits import WebSocketLimits
@@ -68,12 +69,6 @@ KEEPALIVE_CLOSE_CODE: Final = 1011
 #: The keepalive's ping; the peer's pong echoes the payload, and trio-websocket, which
 #: did not send it, ignores that pong. Any byte from the peer proves it alive.
 _KEEPALIVE_PING: Final = ping_frame(b"trio-things keepalive")
-#: "1008 indicates that an endpoint is terminating the connection because it has
-#: received a message that violates its policy": here, a flood of them.
-RATE_CLOSE_CODE: Final = 1008
-#: A client that reads nothing of what it was sent (no pong confirms it) for
-#: ``write_timeout``: "1008 ... a message that violates its policy".
-CREDIT_CLOSE_CODE: Final = 1008
 # Bound once: an enum member looked up through its class costs ~70 ns per delivery.
 _WHOLE: Final = Written.WHOLE
 _PART: Final = Written.PART
@@ -160,7 +155,8 @@ async def process_messages_from_websocket(
             continue  # closing: keep reading (for the close handshake), serve nothing
         if not rate.allow(trio.current_time()):
             if rate.refused > limits.request_burst:
-                outbox.request_close(RATE_CLOSE_CODE, "request rate limit exceeded")
+                # 1008, a policy violation: a flood of messages after 429 answers.
+                outbox.request_close(POLICY_CLOSE_CODE, "request rate limit exceeded")
             else:
                 _put(outbox, dialect.encode_error(_context(dialect, message), too_many))
             continue
@@ -354,7 +350,8 @@ class SocketWriter:
             return True
         logger.warning("closing a WebSocket client that read nothing for %.1f s",
                        self.limits.write_timeout)
-        await self.close(CREDIT_CLOSE_CODE, f"read nothing for {self.limits.write_timeout:g} s")
+        # 1008, a policy violation: reading nothing it is sent (no pong confirms it).
+        await self.close(POLICY_CLOSE_CODE, f"read nothing for {self.limits.write_timeout:g} s")
         return False
 
     async def close(self, code: int, reason: str) -> None:

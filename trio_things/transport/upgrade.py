@@ -175,10 +175,11 @@ class UpgradeStream(trio.abc.Stream):
 
     # ------------------------------------------------------------------ flow credit
 
-    # Flow credit (enable_credit). Plain fields, read by the fast path on every delivery:
-    # how far we may write, where the next credit ping is due, and the smaller of the two
-    # (one comparison per write). Class-level defaults: a stream without credit, and an
-    # idle one (whose Credit is made at its first ping), carry none of it.
+    # Flow credit (enable_credit). Plain fields: how far we may write, and where the next
+    # credit ping is due; the fast path compares only the smaller of the two,
+    # ``_credit_mark``, an instance field (__init__). Class-level defaults: a stream
+    # without credit, and an idle one (whose Credit is made at its first ping), carry
+    # none of the rest.
     _credit_target: float | None = None
     _credit: Credit | None = None
     _write_limit = _NEVER  # no write may start at or past this position
@@ -194,7 +195,8 @@ class UpgradeStream(trio.abc.Stream):
             raise LocalProtocolError("enable_credit() needs guard_frames() first")
         self._credit_target = target
         self._write_limit = INITIAL_SIZE
-        self._next_ping = self._credit_mark = INITIAL_SIZE // 2
+        self._next_ping = INITIAL_SIZE // 2
+        self._mark()
 
     @property
     def has_credit(self) -> bool:
@@ -211,6 +213,9 @@ class UpgradeStream(trio.abc.Stream):
     def _sync_credit(self, credit: Credit) -> None:
         self._write_limit = credit.confirmed + credit.size
         self._next_ping = credit.next_ping
+        self._mark()
+
+    def _mark(self) -> None:
         self._credit_mark = min(self._write_limit, self._next_ping)
 
     def _unpinged(self, backlog: bytes | bytearray) -> bool:
@@ -230,7 +235,7 @@ class UpgradeStream(trio.abc.Stream):
         position = start + len(data) + _CREDIT_PING_SIZE
         credit.ping_sent(position, trio.current_time())
         self._next_ping = credit.next_ping
-        self._credit_mark = min(self._write_limit, self._next_ping)
+        self._mark()
         return data + ping_frame(ping_payload(position))
 
     def _take_pongs(self, guard: FrameGuard) -> None:
