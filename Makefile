@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup serve test lint typecheck pytest docs bench bench-quick bench-fastpath soak clean
+.PHONY: setup nodewot serve test lint typecheck pytest docs bench bench-quick bench-fastpath soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,6 +13,16 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+NODEWOT := tests/interop/nodewot
+
+$(NODEWOT)/node_modules: $(NODEWOT)/package-lock.json
+	command -v npm >/dev/null || (apt-get update && apt-get install -y nodejs npm)
+	npm ci --prefix $(NODEWOT) --quiet --no-audit --no-fund
+	touch $@
+
+## Node.js (Debian's, when `npm` is missing) and the pinned node-wot, for the interop test.
+nodewot: $(NODEWOT)/node_modules
 
 ## Serve the built-in demo Things (or CONFIG=path/to/config.toml) on 127.0.0.1:8000.
 serve: setup
@@ -27,7 +37,7 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy --strict trio_things
 
-pytest: setup
+pytest: setup nodewot
 	$(BIN)/pytest -q
 
 docs: setup

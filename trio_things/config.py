@@ -6,6 +6,7 @@ TOML (the native format)::
     host = "127.0.0.1"
     port = 8000
     invocation_retention = 300     # seconds an ended invocation stays queryable
+    replay_size = 1024             # events/action status a Thing keeps for resuming
     max_connections_per_client = 128
 
     [server.http]
@@ -172,8 +173,13 @@ class ServerConfig:
     """With it, the server speaks ``https`` and ``wss`` only (see :class:`TlsConfig`)."""
     #: Seconds an ended invocation stays queryable before it is forgotten.
     invocation_retention: float = attrs.field(default=300.0, validator=attrs.validators.gt(0))
-    #: Seconds an HTTP long-poll for an event waits before answering 204.
+    #: Seconds an HTTP long-poll (the next change of a property, the next event) waits
+    #: before answering 204.
     long_poll_timeout: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
+    #: Events and action-status changes each Thing keeps for consumers that come back
+    #: with the id of the last notification they saw (0: none; every such consumer is
+    #: told of a gap). Memory: this many notifications a Thing, each with its payload.
+    replay_size: int = attrs.field(default=1024, validator=attrs.validators.ge(0))
     #: Connections one client address may have open at once (HTTP and WebSocket alike);
     #: ``serve`` answers one more with 429 and closes it.
     max_connections_per_client: int = attrs.field(default=128,

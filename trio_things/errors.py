@@ -146,6 +146,13 @@ class MethodNotAllowed(RemoteProtocolError):
         self.allow = allow
 
 
+class NotAcceptable(RemoteProtocolError):
+    """No representation the client accepts: an event stream of what has none."""
+
+    status = 406
+    title = "Not Acceptable"
+
+
 class Conflict(RemoteProtocolError):
     """The request is valid but the resource is in the wrong state for it."""
 

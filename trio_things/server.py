@@ -35,7 +35,7 @@ from trio_things.bindings.websocket import (
 from trio_things.config import ConfigError, ServerConfig, check_thing_name
 from trio_things.errors import LocalProtocolError, RemoteProtocolError, TooManyRequests
 from trio_things.fanout.bridge import TrioBridge
-from trio_things.fanout.longpoll import LongPoll
+from trio_things.fanout.history import History
 from trio_things.fanout.notifier import ThingNotifier, publish_action_status
 from trio_things.fanout.observers import ObserverRegistry
 from trio_things.model.affordances import Affordances
@@ -110,9 +110,7 @@ class ThingServer:
         if self._dispatcher is not None:
             raise LocalProtocolError("the server is already running")
         bridge = TrioBridge()
-        event_polls = {(name, event): LongPoll()
-                       for name, thing in self._things.items()
-                       for event in thing.affordances.events}
+        history = History(self._things, size=self.config.replay_size)
         observers = ObserverRegistry({
             name: (list(a.properties), list(a.events), list(a.actions))
             for name, a in self._affordances.items()})
@@ -125,20 +123,19 @@ class ThingServer:
             invocations = await stack.enter_async_context(
                 open_action_runner(
                     retention=self.config.invocation_retention,
-                    on_status=functools.partial(publish_action_status, observers),
+                    on_status=functools.partial(publish_action_status, observers, history),
                     max_invocations=self.config.max_invocations,
                     max_invocations_per_thing=self.config.max_invocations_per_thing,
                     max_threads=self.config.max_action_threads))
             for name, thing in self._things.items():
-                thing._tt_set_notifier(ThingNotifier(name, bridge, event_polls, observers))
+                thing._tt_set_notifier(ThingNotifier(name, bridge, history, observers))
             self._dispatcher = Dispatcher(
                 things=self._things,
                 invocations=invocations,
-                event_polls=event_polls,
+                history=history,
                 observers=observers,
                 bindings=[HttpBinding(), WebSocketBinding()],
                 security_definitions=self.config.access.security_definitions(),
-                long_poll_timeout=self.config.long_poll_timeout,
             )
             try:
                 yield self
@@ -176,7 +173,8 @@ class ThingServer:
         return await handle_http_request(
             self._dispatcher, self._affordances, request,
             default_host=f"{self.config.host}:{self.config.port}", access=self.config.access,
-            scheme=self.scheme)
+            scheme=self.scheme, limits=self.config.http,
+            long_poll_timeout=self.config.long_poll_timeout)
 
     def run(self) -> None:
         """Serve until Ctrl-C (SIGINT) or SIGTERM, shut down cleanly, and return.

@@ -184,6 +184,8 @@ async def process_messages_from_websocket(
                         _put(outbox, body)
                         body = None
                     _push_initial(dispatcher, observer, reply.initial)
+                    for missed in reply.missed:  # what it missed while away, oldest first
+                        outbox.put(observer.frame(missed))
             if body is not None:
                 _put(outbox, body)
 

@@ -38,7 +38,7 @@ def test_without_tokens_everyone_has_full_access() -> None:
 def test_tokens_in_the_header_or_on_a_handshake_the_query(
         authorization: str | None, query: str, role: Role) -> None:
     assert POLICY.authenticate(authorization=authorization, query=query,
-                               websocket=True) is role
+                               query_token=True) is role
     if authorization is not None:
         assert POLICY.authenticate(authorization=authorization, query=query) is role
 
@@ -63,7 +63,7 @@ def test_a_token_in_the_query_of_an_http_request_is_401(query: str) -> None:
 ])
 def test_missing_or_unknown_tokens_are_401(authorization: str | None, query: str) -> None:
     with pytest.raises(Unauthorized) as info:
-        POLICY.authenticate(authorization=authorization, query=query, websocket=True)
+        POLICY.authenticate(authorization=authorization, query=query, query_token=True)
     assert info.value.status == 401
 
 
@@ -279,7 +279,7 @@ BOB = Caller(Role.FULL, identity_of("bob-full-token"))
 def test_identities_stand_for_tokens_and_are_not_them() -> None:
     alice = POLICY.caller(authorization=f"Bearer {FULL}")
     viewer = POLICY.caller(authorization=None, query=f"access_token={VIEWER}",
-                           websocket=True)
+                           query_token=True)
     assert alice == Caller(Role.FULL, identity_of(FULL))
     assert viewer.role is Role.READ_ONLY and viewer.identity == identity_of(VIEWER)
     assert alice.identity != viewer.identity

@@ -1,7 +1,7 @@
 """The Dispatcher, driven directly: commands in, replies (or RemoteProtocolErrors) out.
 
 No HTTP and no WebSocket: the Dispatcher is built as ``ThingServer.running()`` builds it
-(observer sets, event long-polls, an action runner, the notifier installed in each
+(observer sets, the replay history, an action runner, the notifier installed in each
 Thing), and an "observer" is an :class:`Observer` around a bare :class:`Outbox`, whose
 frames the tests take and decode. The Things' background tasks are not started, so
 nothing changes that a test did not change.
@@ -36,7 +36,7 @@ from trio_things.errors import (
     RemoteProtocolError,
 )
 from trio_things.fanout.bridge import TrioBridge
-from trio_things.fanout.longpoll import LongPoll
+from trio_things.fanout.history import History
 from trio_things.fanout.notifier import ThingNotifier, publish_action_status
 from trio_things.fanout.observers import (
     ACTION,
@@ -65,7 +65,6 @@ BASE = "http://things.test:8000/"
 #: Seconds: what a test may take before it is a hang (never reached when all is well).
 TIMEOUT = 10
 #: Seconds; tests that wait this long use the autojump clock.
-LONG_POLL_TIMEOUT = 30.0
 RETENTION = 600.0
 TIME = datetime.datetime(2024, 5, 1, 12, 0, tzinfo=datetime.UTC)
 
@@ -168,7 +167,7 @@ class Rig:
     things: dict[str, tt.Thing]
     observers: ObserverRegistry
     invocations: ActionRunner
-    polls: dict[tuple[str, str], LongPoll]
+    history: History
 
     @property
     def thermometer(self) -> Thermometer:
@@ -219,31 +218,30 @@ def demo_things() -> dict[str, tt.Thing]:
 @asynccontextmanager
 async def open_rig(
     things: dict[str, tt.Thing] | None = None, *,
-    long_poll_timeout: float = LONG_POLL_TIMEOUT,
     security_definitions: dict[str, dict[str, Any]] | None = None,
 ) -> AsyncIterator[Rig]:
     """A Dispatcher over ``things`` (default: thermometer, counter, lamp), wired as
     ``ThingServer.running()`` wires it."""
     things = demo_things() if things is None else things
     bridge = TrioBridge()
-    polls = {(name, event): LongPoll()
-             for name, thing in things.items() for event in thing.affordances.events}
+    history = History(things)
     observers = ObserverRegistry({
         name: (list(thing.affordances.properties), list(thing.affordances.events),
                list(thing.affordances.actions))
         for name, thing in things.items()})
     async with open_action_runner(
             retention=RETENTION,
-            on_status=functools.partial(publish_action_status, observers)) as invocations:
+            on_status=functools.partial(publish_action_status, observers, history)
+    ) as invocations:
         for name, thing in things.items():
-            thing._tt_set_notifier(ThingNotifier(name, bridge, polls, observers))
+            thing._tt_set_notifier(ThingNotifier(name, bridge, history, observers))
         dispatcher = Dispatcher(
-            things=things, invocations=invocations, event_polls=polls, observers=observers,
+            things=things, invocations=invocations, history=history, observers=observers,
             bindings=[HttpBinding(), WebSocketBinding()],
-            security_definitions=security_definitions, long_poll_timeout=long_poll_timeout)
+            security_definitions=security_definitions)
         try:
             yield Rig(dispatcher=dispatcher, things=things, observers=observers,
-                      invocations=invocations, polls=polls)
+                      invocations=invocations, history=history)
         finally:
             for thing in things.values():
                 thing._tt_set_notifier(None)
@@ -670,64 +668,71 @@ async def test_invoke_and_wait_with_an_observer(rig: Rig, observer: Observer) ->
 # --------------------------------------------------------------------------- events
 
 
-async def test_subscribe_event_without_observer_is_a_long_poll(rig: Rig) -> None:
-    poll = rig.polls[("thermometer", "overheated")]
-    replies: list[c.Reply] = []
+async def test_subscribe_event_without_observer_is_refused(rig: Rig) -> None:
+    # A long-poll is an observer too (bindings/http.py): without one there is nowhere
+    # to push to.
+    with pytest.raises(BadRequest, match="needs a connection to push to"):
+        await rig.run(c.SubscribeEvent(thing="thermometer", name="overheated"))
 
-    async def wait_for_event() -> None:
-        replies.append(await rig.run(c.SubscribeEvent(thing="thermometer", name="overheated")))
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(wait_for_event)
-        nursery.start_soon(wait_for_event)
+async def test_an_event_emitted_in_a_worker_thread_reaches_observers(
+        rig: Rig, observer: Observer) -> None:
+    await rig.run(c.SubscribeEvent(thing="lamp", name="flashed"), observer)
+    with trio.fail_after(TIMEOUT):
+        await trio.to_thread.run_sync(rig.lamp.flashed.emit, 3)
         await trio.testing.wait_all_tasks_blocked()
-        assert poll.waiting == 2
-        assert replies == []
-        rig.thermometer.overheated.emit(reading(101.5))
-    expected = ValueReply(value={"temperature": 101.5, "time": TIME.isoformat()})
-    assert replies == [expected, expected]
-    assert poll.waiting == 0
+    assert received(observer) == [{"thing": "lamp", "event": "flashed", "data": 3}]
 
 
-async def test_long_poll_gets_an_event_emitted_in_a_worker_thread(rig: Rig) -> None:
-    replies: list[c.Reply] = []
-
-    async def wait_for_event() -> None:
-        replies.append(await rig.run(c.SubscribeEvent(thing="lamp", name="flashed")))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(wait_for_event)
-        await trio.testing.wait_all_tasks_blocked()
-        with trio.fail_after(TIMEOUT):
-            await trio.to_thread.run_sync(rig.lamp.flashed.emit, 3)
-    assert replies == [ValueReply(value=3)]
-
-
-async def test_long_poll_times_out_with_no_content(
-        autojump_clock: trio.testing.MockClock) -> None:
-    async with open_rig() as rig:
-        start = trio.current_time()
-        with trio.fail_after(LONG_POLL_TIMEOUT * 2):
-            reply = await rig.dispatcher.run(c.SubscribeEvent(thing="lamp", name="dimmed"))
-        assert reply == NoContentReply()
-        assert trio.current_time() - start == pytest.approx(LONG_POLL_TIMEOUT)
-        assert rig.polls[("lamp", "dimmed")].waiting == 0
+async def test_subscribing_with_the_last_id_seen_replays_what_was_missed(
+        rig: Rig, observer: Observer) -> None:
+    last = rig.history.last_id
+    rig.lamp.flashed.emit(1)
+    rig.thermometer.overheated.emit(reading(101.0))  # another Thing's: not replayed
+    rig.lamp.dimmed.emit(0.5)  # another event: not replayed
+    rig.lamp.flashed.emit(2)
+    reply = await rig.run(c.SubscribeEvent(thing="lamp", name="flashed", after=last),
+                          observer)
+    assert isinstance(reply, SubscribedReply)
+    assert [(type(n).__name__, getattr(n, "data", None)) for n in reply.missed] == [
+        ("EventEmitted", 1), ("EventEmitted", 2)]
+    ids = [n.id for n in reply.missed if isinstance(n, c.EventEmitted)]
+    assert ids == sorted(ids, key=lambda i: int(i.rpartition(".")[2]))
+    # From the newest id on, nothing is missed.
+    again = await rig.run(c.SubscribeEvent(thing="lamp", name="flashed", after=ids[-1]),
+                          observer)
+    assert again == SubscribedReply()
 
 
-async def test_long_poll_sees_no_emission_made_before_it(
-        autojump_clock: trio.testing.MockClock) -> None:
-    async with open_rig(long_poll_timeout=5.0) as rig:
-        rig.lamp.flashed.emit(1)
-        with trio.fail_after(10):
-            reply = await rig.dispatcher.run(c.SubscribeEvent(thing="lamp", name="flashed"))
-        assert reply == NoContentReply()
+async def test_subscribing_with_an_id_of_another_run_is_told_of_a_gap(
+        rig: Rig, observer: Observer) -> None:
+    rig.lamp.flashed.emit(1)
+    reply = await rig.run(c.SubscribeAllEvents(thing="lamp", after="0000.5"), observer)
+    assert isinstance(reply, SubscribedReply)
+    gap, *rest = reply.missed
+    assert isinstance(gap, c.NotificationsMissed)
+    assert gap.last_event_id == "0000.5" and "restarted" in gap.detail
+    assert [getattr(n, "data", None) for n in rest] == [1]
+
+
+async def test_an_action_observer_coming_back_gets_the_status_changes_missed(
+        rig: Rig, observer: Observer) -> None:
+    last = rig.history.last_id
+    invocation = await rig.start("counter", "increment", {"by": 2})
+    await rig.finish(invocation)
+    reply = await rig.run(c.ObserveAction(thing="counter", name="increment", after=last),
+                          observer)
+    assert isinstance(reply, SubscribedReply)
+    statuses = [n.invocation.status.value for n in reply.missed
+                if isinstance(n, c.ActionStatusChanged)]
+    # Snapshots: each as it was then, though the invocation has completed since.
+    assert statuses == ["pending", "running", "completed"]
 
 
 async def test_subscribe_event_with_an_observer(rig: Rig, observer: Observer) -> None:
     reply = await rig.run(c.SubscribeEvent(thing="thermometer", name="overheated"), observer)
     assert reply == SubscribedReply()
     assert rig.memberships(observer) == rig.sets("thermometer", EVENT, "overheated")
-    assert rig.polls[("thermometer", "overheated")].waiting == 0  # not a long-poll
     rig.thermometer.overheated.emit(reading(102.0))
     assert received(observer) == [{"thing": "thermometer", "event": "overheated",
                                    "data": {"temperature": 102.0, "time": TIME.isoformat()}}]
@@ -870,7 +875,8 @@ async def test_observation_without_an_observer_is_a_bad_request(
     with pytest.raises(BadRequest) as info:
         await rig.run(command)
     assert info.value.status == 400
-    assert info.value.detail == f"{type(command).__name__} needs a WebSocket connection"
+    assert info.value.detail == (f"{type(command).__name__} needs a connection to push to "
+                                 "(a WebSocket or an event stream)")
     assert nobody_observes(rig)
 
 
@@ -962,7 +968,7 @@ async def test_unknown_names_are_not_found_without_an_observer(
         rig: Rig, command: c.Command) -> None:
     with pytest.raises(NotFound):
         await rig.run(command)
-    assert all(poll.waiting == 0 for poll in rig.polls.values())
+    assert nobody_observes(rig)
 
 
 async def test_unknown_event_of_an_unknown_thing_names_the_thing(rig: Rig) -> None:
@@ -1059,6 +1065,5 @@ async def test_descriptions_follow_the_base(rig: Rig) -> None:
 def test_dispatcher_exposes_its_observer_registry() -> None:
     registry = ObserverRegistry({})
     dispatcher = Dispatcher(things={}, invocations=None,  # type: ignore[arg-type]
-                            event_polls={}, observers=registry, bindings=[],
-                            long_poll_timeout=1.0)
+                            history=History(()), observers=registry, bindings=[])
     assert dispatcher.observers is registry

@@ -23,6 +23,16 @@ Status codes (RFC 9110), every error with an RFC 9457 problem details body:
 503    running invocations alone fill ``max_invocations(_per_thing)``
 ====== =========================================================================
 
+Observation over plain HTTP (``docs/observing-over-http.md``): a ``GET`` that accepts
+``text/event-stream`` is answered 200 with a Server-Sent Events stream
+(:mod:`trio_things.bindings.sse`); a long-poll (``.../next`` of a property, an event's
+href) waits up to ``long_poll_timeout`` for the next change, as an observer with an
+Outbox of its own, and answers it with its id in ``Last-Event-ID`` (and a property's
+``ETag``); a ``HEAD`` of either is answered at once. A long-poll that sends
+``Last-Event-ID`` is answered with the first event it missed, if the replay ring holds
+one; ``409`` if the ring no longer reaches back that far. A property long-poll whose
+``If-None-Match`` is not the value's ``ETag`` is answered with the value at once.
+
 Listings of invocations answer a page (:func:`~trio_things.protocol.routes.invocation_page`)
 of at most ``limit`` invocations and about 1 MiB, oldest first, with
 ``Link: <...>; rel="next"`` when more follow.
@@ -30,6 +40,7 @@ of at most ``limit`` invocations and about 1 MiB, oldest first, with
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import urllib.parse
 from collections.abc import Sequence
@@ -37,14 +48,20 @@ from typing import Any, Final
 
 import attrs
 import orjson
+import trio
 
+from trio_things.bindings.sse import EventStream
 from trio_things.errors import NotFound, RemoteProtocolError, Unauthorized
+from trio_things.fanout.observers import Observer
+from trio_things.fanout.outbox import Outbox
 from trio_things.model.affordances import ActionSpec, Affordances, EventSpec, PropertySpec
 from trio_things.model.description import Form
 from trio_things.model.invocation import Invocation
+from trio_things.protocol import sse
 from trio_things.protocol.access import (
     WWW_AUTHENTICATE,
     AccessPolicy,
+    Caller,
     check_action_body,
     check_role,
 )
@@ -53,14 +70,25 @@ from trio_things.protocol.commands import (
     InvocationListReply,
     InvocationReply,
     NoContentReply,
+    NotificationsMissed,
+    ObserveAction,
+    ObserveProperty,
     QueryAllActions,
     Reply,
     SubscribedReply,
+    SubscribeEvent,
     ValueReply,
 )
 from trio_things.protocol.invocation_json import invocation_href, invocation_json
-from trio_things.protocol.problems import ProblemDetails
+from trio_things.protocol.limits import HttpLimits
+from trio_things.protocol.longpoll import ID_HEADER, bare, encode_poll, split_poll
+from trio_things.protocol.problems import (
+    PROBLEM_CONTENT_TYPE,
+    ProblemDetails,
+    notifications_missed,
+)
 from trio_things.protocol.routes import (
+    STREAM_COMMANDS,
     InvocationPage,
     decode_request,
     invocation_page,
@@ -85,6 +113,15 @@ _PREFLIGHT: Final = (
 #: a thousand invocations, each with a log of a thousand lines, would be a hundred
 #: megabytes, encoded while the server's loop waits.
 _PAGE_BYTES: Final = 1 << 20
+#: The head of every event stream. ``no-transform`` and ``X-Accel-Buffering`` keep
+#: proxies (nginx among them) from buffering it.
+_STREAM_HEADERS: Final = (
+    ("content-type", sse.CONTENT_TYPE),
+    ("cache-control", "no-cache, no-transform"),
+    ("x-accel-buffering", "no"),
+)
+#: Notifications a long-poll may be handed before it answers the first: it answers one.
+_POLL_OUTBOX: Final = 64
 
 
 class HttpBinding:
@@ -92,12 +129,20 @@ class HttpBinding:
 
     Order matters to generic consumers, which take the first form listing an
     operation: an action's first ``invokeaction`` form answers with the bare output
-    (what node-wot expects), the second with a 201 invocation (what LabThings expects).
+    (what node-wot expects), the second with a 201 invocation (what LabThings expects);
+    observing and subscribing list Server-Sent Events first (one stream, lossless up to
+    the replay ring), then long-poll (a request per change).
     """
 
     def property_forms(self, thing: str, spec: PropertySpec, base: str) -> Sequence[Form]:
         ops = ("readproperty",) if spec.readonly else ("readproperty", "writeproperty")
-        return [Form(href=f"{thing}/{spec.name}", op=ops)]
+        forms = [Form(href=f"{thing}/{spec.name}", op=ops)]
+        if spec.observable:
+            observe = ("observeproperty", "unobserveproperty")
+            forms += [Form(href=f"{thing}/{spec.name}", op=observe, subprotocol="sse"),
+                      Form(href=f"{thing}/{spec.name}/next", op=observe,
+                           subprotocol="longpoll")]
+        return forms
 
     def action_forms(self, thing: str, spec: ActionSpec, base: str) -> Sequence[Form]:
         return [
@@ -108,8 +153,9 @@ class HttpBinding:
         ]
 
     def event_forms(self, thing: str, spec: EventSpec, base: str) -> Sequence[Form]:
-        return [Form(href=f"{thing}/events/{spec.name}", op=("subscribeevent",),
-                     subprotocol="longpoll")]
+        subscribe = ("subscribeevent", "unsubscribeevent")
+        return [Form(href=f"{thing}/events/{spec.name}", op=subscribe, subprotocol=protocol)
+                for protocol in ("sse", "longpoll")]
 
     def thing_forms(self, thing: str, affordances: Affordances, base: str) -> Sequence[Form]:
         forms = [Form(href=f"{thing}/properties", op=("readallproperties",
@@ -117,6 +163,12 @@ class HttpBinding:
         if any(not spec.readonly for spec in affordances.properties.values()):
             forms.append(Form(href=f"{thing}/properties", op=("writemultipleproperties",),
                               method="PUT"))
+        if any(spec.observable for spec in affordances.properties.values()):
+            forms.append(Form(href=f"{thing}/properties", subprotocol="sse",
+                              op=("observeallproperties", "unobserveallproperties")))
+        if affordances.events:
+            forms.append(Form(href=f"{thing}/events", subprotocol="sse",
+                              op=("subscribeallevents", "unsubscribeallevents")))
         if affordances.actions:
             forms.append(Form(href=f"{thing}/actions", op=("queryallactions",)))
         return forms
@@ -130,6 +182,8 @@ async def handle_http_request(
     default_host: str,
     access: AccessPolicy,
     scheme: str = "http",
+    limits: HttpLimits = HttpLimits(),
+    long_poll_timeout: float = 30.0,
 ) -> HttpResponse:
     """Answer one HTTP request. Never raises for a client's mistake: those become
     problem details; anything else propagates to the transport, which logs it and
@@ -145,6 +199,9 @@ async def handle_http_request(
     rebound to this server's address (DNS rebinding) gets 403 and nothing else. Before
     routing, a write from a page of another site (CSRF) gets 403; after, an action's
     body declared as a form's content type 415 (:mod:`~trio_things.protocol.access`).
+    An event stream from a page of another site not allowed in ``cors_origins`` gets
+    403 too, and may carry its token as ``?access_token=`` (``EventSource`` can send no
+    header). ``limits`` bound event streams; ``long_poll_timeout`` a long-poll's wait.
     """
     try:
         access.check_host(request.header("host"), bound=default_host)
@@ -156,18 +213,21 @@ async def handle_http_request(
     if request.method == "OPTIONS" and allow_origin and request.header(
             "access-control-request-method"):
         return HttpResponse(status=204, headers=(*cors, *_PREFLIGHT))
-    response = await _answer(dispatcher, things, request, default_host, access, scheme)
+    response = await _answer(dispatcher, things, request, default_host, access, scheme,
+                             limits, long_poll_timeout)
     return attrs.evolve(response, headers=(*response.headers, *cors)) if cors else response
 
 
 async def _answer(dispatcher: Dispatcher, things: dict[str, Affordances],
                   request: HttpRequest, default_host: str, access: AccessPolicy,
-                  scheme: str) -> HttpResponse:
+                  scheme: str, limits: HttpLimits, long_poll_timeout: float) -> HttpResponse:
     base = server_base(request.header("host"), default_host, scheme)
+    event_stream = request.method in ("GET", "HEAD") and sse.wants_event_stream(
+        request.header("accept"))
     try:
-        # The query's access_token does not count here: only on WebSocket handshakes.
+        # The query's access_token counts only where a browser can send no header.
         caller = access.caller(authorization=request.header("authorization"),
-                               query=request.query)
+                               query=request.query, query_token=event_stream)
     except Unauthorized as error:
         response = HttpResponse.problem(ProblemDetails.from_error(error))
         return attrs.evolve(response, headers=(*response.headers,
@@ -183,10 +243,25 @@ async def _answer(dispatcher: Dispatcher, things: dict[str, Affordances],
             content_type=request.header("content-type"),
             base=base,
             things=things,
+            event_stream=event_stream,
+            last_event_id=request.header(ID_HEADER),
         )
         page = invocation_page(request.query) if isinstance(command, QueryAllActions) else None
         check_action_body(command, request.header("content-type"))
         check_role(caller.role, command)
+        if event_stream:
+            assert isinstance(command, STREAM_COMMANDS)  # else decode_request raised 406
+            access.check_stream_origin(origin=request.header("origin"),
+                                       host=request.header("host"))
+            return HttpResponse(status=200, headers=_STREAM_HEADERS, stream=EventStream(
+                command=command, caller=caller, dispatcher=dispatcher, limits=limits,
+                encoder=sse.encode_value if isinstance(command, _ONE_AFFORDANCE)
+                else sse.encode_named))
+        if isinstance(command, ObserveProperty | SubscribeEvent):
+            if request.method == "HEAD":  # node-wot's long-poll asks first, and waits 1 s
+                return HttpResponse(status=200, headers=(("content-type", _JSON),))
+            return await _long_poll(dispatcher, command, caller, long_poll_timeout,
+                                    request.header("if-none-match"))
         reply = await dispatcher.run(command, caller=caller)
         if page is not None and isinstance(reply, InvocationListReply):
             assert isinstance(command, QueryAllActions)
@@ -194,6 +269,62 @@ async def _answer(dispatcher: Dispatcher, things: dict[str, Affordances],
     except RemoteProtocolError as error:
         return HttpResponse.problem(ProblemDetails.from_error(error))
     return encode_reply(reply, base)  # the transport drops the body of a HEAD response
+
+
+#: Stream commands of one affordance, whose messages are unnamed (sse.encode_value).
+_ONE_AFFORDANCE: Final = (ObserveProperty, SubscribeEvent, ObserveAction)
+
+
+async def _long_poll(dispatcher: Dispatcher, command: ObserveProperty | SubscribeEvent,
+                     caller: Caller, wait_seconds: float, if_none_match: str | None
+                     ) -> HttpResponse:
+    """Wait up to ``wait_seconds`` for the next change, as an observer of its own; 204 if
+    none came. See the module docstring for ``Last-Event-ID`` and ``If-None-Match``."""
+    outbox = Outbox(_POLL_OUTBOX)
+    observer = Observer(outbox=outbox, encoder=encode_poll, framer=bare)
+    try:
+        reply = await dispatcher.run(command, observer, caller=caller)
+        assert isinstance(reply, SubscribedReply)
+        if reply.missed and isinstance(gap := reply.missed[0], NotificationsMissed):
+            return _gap(gap)
+        if reply.missed:
+            return _polled(encode_poll(reply.missed[0]))
+        if reply.initial and if_none_match is not None:
+            current = encode_poll(reply.initial[0])
+            if not _etag_matches(if_none_match, _etag(split_poll(current)[1])):
+                return _polled(current)
+        with trio.move_on_after(wait_seconds):
+            await outbox.receive_channel.receive()
+            return _polled(b"".join(outbox.take()[0]))
+        return HttpResponse(status=204)
+    finally:
+        dispatcher.observers.leave_all(outbox)
+        outbox.close()
+
+
+def _polled(message: bytes) -> HttpResponse:
+    event_id, body = split_poll(message)
+    return HttpResponse.json(200, body, headers=(
+        (ID_HEADER, event_id), ("etag", _etag(body)), ("cache-control", "no-store")))
+
+
+def _etag(body: bytes) -> str:
+    """A strong validator of a JSON value (RFC 9110 section 8.8.3)."""
+    return f'"{hashlib.blake2b(body, digest_size=12).hexdigest()}"'
+
+
+def _etag_matches(if_none_match: str, etag: str) -> bool:
+    """RFC 9110 section 13.1.2: ``*``, or a list with ``etag`` (weakly compared)."""
+    tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+    return "*" in tags or etag in tags
+
+
+def _gap(gap: NotificationsMissed) -> HttpResponse:
+    """409: the replay ring no longer reaches back to the long-poll's ``Last-Event-ID``."""
+    problem = notifications_missed(gap.detail, last_event_id=gap.last_event_id,
+                                   resume_id=gap.resume_id)
+    return HttpResponse.json(409, _dumps(problem), PROBLEM_CONTENT_TYPE,
+                             headers=((ID_HEADER, gap.resume_id),))
 
 
 def encode_reply(reply: Reply, base: str) -> HttpResponse:

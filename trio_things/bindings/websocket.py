@@ -261,7 +261,7 @@ async def _accept(
         access.check_websocket_origin(origin=request.header("origin"),
                                       host=request.header("host"))
         caller = access.caller(authorization=request.header("authorization"),
-                               query=request.query, websocket=True)
+                               query=request.query, query_token=True)
     except RemoteProtocolError as error:
         problem = ProblemDetails.from_error(error)
         # The connection ends with the refusal (RFC 9112 section 9.6: say so).

@@ -11,11 +11,10 @@ a worker thread crosses over through :class:`~trio_things.fanout.bridge.TrioBrid
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
 from typing import Any
 
 from trio_things.fanout.bridge import TrioBridge
-from trio_things.fanout.longpoll import LongPoll
+from trio_things.fanout.history import History
 from trio_things.fanout.observers import ACTION, EVENT, PROPERTY, ObserverRegistry
 from trio_things.model.invocation import Invocation
 from trio_things.model.thing import Thing
@@ -28,46 +27,54 @@ class ThingNotifier:
     """The :class:`~trio_things.model.thing.Notifier` the server installs in a Thing:
     the start of the fan-out path (Thing code -> observer set -> outboxes -> relays).
 
-    Called from whatever thread changed the Thing. It does nothing at all while nobody
-    observes; otherwise it builds the notification (stamped with the time of the change)
-    and hands it to the Trio thread, where the observer set publishes it. Reading an
-    observer set's size from a worker thread is racy, and harmless: a change that just
-    missed a new observer is covered by the current value that observer is sent.
+    Called from whatever thread changed the Thing; the notification is built and
+    published on the Trio thread, where it is given its id
+    (:mod:`~trio_things.fanout.history`), so ids increase in the order observers see
+    them. A property change does nothing at all while nobody observes the property:
+    reading an observer set's size from a worker thread is racy, and harmless, since a
+    change that just missed a new observer is covered by the current value that
+    observer is sent. An event always crosses over: the Thing's replay ring keeps it
+    for consumers that come back.
     """
 
-    def __init__(self, name: str, bridge: TrioBridge,
-                 event_polls: Mapping[tuple[str, str], LongPoll],
+    def __init__(self, name: str, bridge: TrioBridge, history: History,
                  observers: ObserverRegistry) -> None:
         self._name = name
         self._bridge = bridge
-        self._event_polls = event_polls
+        self._history = history
         self._observers = observers
 
     def property_changed(self, thing: Thing, name: str, value: Any) -> None:
         observers = self._observers.get(self._name, PROPERTY, name)
         if observers:
-            self._bridge.call_soon(observers.publish, PropertyChanged(
-                thing=self._name, name=name, value=value, timestamp=_now()))
+            self._bridge.call_soon(self._publish_property, name, value, _now())
 
     def event_emitted(self, thing: Thing, name: str, data: Any) -> None:
-        observers = self._observers.get(self._name, EVENT, name)
-        if observers:
-            self._bridge.call_soon(observers.publish, EventEmitted(
-                thing=self._name, name=name, data=data, timestamp=_now()))
-        poll = self._event_polls[(self._name, name)]
-        if poll.waiting:  # a racy read from a thread is fine: a miss is a poll too late
-            self._bridge.call_soon(poll.publish, data)
+        self._bridge.call_soon(self._publish_event, name, data, _now())
+
+    def _publish_property(self, name: str, value: Any, timestamp: datetime.datetime) -> None:
+        self._observers.get(self._name, PROPERTY, name).publish(PropertyChanged(
+            thing=self._name, name=name, value=value, timestamp=timestamp,
+            id=self._history.next_id()))
+
+    def _publish_event(self, name: str, data: Any, timestamp: datetime.datetime) -> None:
+        notification = EventEmitted(thing=self._name, name=name, data=data,
+                                    timestamp=timestamp, id=self._history.next_id())
+        self._history.record(self._name, notification)
+        self._observers.get(self._name, EVENT, name).publish(notification)
 
 
-def publish_action_status(observers: ObserverRegistry, invocation: Invocation) -> None:
+def publish_action_status(observers: ObserverRegistry, history: History,
+                          invocation: Invocation) -> None:
     """Tell the action's observers and the invocation's own (its invoker) of its status
-    and of the lines it logged since the last time; forget the invocation's observer set
-    once it has ended. On the Trio thread."""
+    and of the lines it logged since the last time, and keep it in the Thing's replay
+    ring; forget the invocation's observer set once it has ended. On the Trio thread."""
     new_log = invocation.log_lines(after=invocation.log_notified)
     if new_log:
         invocation.log_notified = new_log[-1].number
     notification = ActionStatusChanged(invocation=invocation, timestamp=_now(),
-                                       new_log=new_log)
+                                       new_log=new_log, id=history.next_id())
+    history.record(invocation.thing, notification)
     observers.get(invocation.thing, ACTION, invocation.action).publish(notification)
     invocation_observers = observers.invocation_if_observed(invocation.id)
     if invocation_observers is not None:

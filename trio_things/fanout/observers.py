@@ -21,6 +21,11 @@ encoder produces the message without it: the frame is ``header + body + tail``, 
 the relay in the one ``b"".join`` it does anyway. Observers whose tails have the same
 length share the header; observers without a tail share the whole frame.
 
+Frames are WebSocket text frames unless the observer names another :data:`Framer`: an
+SSE stream's observers frame each message as a chunk of the HTTP response
+(:mod:`trio_things.protocol.sse`), and a long-poll request's take the bare message.
+Those have no tails: their messages are the same for every observer.
+
 Which sets hold an Outbox (its *memberships*) is recorded in one place, the
 :class:`ObserverRegistry`, which the sets share: a connection that ends leaves them all
 with :meth:`ObserverRegistry.leave_all`. The Outbox knows nothing of observers.
@@ -38,13 +43,14 @@ import attrs
 
 from trio_things.fanout.outbox import Frame, Outbox
 from trio_things.protocol.commands import Notification
-from trio_things.protocol.frames import text_frame_header
+from trio_things.protocol.frames import text_frame, text_frame_header
 
 __all__ = [
     "ACTION",
     "EVENT",
     "PROPERTY",
     "Encoder",
+    "Framer",
     "Observer",
     "ObserverRegistry",
     "ObserverSet",
@@ -57,6 +63,10 @@ Memberships: TypeAlias = "dict[Outbox, set[ObserverSet]]"
 #: Encodes a notification as a dialect's message body, without the observer's tail:
 #: UTF-8 JSON bytes such that ``body + tail`` is the whole message.
 Encoder = Callable[[Notification], bytes]
+
+#: Frames a whole message for the wire: a WebSocket text frame (:func:`text_frame`), a
+#: chunk of an SSE response, or the bare message for a long-poll. One per encoder.
+Framer = Callable[[bytes], bytes]
 
 #: The kinds of affordance an :class:`ObserverSet` key names.
 PROPERTY: Final = "property"
@@ -73,6 +83,16 @@ class Observer:
     outbox: Outbox
     encoder: Encoder
     tail: bytes = b""
+    framer: Framer = text_frame
+    """How the encoder's messages are framed; only WebSocket frames take a tail."""
+
+    def frame(self, notification: Notification) -> Frame:
+        """``notification`` encoded and framed for this observer alone (what it missed
+        while away, pushed once): :meth:`ObserverSet.publish` does the same for many."""
+        body = self.encoder(notification)
+        if self.tail:
+            return (text_frame_header(len(body) + len(self.tail)), body, self.tail)
+        return (self.framer(body),)
 
 
 @attrs.frozen(kw_only=True)
@@ -101,6 +121,7 @@ class ObserverSet:
     """Shared by every set of a registry (a set made alone keeps its own)."""
     # encoder -> outbox -> tail. Grouping by encoder makes "encode once per dialect" a loop.
     _groups: dict[Encoder, dict[Outbox, bytes]] = attrs.field(init=False, factory=dict)
+    _framers: dict[Encoder, Framer] = attrs.field(init=False, factory=dict)
     _published: int = attrs.field(init=False, default=0)
     _delivered: int = attrs.field(init=False, default=0)
 
@@ -115,8 +136,11 @@ class ObserverSet:
 
     def add(self, observer: Observer) -> None:
         """Add (or re-add, with a new encoder or tail) ``observer.outbox``."""
+        if observer.tail and observer.framer is not text_frame:
+            raise ValueError("only observers framed as WebSocket text frames take a tail")
         self.discard(observer.outbox)
         self._groups.setdefault(observer.encoder, {})[observer.outbox] = observer.tail
+        self._framers[observer.encoder] = observer.framer
         self._memberships.setdefault(observer.outbox, set()).add(self)
 
     def discard(self, outbox: Outbox) -> None:
@@ -125,6 +149,7 @@ class ObserverSet:
             if members.pop(outbox, None) is not None:
                 if not members:
                     del self._groups[encoder]
+                    del self._framers[encoder]
                 break
         sets = self._memberships.get(outbox)
         if sets is not None:
@@ -149,15 +174,17 @@ class ObserverSet:
         if not self._groups:
             return
         self._published += 1
+        framers = self._framers
         for encoder, members in self._groups.items():
-            self._deliver(encoder(notification), members)
+            self._deliver(encoder(notification), members, framers[encoder])
 
     def deliver_to(self, observer: Observer, notification: Notification) -> None:
         """Queue ``notification`` for one observer only (its current value, right after
         it started observing), under this set's key."""
-        self._deliver(observer.encoder(notification), {observer.outbox: observer.tail})
+        self._deliver(observer.encoder(notification), {observer.outbox: observer.tail},
+                      observer.framer)
 
-    def _deliver(self, body: bytes, members: dict[Outbox, bytes]) -> None:
+    def _deliver(self, body: bytes, members: dict[Outbox, bytes], framer: Framer) -> None:
         shared: Frame | None = None
         headers: dict[int, bytes] = {}
         for outbox, tail in members.items():
@@ -169,7 +196,7 @@ class ObserverSet:
                 frame: Frame = (header, body, tail)
             else:
                 if shared is None:
-                    shared = (text_frame_header(len(body)) + body,)
+                    shared = (framer(body),)
                 frame = shared
             if self.coalesce:
                 outbox.put_latest(self.key, frame)

@@ -211,27 +211,28 @@ class AccessPolicy:
     # ----------------------------------------------------------------------- tokens
 
     def caller(self, *, authorization: str | None, query: str = "",
-               websocket: bool = False) -> Caller:
+               query_token: bool = False) -> Caller:
         """Who sent a request with this ``Authorization`` header and URL query: their
         role and identity (:data:`ANONYMOUS` when no token is required).
 
-        The ``access_token`` query parameter counts only on a WebSocket handshake
-        (``websocket``), where a browser can send nothing else.
+        The ``access_token`` query parameter counts only where a browser can send no
+        header (``query_token``): a WebSocket handshake, an ``EventSource`` stream.
 
         Raises :class:`~trio_things.errors.Unauthorized` (401) when tokens are required
         and none, or an unknown one, was given.
         """
         if not self.enabled:
             return ANONYMOUS
-        token = _bearer(authorization, query if websocket else "")
+        token = _bearer(authorization, query if query_token else "")
         if token is None:
-            if not websocket and _query_token(query) is not None:
+            if not query_token and _query_token(query) is not None:
                 raise Unauthorized("send the bearer token in the Authorization header "
                                    "(Authorization: Bearer <token>); ?access_token= is "
-                                   "accepted only on WebSocket handshakes, as URLs end "
-                                   "up in logs")
+                                   "accepted only on WebSocket handshakes and event "
+                                   "streams, as URLs end up in logs")
             raise Unauthorized("this server requires a bearer token (Authorization: Bearer "
-                               "<token>, or ?access_token=<token> for WebSockets)")
+                               "<token>, or ?access_token=<token> for WebSockets and "
+                               "event streams)")
         given = token.encode()
         # Compare with every token, whatever matches: no early exit to time.
         full = [hmac.compare_digest(given, t.encode()) for t in self.tokens]
@@ -243,10 +244,10 @@ class AccessPolicy:
         raise Unauthorized("the bearer token is not valid")
 
     def authenticate(self, *, authorization: str | None, query: str = "",
-                     websocket: bool = False) -> Role:
+                     query_token: bool = False) -> Role:
         """The role of :meth:`caller`."""
         return self.caller(authorization=authorization, query=query,
-                           websocket=websocket).role
+                           query_token=query_token).role
 
     # ----------------------------------------------------------------------- browsers
 
@@ -318,6 +319,15 @@ class AccessPolicy:
             return  # same origin: the page came from this server
         raise Forbidden(f"WebSocket connections from origin {origin!r} are not allowed; "
                         "add it to allowed_origins")
+
+    def check_stream_origin(self, *, origin: str | None, host: str | None) -> None:
+        """Refuse (403) an event stream opened by a page of another site that is not in
+        ``cors_origins`` or ``allowed_origins``: it could not read the stream, yet the
+        server would hold it open and fan out to it."""
+        if origin is None or self._origin_allowed(origin, host):
+            return
+        raise Forbidden(f"event streams from pages of origin {origin!r} are not allowed; "
+                        "add it to cors_origins in [server.access]")
 
     def cors_origin(self, origin: str | None) -> str | None:
         """The ``Access-Control-Allow-Origin`` value for a request from ``origin``."""

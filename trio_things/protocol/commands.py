@@ -32,6 +32,7 @@ __all__ = [
     "ListThings",
     "NoContentReply",
     "Notification",
+    "NotificationsMissed",
     "ObserveAction",
     "ObserveAllProperties",
     "ObserveProperty",
@@ -136,11 +137,14 @@ class QueryAllActions:
 
 @attrs.frozen(kw_only=True)
 class SubscribeEvent:
-    """TD ``subscribeevent``: over a WebSocket, add the connection to the event's
-    observers; over HTTP long-poll, reply with the next emission."""
+    """TD ``subscribeevent``: add the connection (a WebSocket, an SSE stream, a
+    long-poll request) to the event's observers."""
 
     thing: str
     name: str
+    after: str | None = None
+    """The id of the last notification the consumer saw: it is first sent what it
+    missed since (:mod:`trio_things.fanout.history`)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -156,6 +160,8 @@ class SubscribeAllEvents:
     """TD ``subscribeallevents``."""
 
     thing: str
+    after: str | None = None
+    """As :attr:`SubscribeEvent.after`."""
 
 
 @attrs.frozen(kw_only=True)
@@ -203,6 +209,8 @@ class ObserveAction:
 
     thing: str
     name: str
+    after: str | None = None
+    """As :attr:`SubscribeEvent.after`: the status changes missed since."""
 
 
 @attrs.frozen(kw_only=True)
@@ -263,6 +271,9 @@ class PropertyChanged:
     name: str
     value: Any
     timestamp: datetime.datetime
+    id: str = ""
+    """The notification's id (:mod:`trio_things.fanout.history`): what a consumer
+    coming back says it saw last."""
 
 
 @attrs.frozen(kw_only=True)
@@ -273,6 +284,8 @@ class EventEmitted:
     name: str
     data: Any
     timestamp: datetime.datetime
+    id: str = ""
+    """As :attr:`PropertyChanged.id`."""
 
 
 @attrs.frozen(kw_only=True)
@@ -286,9 +299,25 @@ class ActionStatusChanged:
     """The lines logged since the previous notification of this invocation: what a
     notification carries of the log (the whole log in each would grow quadratically
     with a chatty action)."""
+    id: str = ""
+    """As :attr:`PropertyChanged.id`."""
 
 
-Notification = PropertyChanged | EventEmitted | ActionStatusChanged
+@attrs.frozen(kw_only=True)
+class NotificationsMissed:
+    """A consumer that came back with the id of the last notification it saw missed
+    some that the server no longer holds (a gap): told first, never left to guess."""
+
+    thing: str
+    last_event_id: str
+    """The id the consumer came back with."""
+    resume_id: str
+    """The id to come back with from now on: what follows is sent after this one."""
+    detail: str
+    """Why, in a sentence."""
+
+
+Notification = PropertyChanged | EventEmitted | ActionStatusChanged | NotificationsMissed
 
 
 # --------------------------------------------------------------------------- replies
@@ -332,9 +361,11 @@ class NoContentReply:
 @attrs.frozen(kw_only=True)
 class SubscribedReply:
     """An observation or subscription is in place. ``initial`` holds the current values
-    of the properties now observed, to be pushed right after the reply."""
+    of the properties now observed, to be pushed right after the reply; ``missed``, what
+    a consumer that came back missed (a gap first, if any), pushed after them."""
 
     initial: tuple[PropertyChanged, ...] = ()
+    missed: tuple[Notification, ...] = ()
 
 
 Reply = (ValueReply | DocumentReply | InvocationReply | InvocationListReply | NoContentReply

@@ -55,6 +55,11 @@ def encode_notification(notification: c.Notification) -> bytes:
             message = {"messageType": "event", "data": {name: data}}
         case c.ActionStatusChanged(invocation=invocation):
             message = {"messageType": "actionStatus", "data": invocation_json(invocation)}
+        case c.NotificationsMissed():
+            # The dialect has no way to come back with an id, so it is never told of a
+            # gap; were it told, it would be in a message of a type of its own.
+            message = {"messageType": "notificationsMissed", "data": {
+                "detail": notification.detail, "resumeID": notification.resume_id}}
         case _:
             assert_never(notification)
     return orjson.dumps(message)

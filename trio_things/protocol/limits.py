@@ -31,7 +31,16 @@ class HttpLimits:
     and close."""
     write_timeout: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
     """Seconds one response write may take; then the connection is dropped unanswered."""
-
+    stream_outbox_size: int = attrs.field(default=1024, validator=attrs.validators.gt(0))
+    """Events and action status an event stream (SSE) may have pending before it is
+    closed (properties are coalesced and never count); the consumer comes back with its
+    last id and is sent what it missed, as the server's replay ring still holds it."""
+    stream_write_timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    """Seconds an event stream's writes may make no progress (a consumer that stopped
+    reading) before the stream is dropped."""
+    stream_heartbeat: float = attrs.field(default=15.0, validator=attrs.validators.gt(0))
+    """Seconds a quiet event stream waits before it sends a comment line: proxies and
+    NATs then keep it open, and a consumer that is gone is noticed."""
 
 
 @attrs.frozen(kw_only=True)

@@ -16,7 +16,12 @@ import orjson
 
 from trio_things.errors import MethodNotAllowed, RemoteProtocolError
 
-__all__ = ["PROBLEM_CONTENT_TYPE", "ProblemDetails"]
+__all__ = [
+    "NOTIFICATIONS_MISSED_TYPE",
+    "PROBLEM_CONTENT_TYPE",
+    "ProblemDetails",
+    "notifications_missed",
+]
 
 #: RFC 9457 section 3: the media type of a problem details JSON body.
 PROBLEM_CONTENT_TYPE: Final = "application/problem+json"
@@ -83,3 +88,17 @@ class ProblemDetails:
     def to_bytes(self) -> bytes:
         """:meth:`to_json` encoded as UTF-8 JSON bytes."""
         return orjson.dumps(self.to_json())
+
+
+#: The problem type of a gap (RFC 9457 section 3.1.1: a URI that identifies the problem
+#: type; a "tag:" URI, RFC 4151, needs no server to resolve it).
+NOTIFICATIONS_MISSED_TYPE: Final = "tag:trio-things,2026:notifications-missed"
+
+
+def notifications_missed(detail: str, *, last_event_id: str, resume_id: str) -> dict[str, Any]:
+    """The problem that tells a consumer that came back with ``last_event_id`` of a gap
+    (:mod:`trio_things.fanout.history`), whatever the binding: its extension members are
+    the id it came with and ``resumeID``, the id to come back with from now on."""
+    problem = ProblemDetails.from_status(409, detail).to_json()
+    return problem | {"type": NOTIFICATIONS_MISSED_TYPE, "title": "Notifications missed",
+                      "lastEventID": last_event_id, "resumeID": resume_id}

@@ -15,11 +15,24 @@ The layout (``docs/design.md``, "HTTP layout") keeps LabThings clients working u
     PUT  /{thing}/properties                    WriteMultipleProperties
     GET  /{thing}/actions                       QueryAllActions(thing)
     POST /{thing}/actions/{action}              InvokeAction(wait): answers the bare output
-    GET  /{thing}/events/{event}                SubscribeEvent (long-poll)
+    GET  /{thing}/events/{event}                SubscribeEvent (long-poll: the next event)
     GET  /{thing}/{property}                    ReadProperty
+    GET  /{thing}/{property}/next               ObserveProperty (long-poll: the next value)
     PUT  /{thing}/{property}                    WriteProperty
     POST /{thing}/{action}                      InvokeAction: 201 with the invocation
     GET  /{thing}/{action}                      QueryAllActions(thing, action)
+
+A ``GET`` that accepts ``text/event-stream`` by name (``event_stream``) asks for the
+resource's changes as a Server-Sent Events stream instead (``docs/observing-over-http.md``)::
+
+    GET  /{thing}/properties                    ObserveAllProperties
+    GET  /{thing}/{property}  (or .../next)     ObserveProperty
+    GET  /{thing}/events                        SubscribeAllEvents (a stream only)
+    GET  /{thing}/events/{event}                SubscribeEvent
+    GET  /{thing}/{action}                      ObserveAction (every invocation's status)
+
+and any other ``GET`` is answered 406. ``Last-Event-ID`` (``last_event_id``) rides along
+as the subscription's ``after``.
 
 Nothing here touches a socket or a Thing: it needs only the names of the Things and
 their affordances, so every status it can answer (404, 405, 400, 413, 415) is tested
@@ -40,13 +53,20 @@ from typing import Any, Final
 import attrs
 import orjson
 
-from trio_things.errors import BadRequest, MethodNotAllowed, NotFound, UnsupportedMediaType
+from trio_things.errors import (
+    BadRequest,
+    MethodNotAllowed,
+    NotAcceptable,
+    NotFound,
+    UnsupportedMediaType,
+)
 from trio_things.model.affordances import Affordances
 from trio_things.protocol import commands as c
 
 __all__ = [
     "INVOCATION_PAGE_SIZE",
     "MAX_INVOCATION_PAGE_SIZE",
+    "STREAM_COMMANDS",
     "InvocationPage",
     "decode_request",
     "invocation_page",
@@ -88,6 +108,8 @@ def decode_request(
     content_type: str | None,
     base: str,
     things: Mapping[str, Affordances],
+    event_stream: bool = False,
+    last_event_id: str | None = None,
 ) -> c.Command:
     """Decode one HTTP request into a :class:`~trio_things.protocol.commands.Command`.
 
@@ -95,7 +117,8 @@ def decode_request(
     affordance, :class:`~trio_things.errors.MethodNotAllowed` (with ``allow``) for a
     method the resource does not support, :class:`~trio_things.errors.BadRequest` for a
     body that is not JSON, :class:`~trio_things.errors.UnsupportedMediaType` for a body
-    that is not declared as JSON. ``HEAD`` is routed like ``GET``.
+    that is not declared as JSON, :class:`~trio_things.errors.NotAcceptable` (406) for
+    an event stream of a resource that has none. ``HEAD`` is routed like ``GET``.
     """
     path, _, query = target.partition("?")
     segments = [urllib.parse.unquote(s) for s in path.split("/")[1:]]
@@ -103,6 +126,23 @@ def decode_request(
         segments.pop()  # one trailing slash is the same resource
     if method == "HEAD":
         method = "GET"
+    command = _decode(method, segments, path, query, body, content_type, base, things,
+                      event_stream, last_event_id)
+    if event_stream and method == "GET" and not isinstance(command, STREAM_COMMANDS):
+        raise NotAcceptable(f"{path!r} has no event stream; the Thing Description's forms "
+                            "with subprotocol 'sse' name those that do")
+    return command
+
+
+#: The commands an event stream subscribes with.
+STREAM_COMMANDS: Final = (c.ObserveProperty, c.ObserveAllProperties, c.SubscribeEvent,
+                          c.SubscribeAllEvents, c.ObserveAction)
+
+
+def _decode(method: str, segments: list[str], path: str, query: str, body: bytes,
+            content_type: str | None, base: str, things: Mapping[str, Affordances],
+            event_stream: bool, last_event_id: str | None) -> c.Command:
+    """:func:`decode_request`'s routing, for a ``GET`` (not ``HEAD``) or another method."""
 
     def json_body() -> Any:
         return _json_body(body, content_type)
@@ -143,6 +183,8 @@ def decode_request(
                 if not isinstance(values, dict):
                     raise BadRequest("expected a JSON object of property names and values")
                 return c.WriteMultipleProperties(thing=thing, values=values)
+            if event_stream and method == "GET":
+                return c.ObserveAllProperties(thing=thing)
             names = urllib.parse.parse_qs(query).get("names")
             if names:
                 return c.ReadMultipleProperties(
@@ -162,7 +204,18 @@ def decode_request(
             if name not in _affordances(things, thing).events:
                 raise NotFound(f"Thing {thing!r} has no event {name!r}")
             _allow(method, "GET")
-            return c.SubscribeEvent(thing=thing, name=name)
+            return c.SubscribeEvent(thing=thing, name=name, after=last_event_id)
+        case [thing, "events"]:
+            _affordances(things, thing)
+            _allow(method, "GET")
+            if not event_stream:
+                raise NotAcceptable(f"the events of {thing!r} are served as an event stream "
+                                    "only (Accept: text/event-stream); one event's href "
+                                    "also answers a long-poll")
+            return c.SubscribeAllEvents(thing=thing, after=last_event_id)
+        case [thing, name, "next"] if name in _affordances(things, thing).properties:
+            _allow(method, "GET")
+            return c.ObserveProperty(thing=thing, name=name)
         case [thing, name]:
             affordances = _affordances(things, thing)
             prop = affordances.properties.get(name)
@@ -172,12 +225,19 @@ def decode_request(
                 _allow(method, "GET", "PUT")
                 if method == "PUT":
                     return c.WriteProperty(thing=thing, name=name, value=json_body())
+                if event_stream:
+                    if not prop.observable:
+                        raise NotAcceptable(f"property {name!r} is not observable: it "
+                                            "has no event stream")
+                    return c.ObserveProperty(thing=thing, name=name)
                 return c.ReadProperty(thing=thing, name=name)
             if name in affordances.actions:
                 _allow(method, "GET", "POST")
                 if method == "POST":
                     return c.InvokeAction(thing=thing, name=name,
                                           input=_action_input(body, content_type))
+                if event_stream:
+                    return c.ObserveAction(thing=thing, name=name, after=last_event_id)
                 return c.QueryAllActions(thing=thing, action=name)
             raise NotFound(f"Thing {thing!r} has no property or action {name!r}")
     raise NotFound(f"no resource at {path!r}")

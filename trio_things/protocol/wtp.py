@@ -30,6 +30,13 @@ Where we go past the draft, on purpose:
   lines are logged, so the whole log in each would grow quadratically);
 * a notification is encoded once for all observers, so observers of the same change
   receive the same ``messageID`` (each still sees every id once);
+* every notification carries ``eventID``, its id (:mod:`trio_things.fanout.history`);
+  a ``subscribeevent`` or ``subscribeallevents`` request may carry ``lastEventID``, the
+  last one its client saw before it lost the connection: the events it missed follow
+  the response, oldest first, then the live ones. If the server no longer holds all of
+  them (or restarted), a notification with a ``gap`` member (RFC 9457 problem details,
+  and ``resumeID``, the id to come back with now) comes first: a gap is never silent.
+  The draft says nothing of resuming; these members are ours;
 * ``queryallactions`` answers the newest :data:`~trio_things.protocol.routes.INVOCATION_PAGE_SIZE`
   (100) invocations of the Thing, not every one kept (up to 1000 a Thing): the draft has
   no pages, and one answer must stay small; the HTTP listing pages through them all.
@@ -55,7 +62,7 @@ from trio_things.model.affordances import Affordances
 from trio_things.model.invocation import Invocation, LogEntry
 from trio_things.protocol import commands as c
 from trio_things.protocol.dialects import MessageError, Request
-from trio_things.protocol.problems import ProblemDetails
+from trio_things.protocol.problems import ProblemDetails, notifications_missed
 from trio_things.protocol.routes import INVOCATION_PAGE_SIZE
 
 __all__ = ["Envelope", "WebThingProtocol", "action_status", "encode_notification"]
@@ -145,14 +152,18 @@ def encode_notification(notification: c.Notification) -> bytes:
     the same bytes for every observer. Ends without the closing brace."""
     body: dict[str, Any] = {"messageID": _message_id(), "messageType": "notification"}
     match notification:
-        case c.PropertyChanged(name=name, value=value, timestamp=timestamp):
-            body |= {"name": name, "value": value, "timestamp": timestamp}
-        case c.EventEmitted(name=name, data=data, timestamp=timestamp):
-            body |= {"name": name, "data": data, "timestamp": timestamp}
+        case c.PropertyChanged(name=name, value=value, timestamp=timestamp, id=event_id):
+            body |= {"name": name, "value": value, "timestamp": timestamp,
+                     "eventID": event_id}
+        case c.EventEmitted(name=name, data=data, timestamp=timestamp, id=event_id):
+            body |= {"name": name, "data": data, "timestamp": timestamp, "eventID": event_id}
         case c.ActionStatusChanged(invocation=invocation, timestamp=timestamp,
-                                   new_log=new_log):
-            body |= {"name": invocation.action,
-                     "status": action_status(invocation, new_log), "timestamp": timestamp}
+                                   new_log=new_log, id=event_id):
+            body |= {"name": invocation.action, "status": action_status(invocation, new_log),
+                     "timestamp": timestamp, "eventID": event_id}
+        case c.NotificationsMissed(last_event_id=last, resume_id=resume, detail=detail):
+            body |= {"gap": notifications_missed(detail, last_event_id=last, resume_id=resume),
+                     "eventID": resume, "timestamp": _now()}
         case _:
             assert_never(notification)
     return _dumps(body)[:-1]
@@ -258,11 +269,12 @@ class WebThingProtocol:
             case "queryallactions":
                 command = c.QueryAllActions(thing=thing)
             case "subscribeevent":
-                command = c.SubscribeEvent(thing=thing, name=_str(name))
+                command = c.SubscribeEvent(thing=thing, name=_str(name),
+                                           after=_last_event_id(data))
             case "unsubscribeevent":
                 command = c.UnsubscribeEvent(thing=thing, name=_str(name))
             case "subscribeallevents":
-                command = c.SubscribeAllEvents(thing=thing)
+                command = c.SubscribeAllEvents(thing=thing, after=_last_event_id(data))
             case "unsubscribeallevents":
                 command = c.UnsubscribeAllEvents(thing=thing)
             case _:
@@ -374,6 +386,13 @@ def _names(data: dict[str, Any]) -> tuple[str, ...]:
             or not all(isinstance(n, str) for n in names)):
         raise BadRequest("readmultipleproperties needs names: a non-empty array of strings")
     return tuple(names)
+
+
+def _last_event_id(data: dict[str, Any]) -> str | None:
+    last = data.get("lastEventID")
+    if last is not None and not isinstance(last, str):
+        raise BadRequest(f"lastEventID must be a string, not {type(last).__name__}")
+    return last
 
 
 def _action_id(data: dict[str, Any]) -> str:

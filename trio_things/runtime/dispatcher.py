@@ -10,8 +10,11 @@ call Thing code that may block on hardware, so they run in a worker thread.
 
 Observing and subscribing edit the observer sets (:mod:`trio_things.fanout.observers`)
 on behalf of the :class:`~trio_things.fanout.observers.Observer` the binding passes in:
-a WebSocket connection's outbox, dialect encoder and tail. Without one (plain HTTP),
-``subscribeevent`` is a long-poll and the other observation commands are refused.
+a WebSocket connection's, an SSE stream's or a long-poll request's outbox, encoder and
+tail; without one they are refused. A consumer coming back with the id of the last
+notification it saw (``after``) is answered with what it missed
+(:mod:`trio_things.fanout.history`), for the binding to push before anything live: no
+checkpoint lies between the subscription and that answer, so nothing falls between.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from trio_things.errors import (
     NotFound,
     RemoteProtocolError,
 )
-from trio_things.fanout.longpoll import LongPoll
+from trio_things.fanout.history import History
 from trio_things.fanout.observers import ACTION, EVENT, PROPERTY, Observer, ObserverRegistry
 from trio_things.model.affordances import PropertySpec
 from trio_things.model.description import TD_CONTEXT, Binding, describe_thing, thing_id
@@ -61,24 +64,27 @@ class Dispatcher:
         *,
         things: Mapping[str, Thing],
         invocations: ActionRunner,
-        event_polls: Mapping[tuple[str, str], LongPoll],
+        history: History,
         observers: ObserverRegistry,
         bindings: Sequence[Binding],
-        long_poll_timeout: float,
         security_definitions: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self._things = things
         self._invocations = invocations
-        self._event_polls = event_polls
+        self._history = history
         self._observers = observers
         self._bindings = bindings
-        self._long_poll_timeout = long_poll_timeout
         self._security = security_definitions or {"nosec_sc": {"scheme": "nosec"}}
 
     @property
     def observers(self) -> ObserverRegistry:
         """The observer sets the observation commands edit."""
         return self._observers
+
+    @property
+    def history(self) -> History:
+        """Notification ids and the Things' replay rings."""
+        return self._history
 
     async def run(self, command: c.Command, observer: Observer | None = None, *,
                   caller: Caller = ANONYMOUS) -> Reply:
@@ -149,27 +155,22 @@ class Dispatcher:
                         self._action(name, action)
                 return InvocationListReply(invocations=tuple(
                     self._invocations.list(thing=name, action=action)))
-            case c.SubscribeEvent(thing=name, name=event):
-                poll = self._event_polls.get((name, event))
-                if poll is None:
-                    self._thing(name)
-                    raise NotFound(f"Thing {name!r} has no event {event!r}")
-                if observer is not None:
-                    self._observers.get(name, EVENT, event).add(observer)
-                    return SubscribedReply()
-                with trio.move_on_after(self._long_poll_timeout):
-                    return ValueReply(value=await poll.next())
-                return NoContentReply()
+            case c.SubscribeEvent(thing=name, name=event, after=after):
+                self._event(name, event)
+                observer = self._observing(command, observer)
+                self._observers.get(name, EVENT, event).add(observer)
+                return self._subscribed(name, after, [(EVENT, event)])
             case c.UnsubscribeEvent(thing=name, name=event):
                 self._event(name, event)
                 self._observers.get(name, EVENT, event).discard(
                     self._observing(command, observer).outbox)
                 return NoContentReply()
-            case c.SubscribeAllEvents(thing=name):
+            case c.SubscribeAllEvents(thing=name, after=after):
                 observer = self._observing(command, observer)
-                for event in self._thing(name).affordances.events:
+                events = list(self._thing(name).affordances.events)
+                for event in events:
                     self._observers.get(name, EVENT, event).add(observer)
-                return SubscribedReply()
+                return self._subscribed(name, after, [(EVENT, event) for event in events])
             case c.UnsubscribeAllEvents(thing=name):
                 outbox = self._observing(command, observer).outbox
                 for event in self._thing(name).affordances.events:
@@ -196,11 +197,11 @@ class Dispatcher:
                 for prop in self._thing(name).affordances.properties:
                     self._observers.get(name, PROPERTY, prop).discard(outbox)
                 return NoContentReply()
-            case c.ObserveAction(thing=name, name=action):
+            case c.ObserveAction(thing=name, name=action, after=after):
                 observer = self._observing(command, observer)
                 self._action(name, action)
                 self._observers.get(name, ACTION, action).add(observer)
-                return SubscribedReply()
+                return self._subscribed(name, after, [(ACTION, action)])
             case c.UnobserveAction(thing=name, name=action):
                 outbox = self._observing(command, observer).outbox
                 self._action(name, action)
@@ -268,14 +269,25 @@ class Dispatcher:
             self._observers.get(name, PROPERTY, spec.name).add(observer)
         initial = []
         for spec in specs:
-            initial.append(PropertyChanged(thing=name, name=spec.name,
-                                           value=await _read(thing, spec), timestamp=_now()))
+            value = await _read(thing, spec)
+            initial.append(PropertyChanged(thing=name, name=spec.name, value=value,
+                                           timestamp=_now(), id=self._history.last_id))
         return SubscribedReply(initial=tuple(initial))
+
+    def _subscribed(self, thing: str, after: str | None,
+                    wanted: list[tuple[str, str]]) -> SubscribedReply:
+        """The reply to a subscription just made: with what the consumer missed after
+        ``after``, if it came back with an id. Synchronous, so nothing is published
+        between the subscription and the replay."""
+        if after is None:
+            return SubscribedReply()
+        return SubscribedReply(missed=self._history.since(thing, after, wanted).missed)
 
     @staticmethod
     def _observing(command: c.Command, observer: Observer | None) -> Observer:
         if observer is None:
-            raise BadRequest(f"{type(command).__name__} needs a WebSocket connection")
+            raise BadRequest(f"{type(command).__name__} needs a connection to push to "
+                             "(a WebSocket or an event stream)")
         return observer
 
     def _event(self, name: str, event: str) -> None:

@@ -20,6 +20,11 @@ target (``GET http://host/path``, RFC 9112 section 3.2.2) is served as its path 
 its authority standing in for ``Host``. Requests are read whole before the handler runs:
 REST bodies here are small JSON documents, and buffering keeps handlers free of I/O.
 
+A response is whole too, but for one kind: a *stream* (an SSE stream). Its head is
+written here, with ``Transfer-Encoding: chunked`` and ``Connection: close``; then the
+response's :data:`StreamBody` takes the connection over, as an upgrade handler does,
+writes the chunks itself, and the connection ends when it returns.
+
 One module, though long: each limit is enforced at one point of one read-write loop, and
 the refusals share that loop's way of answering and closing.
 """
@@ -45,6 +50,7 @@ __all__ = [
     "HttpRequest",
     "HttpResponse",
     "RequestHandler",
+    "StreamBody",
     "UpgradeHandler",
     "refuse_http_connection",
     "serve_http_connection",
@@ -145,14 +151,26 @@ def _body_validator(instance: HttpResponse, attribute: attrs.Attribute[bytes], b
         raise ValueError(f"a {instance.status} response has no body")
 
 
+StreamBody = Callable[[UpgradeStream], Awaitable[None]]
+"""Writes a streamed response's body, chunk-framed (RFC 9112 section 7.1), on the
+connection it is handed after the head; the connection ends when it returns. It owns
+the time and size of what it writes; it should not raise (whatever escapes is logged)."""
+
+
 @attrs.frozen(kw_only=True)
 class HttpResponse:
-    """A complete response. The transport adds Content-Length (and drops the body of an
-    answer to HEAD); 1xx statuses are not responses here, 101 is the upgrade handler's."""
+    """A response. The transport adds Content-Length (and drops the body of an answer to
+    HEAD); 1xx statuses are not responses here, 101 is the upgrade handler's.
+
+    With ``stream``, the body is not ``body`` but what ``stream`` writes: the head goes
+    out with ``Transfer-Encoding: chunked`` and ``Connection: close``, then ``stream``
+    takes the connection over (not for HEAD: the head alone answers it). Only HTTP/1.1
+    can frame it: an HTTP/1.0 request is answered 505 instead."""
 
     status: int = attrs.field(validator=[attrs.validators.ge(200), attrs.validators.le(599)])
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = attrs.field(default=b"", validator=_body_validator)
+    stream: StreamBody | None = None
 
     @classmethod
     def json(cls, status: int, body: bytes, content_type: str = "application/json",
@@ -228,6 +246,10 @@ async def serve_http_connection(
             # the request only as long as it needs it, for the long life of a WebSocket.
             del connection, request
             await upgraded
+        elif connection.stream_body is not None:
+            streamed = connection.stream_body(connection.body_stream())
+            del connection  # as above: a stream lives long, h11's buffers need not
+            await streamed
     except _NORMAL_ENDINGS as exc:
         logger.debug("HTTP connection ended: %s", type(exc).__name__)
     except Exception:
@@ -271,6 +293,8 @@ class _Connection:
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
         self._request: h11.Request | None = None
         """The request being read or answered, once its head has arrived."""
+        self.stream_body: StreamBody | None = None
+        """Set when a streamed response's head is written: the connection is its now."""
 
     async def serve(self, handle_request: RequestHandler, *, upgrade: bool) -> HttpRequest | None:
         """Answer requests until the connection must end.
@@ -289,6 +313,8 @@ class _Connection:
             if upgrade and _is_websocket_upgrade(request):
                 return request
             await self._respond(request, handle_request)
+            if self.stream_body is not None:
+                return None
             if self._h11.our_state is h11.MUST_CLOSE:
                 await self._linger()
                 return None
@@ -299,6 +325,11 @@ class _Connection:
         assert self._request is not None
         replay = _request_head(self._request) + self._h11.trailing_data[0]
         return UpgradeStream(self._stream, replay)
+
+    def body_stream(self) -> UpgradeStream:
+        """The stream after a streamed response's head: reads give what the peer sent
+        after its request (a stream's body ignores it), writes go to the socket."""
+        return UpgradeStream(self._stream, self._h11.trailing_data[0])
 
     async def _read_request(self) -> HttpRequest | None:
         """The next whole request; None if the peer closed or idled out before one began.
@@ -375,11 +406,18 @@ class _Connection:
     async def _respond(self, request: HttpRequest, handle_request: RequestHandler) -> None:
         try:
             response = await handle_request(request)
+            if response.stream is not None and self._h11.their_http_version != b"1.1":
+                response = HttpResponse.problem(ProblemDetails.from_status(
+                    505, "a stream is sent with HTTP/1.1 chunked framing; ask with HTTP/1.1"))
             head = _response_head(response)
         except Exception:
             logger.exception("request handler failed on %s %s", request.method, request.path)
             response = HttpResponse.problem(ProblemDetails.internal_error())
             head = _response_head(response)
+        if response.stream is not None and request.method != "HEAD":
+            await self._send(head)
+            self.stream_body = response.stream
+            return
         await self._write_response(head, response.body)
 
     async def refuse(self, error: RemoteProtocolError,
@@ -549,7 +587,10 @@ def _content_length(event: h11.Request) -> int:
 def _response_head(response: HttpResponse, *, close: bool = False) -> h11.Response:
     """h11's response event; h11 checks the status and headers as it builds it."""
     headers = [(k, v) for k, v in response.headers if k.lower() not in _FRAMING_HEADERS]
-    if response.status not in _NO_CONTENT_STATUSES:
+    if response.stream is not None:
+        headers.append(("transfer-encoding", "chunked"))
+        close = True
+    elif response.status not in _NO_CONTENT_STATUSES:
         headers.append(("content-length", str(len(response.body))))
     if close:
         headers.append(("connection", "close"))
