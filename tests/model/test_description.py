@@ -52,6 +52,7 @@ class Everything(tt.Thing):
     values: list[float] = tt.property(default=[], min_items=0, max_items=4)
     table: dict[str, int] = tt.property(default={})
     maybe: int | None = tt.property(default=None)
+    hidden: int = tt.property(default=0, observable=False)
     position: Vector = tt.property(default=Vector(x=1.0), title="Position")
     when: datetime.datetime = tt.property(
         default=datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC), readonly=True)
@@ -153,3 +154,30 @@ def test_base_must_end_with_slash() -> None:
     with pytest.raises(ValueError, match="must end with"):
         describe_thing(Counter.affordances, name="c", title="C", description=None,
                        base="http://x", bindings=[])
+
+
+def test_td_offers_sse_then_longpoll_then_the_websocket_to_observers() -> None:
+    td = describe(Everything, "everything")
+
+    def observing(forms: list[dict[str, Any]], op: str) -> list[tuple[str, str | None]]:
+        """(href, subprotocol) of each form listing ``op``, in order."""
+        return [(f["href"], f.get("subprotocol")) for f in forms if op in f["op"]]
+
+    # A generic consumer takes the first form it can use: one stream beats a request
+    # per change, which beats nothing (node-wot has no WebSocket client for these).
+    assert observing(td["properties"]["flag"]["forms"], "observeproperty") == [
+        ("everything/flag", "sse"), ("everything/flag/next", "longpoll"),
+        ("ws://127.0.0.1:8000/everything/ws", "webthingprotocol")]
+    assert observing(td["events"]["moved"]["forms"], "subscribeevent") == [
+        ("everything/events/moved", "sse"), ("everything/events/moved", "longpoll"),
+        ("ws://127.0.0.1:8000/everything/ws", "webthingprotocol")]
+    assert observing(td["forms"], "observeallproperties")[0] == (
+        "everything/properties", "sse")
+    assert observing(td["forms"], "subscribeallevents")[0] == ("everything/events", "sse")
+    assert td["properties"]["hidden"]["observable"] is False
+    for name, prop in td["properties"].items():
+        sse = [f for f in prop["forms"] if f.get("subprotocol") == "sse"]
+        assert bool(sse) == prop["observable"], name
+        # The form's contentType is the data's: node-wot parses each message with it.
+        assert all(f["contentType"] == "application/json" for f in sse)
+        assert all("unobserveproperty" in f["op"] for f in sse)

@@ -304,3 +304,29 @@ def test_who_may_cancel(caller: Caller, invoker: str | None) -> None:
 def test_who_may_not_cancel(caller: Caller, invoker: str | None) -> None:
     with pytest.raises(Forbidden, match="only the token that invoked"):
         check_cancel(caller, invoker)
+
+
+@pytest.mark.parametrize(("origin", "policy"), [
+    (None, AccessPolicy()),
+    ("http://127.0.0.1:8000", AccessPolicy()),  # the server's own page
+    ("https://lab.example", AccessPolicy(cors_origins=["https://lab.example"])),
+    ("https://lab.example/", AccessPolicy(allowed_origins=["https://lab.example"])),
+    ("https://anywhere.example", AccessPolicy(cors_origins=["*"])),
+])
+def test_event_stream_origins_that_may_open_one(origin: str | None,
+                                                policy: AccessPolicy) -> None:
+    policy.check_stream_origin(origin=origin, host="127.0.0.1:8000")
+
+
+def test_an_event_stream_from_another_site_is_forbidden_and_told_how_to_allow_it() -> None:
+    with pytest.raises(Forbidden, match="add it to cors_origins") as info:
+        AccessPolicy(cors_origins=["https://lab.example"]).check_stream_origin(
+            origin="https://evil.example", host="127.0.0.1:8000")
+    assert info.value.status == 403
+
+
+def test_a_query_token_counts_only_where_it_is_allowed() -> None:
+    query = f"access_token={FULL}"
+    assert POLICY.caller(authorization=None, query=query, query_token=True).role is Role.FULL
+    with pytest.raises(Unauthorized, match="event streams"):
+        POLICY.caller(authorization=None, query=query)

@@ -130,3 +130,63 @@ def test_websocket_route() -> None:
     assert websocket_route("/counter/ws/", things) == "counter"
     assert websocket_route("/nothing/ws", things) is None
     assert websocket_route("/counter/count", things) is None
+
+
+# --------------------------------------------------------------------------- observing over HTTP
+
+
+def stream(target: str, last_event_id: str | None = None, method: str = "GET") -> c.Command:
+    return decode_request(method=method, target=target, body=b"", content_type=None,
+                          base=BASE, things=THINGS, event_stream=True,
+                          last_event_id=last_event_id)
+
+
+@pytest.mark.parametrize(("target", "expected"), [
+    ("/thermometer/temperature", c.ObserveProperty(thing="thermometer", name="temperature")),
+    ("/thermometer/temperature/next",
+     c.ObserveProperty(thing="thermometer", name="temperature")),
+    ("/thermometer/properties", c.ObserveAllProperties(thing="thermometer")),
+    ("/thermometer/events", c.SubscribeAllEvents(thing="thermometer", after="e.3")),
+    ("/thermometer/events/overheated",
+     c.SubscribeEvent(thing="thermometer", name="overheated", after="e.3")),
+    ("/counter/increment", c.ObserveAction(thing="counter", name="increment", after="e.3")),
+])
+def test_an_event_stream_request_observes(target: str, expected: c.Command) -> None:
+    assert stream(target, "e.3") == expected
+    assert stream(target, "e.3", method="HEAD") == expected
+
+
+def test_a_long_poll_is_a_plain_get_of_the_next_change() -> None:
+    assert route("GET", "/thermometer/temperature/next") == c.ObserveProperty(
+        thing="thermometer", name="temperature")
+    assert decode_request(method="GET", target="/thermometer/events/overheated", body=b"",
+                          content_type=None, base=BASE, things=THINGS,
+                          last_event_id="e.9") == c.SubscribeEvent(
+        thing="thermometer", name="overheated", after="e.9")
+
+
+@pytest.mark.parametrize(("target", "detail"), [
+    ("/", "'/' has no event stream"),
+    ("/counter/", "'/counter/' has no event stream"),
+    ("/counter/actions", "has no event stream"),
+    ("/action_invocations/abc", "has no event stream"),
+])
+def test_an_event_stream_of_what_has_none_is_not_acceptable(target: str, detail: str) -> None:
+    with pytest.raises(RemoteProtocolError, match=detail) as info:
+        stream(target)
+    assert info.value.status == 406
+
+
+def test_the_events_of_a_thing_are_a_stream_only() -> None:
+    with pytest.raises(RemoteProtocolError, match="as an event stream only") as info:
+        route("GET", "/thermometer/events")
+    assert info.value.status == 406
+
+
+def test_next_is_only_a_route_of_properties() -> None:
+    with pytest.raises(NotFound):
+        route("GET", "/counter/increment/next")
+    with pytest.raises(NotFound):
+        route("GET", "/nope/count/next")
+    with pytest.raises(MethodNotAllowed):
+        route("PUT", "/counter/count/next", b"1")

@@ -461,3 +461,65 @@ async def test_malformed_requests_are_explained_in_words(
             for raw in ("bytearray", "b'", 'b"', "\\x", "NoColonHere", "Bad Name", "zz", "gzip"):
                 assert raw not in detail
             assert await client.at_eof()
+
+
+# --------------------------------------------------------------------------- streamed responses
+
+
+def streaming(body_chunks: list[bytes], streamed: list[UpgradeStream]) -> RequestHandler:
+    """A handler whose response is a stream that writes ``body_chunks`` (each a whole
+    chunk), then the last chunk, and records the stream it was handed."""
+
+    async def write(stream: UpgradeStream) -> None:
+        streamed.append(stream)
+        for data in body_chunks:
+            await stream.send_all(data)
+        await stream.send_all(b"0\r\n\r\n")
+
+    async def handler(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(status=200, headers=(("content-type", "text/event-stream"),),
+                            stream=write)
+
+    return handler
+
+
+async def test_a_stream_takes_the_connection_over_after_a_chunked_head() -> None:
+    streamed: list[UpgradeStream] = []
+    with trio.fail_after(5):
+        async with serving(streaming([b"3\r\nabc\r\n", b"2\r\nde\r\n"], streamed)) as client:
+            await client.send(h11.Request(method="GET", target="/s", headers=[("host", "t")]),
+                              h11.EndOfMessage())
+            # A pipelined request after it is never answered: the stream owns the link.
+            await client.stream.send_all(b"GET /other HTTP/1.1\r\nhost: t\r\n\r\n")
+            response, body = await client.response()
+            assert response.status_code == 200
+            assert header(response, b"transfer-encoding") == b"chunked"
+            assert header(response, b"content-length") is None
+            assert header(response, b"connection") == b"close"
+            assert body == b"abcde"  # h11 took the chunks apart: they were well framed
+            assert await client.at_eof()
+    assert len(streamed) == 1
+
+
+async def test_head_of_a_stream_is_its_head_alone() -> None:
+    streamed: list[UpgradeStream] = []
+    with trio.fail_after(5):
+        async with serving(streaming([b"3\r\nabc\r\n"], streamed)) as client:
+            response, body = await client.request("HEAD", "/s")
+            assert response.status_code == 200
+            assert header(response, b"content-type") == b"text/event-stream"
+            assert body == b""
+            assert await client.at_eof()
+    assert streamed == []  # never started: nothing to clean up
+
+
+async def test_a_stream_asked_for_with_http_1_0_is_505() -> None:
+    streamed: list[UpgradeStream] = []
+    with trio.fail_after(5):
+        async with serving(streaming([], streamed)) as client:
+            await client.stream.send_all(b"GET /s HTTP/1.0\r\n\r\n")
+            client.expect_response_to("GET")
+            response, body = await client.response()
+            assert response.status_code == 505
+            assert "HTTP/1.1" in str(problem(response, body)["detail"])
+    assert streamed == []

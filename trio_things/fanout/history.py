@@ -111,18 +111,20 @@ class History:
     def record(self, thing: str, notification: EventEmitted | ActionStatusChanged) -> None:
         """Keep ``notification`` (stamped with :meth:`next_id`) in ``thing``'s ring,
         dropping the oldest entry if the ring is full."""
-        if self.size == 0:
-            return
         ring = self._rings[thing]
+        sequence = event_id_sequence(notification.id, self.epoch)
+        assert sequence is not None, "record() takes notifications stamped by next_id()"
         if isinstance(notification, EventEmitted):
             key: Affordance = (EVENT, notification.name)
         else:
             key = (ACTION, notification.invocation.action)
+        if self.size == 0:  # kept no sooner than dropped
+            ring.dropped[key] = sequence
+            return
+        if isinstance(notification, ActionStatusChanged):
             notification = attrs.evolve(notification, invocation=attrs.evolve(
                 notification.invocation,
                 log=collections.deque(notification.new_log, maxlen=len(notification.new_log))))
-        sequence = event_id_sequence(notification.id, self.epoch)
-        assert sequence is not None, "record() takes notifications stamped by next_id()"
         ring.entries.append((sequence, key, notification))
         if len(ring.entries) > self.size:
             dropped, dropped_key, _ = ring.entries.popleft()
