@@ -43,7 +43,8 @@ pytest: setup nodewot
 docs: setup
 	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
 
-## Fan-out benchmark beside the reference servers (several minutes); writes
+## Fan-out benchmark beside the reference servers, and trio-things' SSE beside its
+## WebSocket (several minutes); writes
 ## docs/benchmarks.md, docs/benchmarks.png and docs/benchmarks.jsonl. ARGS=... passes options.
 bench: setup
 	$(BIN)/python -m benchmarks.fanout $(ARGS)

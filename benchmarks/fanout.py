@@ -1,4 +1,5 @@
-"""Fan-out benchmark: trio-things beside two reference servers, same machine, same run.
+"""Fan-out benchmark: trio-things beside two reference servers, same machine, same run
+(and trio-things' Server-Sent Events beside its WebSocket: the ``sse`` scenario).
 
 Run from the repository root::
 
@@ -41,8 +42,8 @@ __all__ = ["FULL", "QUICK", "Invocation", "main", "render", "run", "write_output
 ROOT: Final = Path(__file__).resolve().parents[1]
 FULL: Final = Settings()
 QUICK: Final = Settings(
-    runs=1, warmup=0.3, window=1.0, max_rate_clients=(1, 10, 100), fixed_rate_clients=(100,),
-    event_count=300, isolation_window=2.5, isolation_write_timeout=1.0,
+    runs=1, warmup=0.3, window=1.0, max_rate_clients=(1, 10, 100), sse_clients=(100,),
+    fixed_rate_clients=(100,), event_count=300, isolation_window=2.5, isolation_write_timeout=1.0,
     memory_clients=(1000,))
 
 Record = dict[str, Any]
@@ -56,11 +57,14 @@ class Step:
     clients: int
 
     def measure(self, bench: Bench, target: Target, run: int) -> list[Record]:
-        """One record, or two for isolation (without, then with, the stalled client:
-        back to back, so their ratio is taken seconds apart)."""
+        """One record, or two for isolation (without, then with, the stalled client) and
+        for sse (over WebSocket and over SSE): back to back, so their ratio is taken
+        seconds apart."""
         match self.scenario:
             case "max-rate":
                 return [bench.max_rate(target, self.clients, run)]
+            case "sse":
+                return bench.sse(target, self.clients, run)
             case "fixed-rate":
                 return [bench.fixed_rate(target, self.clients, run)]
             case "events":
@@ -76,6 +80,7 @@ class Step:
 def _steps(settings: Settings, scenarios: Sequence[str]) -> list[Step]:
     sizes: dict[str, tuple[int, ...]] = {
         "max-rate": settings.max_rate_clients,
+        "sse": settings.sse_clients,
         "fixed-rate": settings.fixed_rate_clients,
         "events": (settings.event_clients,),
         "isolation": (settings.isolation_clients,),
@@ -89,10 +94,11 @@ def _steps(settings: Settings, scenarios: Sequence[str]) -> list[Step]:
 def _plan(settings: Settings, scenarios: Sequence[str], targets: Sequence[Target],
           ) -> list[tuple[int, Step, Target]]:
     """Runs outermost, so drift over the invocation touches every figure alike; then
-    steps; the servers innermost, so each comparison is measured back to back."""
+    steps; the servers innermost, so each comparison is measured back to back. The
+    ``sse`` steps go to the servers that serve an event stream only."""
     steps = _steps(settings, scenarios)
     return [(run, step, target) for run in range(settings.runs) for step in steps
-            for target in targets]
+            for target in targets if step.scenario != "sse" or target.sse_path is not None]
 
 
 def _brief(record: Record) -> str:
@@ -113,7 +119,7 @@ def _brief(record: Record) -> str:
         closed = record["stalled_closed_after_s"]
         parts.append("stalled client " + ("not closed" if closed is None
                                           else f"closed after {closed:.1f} s"))
-    if record.get("miss_mean") is not None and scenario in ("max-rate", "fixed-rate"):
+    if record.get("miss_mean") is not None and scenario in ("max-rate", "sse", "fixed-rate"):
         parts.append(f"missed {record['miss_mean'] * 100:.0f} %")
     parts.append(f"server CPU {record['server_cpu_share'] * 100:.0f} %")
     parts.append(f"load gen {record['loadgen_cpu_share'] * 100:.0f} %")
@@ -155,6 +161,8 @@ def run(settings: Settings, *, scenarios: Sequence[str], targets: Sequence[Targe
                 variant = ""
                 if "stalled" in record:
                     variant = " with a stalled client" if record["stalled"] else " alone"
+                if "transport" in record:
+                    variant = " over " + report.TRANSPORTS[record["transport"]]
                 print(f"[{index:>3}/{len(plan)} {elapsed:5.0f} s, ~{remaining:4.0f} s left] "
                       f"{step.scenario} C={step.clients} {target.name}{variant} "
                       f"run {run_index + 1}/{settings.runs}: {_brief(record)}",
@@ -189,6 +197,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--scenarios", type=_csv_names(SCENARIOS), default=SCENARIOS)
     parser.add_argument("--clients", type=_csv_ints,
                         help="C values for the full-speed and fixed-rate scenarios")
+    parser.add_argument("--sse-clients", type=_csv_ints,
+                        help="C values for the sse scenario (WebSocket beside SSE)")
     parser.add_argument("--event-clients", type=int)
     parser.add_argument("--event-count", type=int)
     parser.add_argument("--isolation-clients", type=int)
@@ -211,6 +221,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     settings = QUICK if args.quick else FULL
     overrides: dict[str, Any] = {
         "runs": args.runs, "max_rate_clients": args.clients, "fixed_rate_clients": args.clients,
+        "sse_clients": args.sse_clients,
         "event_clients": args.event_clients, "event_count": args.event_count,
         "isolation_clients": args.isolation_clients,
         "isolation_window": args.isolation_window, "memory_clients": args.memory_clients,

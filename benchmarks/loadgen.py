@@ -1,4 +1,5 @@
-"""The load generator: many WebSocket observers in a few worker processes, cheap per frame.
+"""The load generator: many WebSocket (or SSE) observers in a few worker processes, cheap
+per frame.
 
 Why it is built like this: at the rates we aim for (over 100k deliveries a second) any
 per-message object, task or library call in the client would cost more than the server
@@ -16,6 +17,14 @@ all, as much as the fastest server spends per delivery (~7 us). With ``SO_RCVLOW
 (4 KiB) each ``recv`` takes a dozen frames or more, and the cost falls to ~2 us a frame,
 so the load generator is no longer the limit; it delays reads, so it is used only where
 no latency is measured (see :meth:`LoadGenerator.open`).
+
+Server-Sent Events (``protocol="sse"``) take the same loop: a client writes a plain
+HTTP/1.1 ``GET`` with ``Accept: text/event-stream`` instead of the handshake, sends
+nothing after it (the request is the subscription), checks the response head, then walks
+chunk sizes and counts ``data:`` lines (:mod:`benchmarks.rawsse`). Its first message, the
+property's current value, stands for the acknowledgement. A stream the server ended with
+the last chunk is noted as close code 1000; one dropped without it, 1006, as for a
+WebSocket. No latency is sampled on SSE clients.
 
 A worker is one thread, so the clients can be spread over several processes; each
 reports its CPU time, so the harness can say when the load generator, not the server,
@@ -51,15 +60,20 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import attrs
 
-from benchmarks import rawws
-from benchmarks.messages import Kind, sent_at, subscribe_request
+from benchmarks import rawsse, rawws
+from benchmarks.messages import PROPERTY, Kind, sent_at, subscribe_request
 from benchmarks.servers.control import raise_open_files_limit
 
-__all__ = ["LoadGenerator", "Mark", "OpenError", "deltas", "open_stalled_client"]
+__all__ = ["SSE", "WEBSOCKET", "LoadGenerator", "Mark", "OpenError", "Protocol", "deltas",
+           "open_stalled_client"]
+
+Protocol = Literal["websocket", "sse"]
+WEBSOCKET: Final = "websocket"
+SSE: Final = "sse"
 
 _RECEIVE_SIZE: Final = 256 * 1024
 #: Handshakes a worker has in flight at once: listen backlogs are finite (asyncio's
@@ -78,11 +92,13 @@ class _Client:
     """One connection's state. Slotted: a worker may hold thousands."""
 
     __slots__ = ("buffer", "close_code", "countdown", "handshake", "key", "messages",
-                 "request", "settled", "sock", "state")
+                 "request", "settled", "sock", "sse", "state")
 
     def __init__(self, sock: socket.socket, handshake: bytes, request: bytes,
-                 key: bytes) -> None:
+                 key: bytes, *, sse: bool = False) -> None:
         self.sock = sock
+        self.sse = sse
+        """An SSE consumer: ``handshake`` is its GET, and there is no ``request``."""
         self.handshake = handshake
         self.request = request
         self.key = key
@@ -176,13 +192,17 @@ class _Worker:
             failures.append(f"connect: {errno.errorcode.get(code, code)}")
             sock.close()
             return None
-        key = rawws.new_key()
-        client = _Client(
-            sock,
-            rawws.handshake_request(spec["host"], spec["port"], spec["path"], key,
-                                    spec["subprotocol"]),
-            rawws.masked_frame(rawws.TEXT, subscribe_request(spec["kind"])),
-            key)
+        if spec["protocol"] == SSE:
+            client = _Client(sock, rawsse.stream_request(spec["host"], spec["port"],
+                                                         spec["path"]), b"", b"", sse=True)
+        else:
+            key = rawws.new_key()
+            client = _Client(
+                sock,
+                rawws.handshake_request(spec["host"], spec["port"], spec["path"], key,
+                                        spec["subprotocol"]),
+                rawws.masked_frame(rawws.TEXT, subscribe_request(spec["kind"])),
+                key)
         self.by_fd[sock.fileno()] = client
         self.clients.append(client)
         self.pending += 1
@@ -223,22 +243,25 @@ class _Worker:
             return
         client.buffer += data
         try:
-            start = rawws.check_handshake_response(client.buffer, client.key)
-        except rawws.HandshakeError as error:
+            start = (rawsse.check_response_head(client.buffer) if client.sse
+                     else rawws.check_handshake_response(client.buffer, client.key))
+        except (rawws.HandshakeError, rawsse.ResponseError) as error:
             self.fail(client, f"handshake: {error}", failures)
             return
         if start is None:
             return
         client.buffer = client.buffer[start:]
-        try:
-            client.sock.send(client.request)
-        except OSError as error:
-            self.fail(client, f"subscribe: {error}", failures)
-            return
+        if client.request:
+            try:
+                client.sock.send(client.request)
+            except OSError as error:
+                self.fail(client, f"subscribe: {error}", failures)
+                return
         client.handshake = client.request = b""
         client.state = _OPEN
         if client.buffer:
-            self.parse(client, client.buffer, time.time())
+            buffer, client.buffer = client.buffer, b""
+            (self.parse_sse if client.sse else self.parse)(client, buffer, time.time())
 
     def fail(self, client: _Client, reason: str, failures: list[str] | None) -> None:
         if failures is not None:
@@ -266,7 +289,8 @@ class _Worker:
     # ------------------------------------------------------------------ the hot path
 
     def receive(self, client: _Client) -> bool:
-        """Read and count what one client has pending; whether there was anything."""
+        """Read and count what one client has pending; whether there was anything (and
+        the client is still open: worth reading again)."""
         try:
             data = client.sock.recv(_RECEIVE_SIZE)
         except BlockingIOError:
@@ -278,8 +302,9 @@ class _Worker:
                 client.close_code = 1006
             self.drop(client)
             return False
-        self.parse(client, client.buffer + data if client.buffer else data, time.time())
-        return True
+        (self.parse_sse if client.sse else self.parse)(
+            client, client.buffer + data if client.buffer else data, time.time())
+        return client.state == _OPEN
 
     def parse(self, client: _Client, buffer: bytes, now: float) -> None:
         """Count every whole frame in ``buffer``; keep the incomplete rest. Inlined header
@@ -332,6 +357,21 @@ class _Worker:
             pos = stop
         client.buffer = buffer[pos:] if pos < end else b""
         self._count(client, messages, countdown, now)
+
+    def parse_sse(self, client: _Client, buffer: bytes, now: float) -> None:
+        """Count every message in the whole chunks of ``buffer``; keep the rest. A stream
+        that sends something other than chunks is dropped (close code 1002)."""
+        try:
+            messages, consumed, ended = rawsse.count_messages(buffer)
+        except ValueError:
+            client.close_code = 1002
+            self.drop(client)
+            return
+        client.buffer = buffer[consumed:] if consumed < len(buffer) else b""
+        self._count(client, client.messages + messages, client.countdown, now)
+        if ended:
+            client.close_code = 1000
+            self.drop(client)
 
     def _count(self, client: _Client, messages: int, countdown: int, now: float) -> None:
         client.countdown = countdown
@@ -469,7 +509,7 @@ class LoadGenerator:
     def open(self, *, host: str, port: int, path: str, kind: Kind, clients: int,
              sample_every: int = 0, rcvlowat: int = 0,
              subprotocol: str | None = "webthingprotocol", rcvbuf: int | None = None,
-             timeout: float = 60.0) -> None:
+             protocol: Protocol = WEBSOCKET, timeout: float = 60.0) -> None:
         """Connect ``clients`` more observers, spread evenly over the workers, and wait
         until each has its acknowledgement. Raises :class:`OpenError` otherwise.
 
@@ -479,14 +519,21 @@ class LoadGenerator:
         frames; that cuts the load generator's cost per frame about three times (the
         kernel's cost per ``recv`` dominates it) but delays reads, so use it only where
         no latency is measured. Each mark drains every socket, so counts stay exact.
+
+        ``protocol="sse"``: the clients are Server-Sent Events consumers of the property
+        at ``path`` (the first message, its current value, tells one is ready); an event
+        stream sends nothing until the first event, so ``kind`` must be the property, and
+        no latency is sampled.
         """
+        if protocol == SSE and (kind != PROPERTY or sample_every):
+            raise ValueError("SSE clients observe the property and sample no latency")
         shares = [clients // self.workers + (i < clients % self.workers)
                   for i in range(self.workers)]
         for pipe, share in zip(self._pipes, shares, strict=True):
             pipe.send(("open", {
                 "host": host, "port": port, "path": path, "kind": kind, "n": share,
                 "sample_every": sample_every, "rcvlowat": rcvlowat, "subprotocol": subprotocol,
-                "rcvbuf": rcvbuf, "timeout": timeout}))
+                "rcvbuf": rcvbuf, "protocol": protocol, "timeout": timeout}))
         ready, failures = 0, []
         for pipe in self._pipes:
             if not pipe.poll(timeout + 10):

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.scenarios import Settings
-from benchmarks.summary import Records, select
+from benchmarks.summary import Records, paired_ratio, select
 from benchmarks.targets import TARGETS
 
-__all__ = ["describe_machine", "markdown", "plot"]
+__all__ = ["SSE_TARGET", "TRANSPORTS", "describe_machine", "markdown", "plot", "sse_ratio"]
 
 _PACKAGES = ("trio-things", "trio", "trio-websocket", "wsproto", "h11", "orjson", "attrs",
              "cattrs", "websockets", "matplotlib")
@@ -28,6 +28,11 @@ _REFERENCES = ("naive", "broadcast")
 _SUBJECT = "trio-things"
 #: Other work using this share of a core during a window is worth a note beside a figure.
 BUSY_OTHERS = 0.25
+#: The ``transport`` of an ``sse`` record, as the page names it.
+TRANSPORTS = {"websocket": "WebSocket", "sse": "SSE"}
+#: SSE over WebSocket deliveries/s that trio-things aims at (the page says whether it
+#: was met; nothing fails on it).
+SSE_TARGET = 0.8
 
 
 def describe_machine() -> dict[str, Any]:
@@ -213,6 +218,62 @@ def _ratios(records: Records, scenario: str, field: str) -> list[str]:
     return _table(["C"] + [f"{_SUBJECT} / {ref}" for ref in refs], rows)
 
 
+def sse_ratio(records: Records, field: str, clients: int) -> float | None:
+    """SSE over WebSocket on ``field`` in the ``sse`` scenario at C = ``clients``, paired
+    by run (one server serves both: trio-things)."""
+    match = {"scenario": "sse", "clients": clients, "server": _SUBJECT}
+    return paired_ratio(records.all, field, match | {"transport": "sse"},
+                        match | {"transport": "websocket"})
+
+
+def _sse_headline(records: Records) -> list[str]:
+    clients = _clients(records, "sse")
+    ratios = [(c, sse_ratio(records, "deliveries_per_s", c)) for c in clients]
+    ratios = [(c, r) for c, r in ratios if r is not None]
+    if not ratios:
+        return []
+    figures = ", ".join(f"{_ratio(r)} at C = {c}" for c, r in ratios)
+    return [f"Over Server-Sent Events, trio-things' deliveries/s are its WebSocket figure "
+            f"times {figures} (paired by run; the target is {SSE_TARGET:g}x or more): see "
+            "[Server-Sent Events](#server-sent-events).", ""]
+
+
+def _sse(records: Records) -> list[str]:
+    rows = []
+    for clients in _clients(records, "sse"):
+        for transport, name in TRANSPORTS.items():
+            match = {"scenario": "sse", "clients": clients, "server": _SUBJECT,
+                     "transport": transport}
+            if not records.count(**match):
+                continue
+            rows.append([
+                str(clients), name,
+                _rate(records.median("deliveries_per_s", **match)),
+                _rate(records.median("updates_per_s", **match)),
+                _percent(records.median("miss_mean", **match)),
+                _us(records.median("server_cpu_per_delivery_us", **match)),
+                _percent(records.median("server_cpu_share", **match)),
+                _percent(records.median("loadgen_cpu_share", **match)),
+                _percent(records.median("other_cpu_share", **match)),
+                _flags(records, **match),
+            ])
+    lines = _table(["C", "transport", "deliveries/s", "updates/s", "missed per observer",
+                    "server CPU per delivery", "server CPU", "load gen CPU (busiest worker)",
+                    "others' CPU", "notes"], rows)
+    ratios = []
+    for clients in _clients(records, "sse"):
+        deliveries = sse_ratio(records, "deliveries_per_s", clients)
+        ratios.append([
+            str(clients), _ratio(deliveries),
+            "-" if deliveries is None else ("yes" if deliveries >= SSE_TARGET else "**no**"),
+            _ratio(sse_ratio(records, "server_cpu_per_delivery_us", clients)),
+        ])
+    lines += ["SSE over WebSocket, paired by run:", ""]
+    lines += _table(["C", "deliveries/s", f"at least {SSE_TARGET:g}x", "server CPU per delivery"],
+                    ratios)
+    return lines
+
+
 def _fixed_rate(records: Records) -> list[str]:
     rows = []
     for clients in _clients(records, "fixed-rate"):
@@ -364,6 +425,7 @@ def markdown(records: Records, *, machine: dict[str, Any], command: str, setting
         "memory.",
         "",
         *_headline(records, settings),
+        *_sse_headline(records),
     ]
     if figure:
         lines += [f"![Deliveries per second at full speed, and p99 latency at {rate}, "
@@ -408,6 +470,22 @@ def markdown(records: Records, *, machine: dict[str, Any], command: str, setting
         "Ratios of deliveries/s, paired by run:",
         "",
         *_ratios(records, "max-rate", "deliveries_per_s"),
+    ]
+    if records.count(scenario="sse"):
+        lines += [
+            "## Server-Sent Events",
+            "",
+            "The full-speed scenario for trio-things alone, with C WebSocket observers and "
+            "with C consumers of the property's event stream (`GET /bench/tick`, `Accept: "
+            "text/event-stream`), back to back in each run (a fresh server each; which goes "
+            "first alternates by run). Both go through the same fan-out (encode once per "
+            "update, the Outbox, the fast-path write); an SSE message is `id: <id>` and "
+            "`data: <the bare value>`, one HTTP chunk, where a WebSocket frame carries a "
+            "whole Web Thing Protocol notification, so SSE writes fewer bytes per delivery.",
+            "",
+            *_sse(records),
+        ]
+    lines += [
         f"## Property at {rate}",
         "",
         "Latency is receive time minus the publish time the frame carries (both this "
@@ -460,6 +538,11 @@ def markdown(records: Records, *, machine: dict[str, Any], command: str, setting
         f"({settings.rcvlowat} bytes) so each `recv` takes many frames: the kernel's cost per "
         "`recv` is most of its cost per frame. Each snapshot drains every socket, so counts "
         "are exact.",
+        *(["- **SSE consumers** (the same load generator): a plain HTTP/1.1 `GET` with "
+           "`Accept: text/event-stream`; after the response head, the client walks chunk "
+           "sizes and counts the `data:` lines in each chunk (`benchmarks/rawsse.py`), so a "
+           "heartbeat comment counts for nothing; the first message (the current value) "
+           "stands for the acknowledgement."] if records.count(scenario="sse") else []),
         "- **Who was the limit**: each table gives the server's CPU (100 % = one core) and "
         "the busiest load-generator worker's. *load generator saturated* marks runs where a "
         "worker used 90 % of a core or more: there the load generator, not the server, was "
@@ -491,6 +574,14 @@ def plot(records: Records, path: Path, *, rate: float) -> None:
         left.plot(clients, [records.median("deliveries_per_s", scenario="max-rate", clients=c,
                                            server=server) for c in clients],
                   marker="o", label=server)
+        if server == _SUBJECT:
+            match = {"scenario": "sse", "server": server, "transport": "sse"}
+            clients = [c for c in _clients(records, "sse")
+                       if records.median("deliveries_per_s", clients=c, **match) is not None]
+            if clients:
+                left.plot(clients, [records.median("deliveries_per_s", clients=c, **match)
+                                    for c in clients],
+                          marker="s", linestyle="--", label=f"{server} (SSE)")
         clients = [c for c in _clients(records, "fixed-rate")
                    if records.median("latency_p99_ms", scenario="fixed-rate", clients=c,
                                      server=server) is not None]

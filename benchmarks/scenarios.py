@@ -3,6 +3,8 @@ one record (a JSON-ready dict; :mod:`benchmarks.summary` takes medians and ratio
 
 =============== ===========================================================================
 ``max-rate``    the producer updates a property as fast as the server accepts; C observers
+``sse``         ``max-rate`` over WebSocket and over Server-Sent Events, back to back, for
+                the servers that serve both (trio-things): field ``transport``
 ``fixed-rate``  the producer updates it at a fixed rate (100 Hz); latency is sampled
 ``events``      the producer emits N events as fast as the server accepts; every one must
                 arrive (events are lossless)
@@ -31,7 +33,15 @@ from typing import Any, Final
 
 import attrs
 
-from benchmarks.loadgen import LoadGenerator, Mark, deltas, open_stalled_client
+from benchmarks.loadgen import (
+    SSE,
+    WEBSOCKET,
+    LoadGenerator,
+    Mark,
+    Protocol,
+    deltas,
+    open_stalled_client,
+)
 from benchmarks.messages import EVENT, PROPERTY, Kind
 from benchmarks.procs import ServerProcess, source_digest, start_server
 from benchmarks.servers.control import Plan
@@ -41,7 +51,7 @@ from benchmarks.targets import Target
 __all__ = ["SCENARIOS", "Bench", "Settings"]
 
 HOST: Final = "127.0.0.1"
-SCENARIOS: Final = ("max-rate", "fixed-rate", "events", "isolation", "memory")
+SCENARIOS: Final = ("max-rate", "sse", "fixed-rate", "events", "isolation", "memory")
 #: A worker (or the server) at this share of a core or more counts as saturated.
 SATURATED: Final = 0.9
 _CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
@@ -58,6 +68,8 @@ class Settings:
     """Seconds of load before a window opens (connections and caches settle)."""
     window: float = 3.0
     max_rate_clients: tuple[int, ...] = (1, 10, 100, 500, 1000)
+    sse_clients: tuple[int, ...] = (100, 500)
+    """C of the ``sse`` scenario (WebSocket and SSE, each at C observers)."""
     fixed_rate: float = 100.0
     fixed_rate_clients: tuple[int, ...] = (1, 10, 100, 500, 1000)
     event_clients: int = 100
@@ -167,13 +179,19 @@ class Bench:
     @contextmanager
     def _serving(self, target: Target, clients: int, kind: Kind, *, sample_every: int = 0,
                  rcvlowat: int = 0, write_timeout: float | None = None,
-                 ) -> Iterator[ServerProcess]:
+                 transport: Protocol = WEBSOCKET) -> Iterator[ServerProcess]:
         """A server with ``clients`` acknowledged observers; all closed on exit."""
+        path = target.path
+        if transport == SSE:
+            if target.sse_path is None:
+                raise ValueError(f"{target.name} serves no event stream")
+            path = target.sse_path
         with self._start(target, write_timeout) as server:
             try:
-                self.loadgen.open(host=HOST, port=server.port, path=target.path, kind=kind,
+                self.loadgen.open(host=HOST, port=server.port, path=path, kind=kind,
                                   clients=clients, sample_every=sample_every,
-                                  rcvlowat=rcvlowat, timeout=max(30.0, clients / 50))
+                                  rcvlowat=rcvlowat, protocol=transport,
+                                  timeout=max(30.0, clients / 50))
                 yield server
             finally:
                 self.loadgen.close_clients()
@@ -190,14 +208,25 @@ class Bench:
 
     # ------------------------------------------------------------------ scenarios
 
-    def max_rate(self, target: Target, clients: int, run: int) -> Record:
+    def max_rate(self, target: Target, clients: int, run: int, *,
+                 transport: Protocol = WEBSOCKET) -> Record:
         """Updates as fast as the server accepts: throughput, misses, CPU per delivery.
         No latency here: the load generator reads in batches (``rcvlowat``)."""
-        with self._serving(target, clients, PROPERTY, rcvlowat=self.settings.rcvlowat) as server:
+        with self._serving(target, clients, PROPERTY, rcvlowat=self.settings.rcvlowat,
+                           transport=transport) as server:
             server.request({"op": "start", "plan": Plan(kind=PROPERTY).to_json()})
             first, last = self._window(server)
             server.request({"op": "stop"})
         return self._base("max-rate", target, clients, run) | _throughput(first, last)
+
+    def sse(self, target: Target, clients: int, run: int) -> list[Record]:
+        """``max-rate`` with C WebSocket observers and with C SSE consumers, back to back
+        (a fresh server each), so their ratio is taken seconds apart; which goes first
+        alternates by run, so a drift falls on both alike. Records in the order
+        measured, scenario ``sse``, ``transport`` ``websocket`` or ``sse``."""
+        order: tuple[Protocol, Protocol] = (WEBSOCKET, SSE) if run % 2 == 0 else (SSE, WEBSOCKET)
+        return [self.max_rate(target, clients, run, transport=transport)
+                | {"scenario": "sse", "transport": transport} for transport in order]
 
     def fixed_rate(self, target: Target, clients: int, run: int) -> Record:
         """Updates at ``settings.fixed_rate``: latency (publish to receive) and misses."""

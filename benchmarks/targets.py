@@ -6,18 +6,22 @@ from typing import Final
 
 import attrs
 
+from benchmarks.messages import PROPERTY_NAME, THING
+
 __all__ = ["BROADCAST", "NAIVE", "TARGETS", "TRIO_THINGS", "Target"]
 
 
 @attrs.frozen(kw_only=True)
 class Target:
-    """A server under test: a module run as a script, and the WebSocket path it serves."""
+    """A server under test: a module run as a script, and the WebSocket path it serves
+    (and the path of the property's Server-Sent Events stream, if it serves one)."""
 
     name: str
     module: str
     path: str
     description: str
     takes_write_timeout: bool = False
+    sse_path: str | None = None
 
     def argv(self, *, write_timeout: float | None = None) -> list[str]:
         """Arguments for ``python``; ``write_timeout`` applies to trio-things only (the
@@ -32,7 +36,7 @@ TRIO_THINGS: Final = Target(
     name="trio-things", module="benchmarks.servers.trio_things_server", path="/bench/ws",
     description="this project: encode once, a coalescing Outbox and one relay task per "
                 "connection",
-    takes_write_timeout=True)
+    takes_write_timeout=True, sse_path=f"/{THING}/{PROPERTY_NAME}")
 NAIVE: Final = Target(
     name="naive", module="benchmarks.servers.naive_trio", path="/",
     description="trio-websocket: `await ws.send_message(msg)` for each client in turn")

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import rawws
+from benchmarks import rawsse, rawws
 from benchmarks.fanout import main
-from benchmarks.loadgen import LoadGenerator
+from benchmarks.loadgen import SSE, LoadGenerator, OpenError
 from benchmarks.messages import EVENT, PROPERTY, reference_notification, sent_at
-from benchmarks.scenarios import Bench, Settings
+from benchmarks.procs import start_server
+from benchmarks.scenarios import HOST, Bench, Settings
 from benchmarks.summary import Records, paired_ratio, percentile
-from benchmarks.targets import TARGETS, Target
+from benchmarks.targets import TARGETS, TRIO_THINGS, Target
 
 pytest.importorskip("websockets", reason="the bench extra is not installed")
 pytest.importorskip("matplotlib", reason="the bench extra is not installed")
@@ -81,6 +82,46 @@ def test_masked_server_frame_is_refused() -> None:
         rawws.parse_header(b"\x81\x85abcd12345", 0)
 
 
+def test_sse_request_asks_for_an_event_stream() -> None:
+    request = rawsse.stream_request("127.0.0.1", 8000, "/bench/tick")
+    assert request.startswith(b"GET /bench/tick HTTP/1.1\r\n")
+    assert b"\r\nAccept: text/event-stream\r\n" in request and request.endswith(b"\r\n\r\n")
+
+
+def test_sse_response_head_is_checked() -> None:
+    head = (b"HTTP/1.1 200 \r\ncontent-type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\nconnection: close\r\n\r\n")
+    assert rawsse.check_response_head(head[:-1]) is None
+    assert rawsse.check_response_head(head + b"1a\r\n") == len(head)
+    for refused in (b"HTTP/1.1 406 Not Acceptable\r\ncontent-length: 0\r\n\r\n",
+                    head.replace(b"text/event-stream", b"application/json"),
+                    head.replace(b"Transfer-Encoding: chunked", b"content-length: 9")):
+        with pytest.raises(rawsse.ResponseError):
+            rawsse.check_response_head(refused)
+
+
+def _chunk(message: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(message), message)
+
+
+def test_sse_messages_are_counted_by_data_line_at_any_split() -> None:
+    body = (_chunk(b'id: e.0\ndata: {"n":0,"t":0.0}\n\n')
+            + _chunk(b": keep-alive\n\n")  # a comment: no message
+            + _chunk(b"data: 1\n\n")  # no id: data comes first
+            + _chunk(b"id: e.2\ndata: 2\n\nid: e.3\ndata: 3\n\n")  # two in one chunk
+            + _chunk(b"x" * 300)  # a size over one hex digit, and no data line
+            + b"0\r\n\r\n")
+    last = body.index(b"0\r\n\r\n")
+    assert rawsse.count_messages(body) == (4, last, True)
+    for cut in range(len(body) + 1):
+        first, consumed, ended = rawsse.count_messages(body[:cut])
+        assert ended == (cut >= last + 3) and consumed <= cut  # "0\r\n": the end
+        second, _, ended = rawsse.count_messages(body[consumed:])
+        assert first + second == 4 and ended
+    with pytest.raises(ValueError):
+        rawsse.count_messages(b"zz\r\ndata: 1\r\n")
+
+
 def test_sent_at_reads_the_benchmark_value() -> None:
     assert sent_at(reference_notification(PROPERTY, 3, 12.5).encode()) == 12.5
     assert sent_at(reference_notification(EVENT, 3, 12.5).encode()) == 12.5
@@ -128,9 +169,20 @@ def test_load_generator_counts_every_event_sent(loadgen: LoadGenerator, target: 
     assert record["closed"] == 0
 
 
-QUICK_ARGS = ["--quick", "--workers", "1", "--clients", "2", "--event-clients", "2",
-              "--event-count", "50", "--isolation-clients", "2", "--isolation-window", "0.6",
-              "--memory-clients", "2", "--window", "0.3", "--warmup", "0.1"]
+def test_sse_clients_report_a_refused_stream(loadgen: LoadGenerator) -> None:
+    with start_server(TRIO_THINGS.name, TRIO_THINGS.argv()) as server:
+        try:
+            with pytest.raises(OpenError, match="not 200"):
+                loadgen.open(host=HOST, port=server.port, path="/bench/no-such-property",
+                             kind=PROPERTY, clients=2, protocol=SSE, timeout=5.0)
+        finally:
+            loadgen.close_clients()
+
+
+QUICK_ARGS = ["--quick", "--workers", "1", "--clients", "2", "--sse-clients", "2",
+              "--event-clients", "2", "--event-count", "50", "--isolation-clients", "2",
+              "--isolation-window", "0.6", "--memory-clients", "2", "--window", "0.3",
+              "--warmup", "0.1"]
 
 COMMON_KEYS = {"scenario", "server", "clients", "run", "time"}
 THROUGHPUT_KEYS = {"deliveries", "deliveries_per_s", "updates", "updates_per_s", "miss_mean",
@@ -138,6 +190,7 @@ THROUGHPUT_KEYS = {"deliveries", "deliveries_per_s", "updates", "updates_per_s",
                    "loadgen_saturated", "other_cpu_share", "closed"}
 KEYS = {
     "max-rate": COMMON_KEYS | THROUGHPUT_KEYS,
+    "sse": COMMON_KEYS | THROUGHPUT_KEYS | {"transport"},
     "fixed-rate": COMMON_KEYS | THROUGHPUT_KEYS | {"latency_p50_ms", "latency_p99_ms",
                                                    "latency_max_ms", "latency_samples"},
     "events": COMMON_KEYS | THROUGHPUT_KEYS | {"expected", "lost"},
@@ -158,6 +211,16 @@ def test_quick_path_writes_records_page_and_plot(tmp_path: Path,
         for scenario in ("max-rate", "fixed-rate", "events", "memory"):
             assert (scenario, server, None) in seen
         assert ("isolation", server, False) in seen and ("isolation", server, True) in seen
+    # SSE beside WebSocket, for the servers that serve an event stream (trio-things only),
+    # and the SSE consumers were really sent the updates, not just the current value.
+    sse = {r["transport"]: r for r in records if r["scenario"] == "sse"}
+    assert {r["server"] for r in records if r["scenario"] == "sse"} == {
+        t.name for t in TARGETS.values() if t.sse_path is not None}
+    assert sse.keys() == {"websocket", "sse"}
+    for record in sse.values():
+        assert record["updates"] > 0 and record["deliveries"] > 0
+        assert record["miss_max"] < 1.0  # every client was sent some of them
+        assert record["closed"] == 0
     for record in records:
         assert KEYS[record["scenario"]] <= record.keys(), record["scenario"]
         if record["scenario"] == "events":
@@ -166,6 +229,7 @@ def test_quick_path_writes_records_page_and_plot(tmp_path: Path,
             assert record["latency_samples"] > 0
     page = (tmp_path / "benchmarks.md").read_text()
     assert page.startswith("# Fan-out benchmarks")
+    assert "## Server-Sent Events" in page and "| 2 | SSE |" in page
     assert "python -m benchmarks.fanout --quick" in page
     assert "![" in page
     assert (tmp_path / "benchmarks.png").read_bytes().startswith(b"\x89PNG")
