@@ -527,6 +527,48 @@ def test_action_status_has_no_log_until_a_line_is_logged() -> None:
     assert ActionStatus.from_wtp(message["status"], action="increment").log == ()
 
 
+def test_every_notification_carries_its_event_id() -> None:
+    message = notified(
+        c.EventEmitted(thing="counter", name="e", data=1, timestamp=now(), id="ep.41"),
+        {"operation": "subscribeevent", "name": "e"})
+    assert message["eventID"] == "ep.41"
+    message = notified(
+        c.PropertyChanged(thing="counter", name="count", value=5, timestamp=now(), id="ep.42"),
+        {"operation": "observeproperty", "name": "count"})
+    assert message["eventID"] == "ep.42"
+
+
+def test_a_gap_is_a_notification_of_its_own_with_problem_details() -> None:
+    message = notified(
+        c.NotificationsMissed(thing="counter", last_event_id="old.3", resume_id="ep.9",
+                              detail="the server restarted"),
+        {"operation": "subscribeallevents"})
+    assert message["eventID"] == "ep.9"
+    assert message["gap"] == {
+        "type": "tag:trio-things,2026:notifications-missed", "title": "Notifications missed",
+        "status": 409, "detail": "the server restarted", "lastEventID": "old.3",
+        "resumeID": "ep.9"}
+    assert not {"name", "data", "value"} & set(message)
+
+
+@pytest.mark.parametrize("operation", ["subscribeevent", "subscribeallevents"])
+def test_a_subscription_may_come_back_with_the_last_event_id(operation: str) -> None:
+    request = decode({"operation": operation, "name": "e", "lastEventID": "ep.7"})
+    assert isinstance(request.command, c.SubscribeEvent | c.SubscribeAllEvents)
+    assert request.command.after == "ep.7"
+    error = decode_error(orjson.dumps({"operation": operation, "name": "e",
+                                       "lastEventID": 7}).decode(), default_thing="counter")
+    assert error.status == 400 and "lastEventID must be a string" in error.detail
+
+
+def test_a_subscription_response_names_where_to_resume_from() -> None:
+    message = reply_to({"operation": "subscribeevent", "name": "e"},
+                       c.SubscribedReply(event_id="ep.12"))
+    assert message["eventID"] == "ep.12"
+    assert "eventID" not in reply_to({"operation": "observeproperty", "name": "count"},
+                                     c.SubscribedReply())
+
+
 def test_notifications_are_encoded_alike_for_every_connection() -> None:
     # Observer sets group by encoder: one function for every connection of the dialect.
     assert protocol().encode_notification is protocol("counter").encode_notification

@@ -701,7 +701,7 @@ async def test_subscribing_with_the_last_id_seen_replays_what_was_missed(
     # From the newest id on, nothing is missed.
     again = await rig.run(c.SubscribeEvent(thing="lamp", name="flashed", after=ids[-1]),
                           observer)
-    assert again == SubscribedReply()
+    assert again == SubscribedReply(event_id=ids[-1])
 
 
 async def test_subscribing_with_an_id_of_another_run_is_told_of_a_gap(
@@ -731,7 +731,7 @@ async def test_an_action_observer_coming_back_gets_the_status_changes_missed(
 
 async def test_subscribe_event_with_an_observer(rig: Rig, observer: Observer) -> None:
     reply = await rig.run(c.SubscribeEvent(thing="thermometer", name="overheated"), observer)
-    assert reply == SubscribedReply()
+    assert reply == SubscribedReply(event_id=rig.history.last_id)
     assert rig.memberships(observer) == rig.sets("thermometer", EVENT, "overheated")
     rig.thermometer.overheated.emit(reading(102.0))
     assert received(observer) == [{"thing": "thermometer", "event": "overheated",
@@ -754,7 +754,7 @@ async def test_unsubscribe_event(rig: Rig, observer: Observer) -> None:
 
 async def test_subscribe_and_unsubscribe_all_events(rig: Rig, observer: Observer) -> None:
     reply = await rig.run(c.SubscribeAllEvents(thing="lamp"), observer)
-    assert reply == SubscribedReply()
+    assert reply == SubscribedReply(event_id=rig.history.last_id)
     assert rig.memberships(observer) == rig.sets("lamp", EVENT, "flashed", "dimmed")
     rig.lamp.flashed.emit(4)
     rig.lamp.dimmed.emit(None)
@@ -834,7 +834,7 @@ async def test_observe_and_unobserve_all_properties(rig: Rig, observer: Observer
 
 async def test_observe_action(rig: Rig, observer: Observer) -> None:
     reply = await rig.run(c.ObserveAction(thing="lamp", name="switch_off"), observer)
-    assert reply == SubscribedReply()
+    assert reply == SubscribedReply(event_id=rig.history.last_id)
     assert rig.memberships(observer) == rig.sets("lamp", ACTION, "switch_off")
     # Somebody else invokes it; the observer hears every status of every invocation.
     await rig.run(c.InvokeAction(thing="lamp", name="switch_off", input={}, wait=True))

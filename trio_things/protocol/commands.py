@@ -366,6 +366,10 @@ class SubscribedReply:
 
     initial: tuple[PropertyChanged, ...] = ()
     missed: tuple[Notification, ...] = ()
+    event_id: str | None = None
+    """For a subscription to events or action status: the id of the newest notification
+    when it was made (:mod:`trio_things.fanout.history`). A consumer that receives
+    nothing before it loses its connection comes back with it, and misses nothing."""
 
 
 Reply = (ValueReply | DocumentReply | InvocationReply | InvocationListReply | NoContentReply

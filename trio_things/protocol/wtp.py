@@ -36,6 +36,8 @@ Where we go past the draft, on purpose:
   the response, oldest first, then the live ones. If the server no longer holds all of
   them (or restarted), a notification with a ``gap`` member (RFC 9457 problem details,
   and ``resumeID``, the id to come back with now) comes first: a gap is never silent.
+  Their response carries ``eventID`` too, the newest id when the subscription was made,
+  so a client that receives nothing before it loses its connection misses nothing.
   The draft says nothing of resuming; these members are ours;
 * ``queryallactions`` answers the newest :data:`~trio_things.protocol.routes.INVOCATION_PAGE_SIZE`
   (100) invocations of the Thing, not every one kept (up to 1000 a Thing): the draft has
@@ -338,6 +340,8 @@ class WebThingProtocol:
             case _:
                 if envelope.name is not None:
                     members = {"name": envelope.name}
+                if isinstance(reply, c.SubscribedReply) and reply.event_id is not None:
+                    members["eventID"] = reply.event_id  # where to resume from, if need be
         return self._message(envelope, members)
 
     def encode_error(self, context: Any, problem: ProblemDetails) -> bytes:

@@ -279,9 +279,8 @@ class Dispatcher:
         """The reply to a subscription just made: with what the consumer missed after
         ``after``, if it came back with an id. Synchronous, so nothing is published
         between the subscription and the replay."""
-        if after is None:
-            return SubscribedReply()
-        return SubscribedReply(missed=self._history.since(thing, after, wanted).missed)
+        missed = () if after is None else self._history.since(thing, after, wanted).missed
+        return SubscribedReply(missed=missed, event_id=self._history.last_id)
 
     @staticmethod
     def _observing(command: c.Command, observer: Observer | None) -> Observer:
