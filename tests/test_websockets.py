@@ -4,6 +4,7 @@ in-memory streams (lockstep for a client that reads slowly), every wait under fa
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import AsyncIterator
 
 import pytest
@@ -19,7 +20,7 @@ import trio_things as tt
 from tests.helpers.servers import observer_count, serve_on_loopback
 from tests.helpers.wsclient import open_raw_ws, open_ws, receive, request, send
 from trio_things.config import ServerConfig
-from trio_things.demo import Counter, Thermometer
+from trio_things.demo import Counter, Reading, Thermometer
 from trio_things.model.description import thing_id
 from trio_things.protocol.dialects import SUBPROTOCOL
 from trio_things.protocol.limits import WebSocketLimits
@@ -772,3 +773,34 @@ async def test_observers_are_told_the_stored_value_not_the_clients_spelling(
             [notification] = [m for m in messages if m["messageType"] == "notification"]
             assert notification["value"] == 22.0
             assert isinstance(notification["value"], float)  # as a read returns it
+
+
+TIME = datetime.datetime(2026, 12, 5, tzinfo=datetime.UTC)
+
+
+async def test_a_subscription_coming_back_is_sent_a_replay_larger_than_its_outbox() -> None:
+    """What a client missed is bounded by the replay ring, not by the Outbox: queued
+    message by message it would overflow the Outbox at once (close 1008), and the
+    client, coming back with the same id, would be closed again for ever."""
+    server = ThingServer(ServerConfig(websocket=WebSocketLimits(outbox_size=4),
+                                      replay_size=64))
+    thermometer = Thermometer()
+    server.add_thing("thermometer", thermometer)
+    with trio.fail_after(10):
+        async with server.running():
+            async with open_ws(server, "/thermometer/ws", [SUBPROTOCOL]) as ws:
+                response = await request(ws, "subscribeevent", thing="thermometer",
+                                         name="overheated")
+                position = response["eventID"]
+            for n in range(20):  # while nobody listens
+                thermometer.overheated.emit(Reading(temperature=100.0 + n, time=TIME))
+            async with open_ws(server, "/thermometer/ws", [SUBPROTOCOL]) as ws:
+                await request(ws, "subscribeevent", thing="thermometer", name="overheated",
+                              lastEventID=position)
+                missed = [await receive(ws) for _ in range(20)]
+                assert [m["data"]["temperature"] for m in missed] == [
+                    100.0 + n for n in range(20)]
+                assert not any("gap" in m for m in missed)
+                thermometer.overheated.emit(Reading(temperature=150.0, time=TIME))
+                assert (await receive(ws))["data"]["temperature"] == 150.0
+                assert ws.closed is None

@@ -184,8 +184,12 @@ async def process_messages_from_websocket(
                         _put(outbox, body)
                         body = None
                     _push_initial(dispatcher, observer, reply.initial)
-                    for missed in reply.missed:  # what it missed while away, oldest first
-                        outbox.put(observer.frame(missed))
+                    if reply.missed:
+                        # What it missed while away, oldest first, as one frame: bounded
+                        # by the replay ring, not by the Outbox, which it must not
+                        # overflow (see bindings/sse.py).
+                        outbox.put((b"".join(part for missed in reply.missed
+                                             for part in observer.frame(missed)),))
             if body is not None:
                 _put(outbox, body)
 

@@ -43,6 +43,9 @@ async def test_observations_are_restored_after_the_connection_drops(
                and "restore 2 observation(s)" in m for m in messages), messages
     assert any(m == "reconnected to ws://testserver/lab/ws; restoring 2 observation(s)"
                for m in messages), messages
+    # No tick had arrived, yet the subscription resumes from its response's eventID
+    # (tests/client/test_resume.py has what that restores).
+    assert not any(m.startswith("no event id to resume") for m in messages), messages
 
 
 async def test_a_request_in_flight_when_the_connection_drops_raises_connection_lost(

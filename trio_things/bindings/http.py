@@ -43,7 +43,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 import attrs
@@ -261,7 +261,7 @@ async def _answer(dispatcher: Dispatcher, things: dict[str, Affordances],
             if request.method == "HEAD":  # node-wot's long-poll asks first, and waits 1 s
                 return HttpResponse(status=200, headers=(("content-type", _JSON),))
             return await _long_poll(dispatcher, command, caller, long_poll_timeout,
-                                    request.header("if-none-match"))
+                                    request.header("if-none-match"), request.peer_left)
         reply = await dispatcher.run(command, caller=caller)
         if page is not None and isinstance(reply, InvocationListReply):
             assert isinstance(command, QueryAllActions)
@@ -276,10 +276,11 @@ _ONE_AFFORDANCE: Final = (ObserveProperty, SubscribeEvent, ObserveAction)
 
 
 async def _long_poll(dispatcher: Dispatcher, command: ObserveProperty | SubscribeEvent,
-                     caller: Caller, wait_seconds: float, if_none_match: str | None
-                     ) -> HttpResponse:
+                     caller: Caller, wait_seconds: float, if_none_match: str | None,
+                     peer_left: Callable[[], Awaitable[None]]) -> HttpResponse:
     """Wait up to ``wait_seconds`` for the next change, as an observer of its own; 204 if
-    none came. See the module docstring for ``Last-Event-ID`` and ``If-None-Match``."""
+    none came, or if the client closed the connection first (``peer_left``), which
+    nobody reads. See the module docstring for ``Last-Event-ID`` and ``If-None-Match``."""
     outbox = Outbox(_POLL_OUTBOX)
     observer = Observer(outbox=outbox, encoder=encode_poll, framer=bare)
     try:
@@ -293,13 +294,31 @@ async def _long_poll(dispatcher: Dispatcher, command: ObserveProperty | Subscrib
             current = encode_poll(reply.initial[0])
             if not _etag_matches(if_none_match, _etag(split_poll(current)[1])):
                 return _polled(current)
-        with trio.move_on_after(wait_seconds):
-            await outbox.receive_channel.receive()
-            return _polled(b"".join(outbox.take()[0]))
-        return HttpResponse(status=204)
+        message = None
+        async with trio.open_nursery() as nursery:
+            # Stop waiting when the client leaves: nothing else reads the connection
+            # meanwhile, and its observer stayed until the timeout (30 s by default),
+            # however many clients came and went (test_observing_over_http.py).
+            nursery.start_soon(_cancel_when, peer_left, nursery.cancel_scope)
+            with trio.move_on_after(wait_seconds):
+                await outbox.receive_channel.receive()
+                message = b"".join(outbox.take()[0])
+            nursery.cancel_scope.cancel()
+        if message is not None:
+            return _polled(message)
+        # Nothing came: come back with the id of when this poll began, and what comes
+        # meanwhile is not lost.
+        return HttpResponse(status=204, headers=((ID_HEADER, reply.event_id),)
+                            if reply.event_id is not None else ())
     finally:
         dispatcher.observers.leave_all(outbox)
         outbox.close()
+
+
+async def _cancel_when(happened: Callable[[], Awaitable[None]], scope: trio.CancelScope
+                       ) -> None:
+    await happened()
+    scope.cancel()
 
 
 def _polled(message: bytes) -> HttpResponse:

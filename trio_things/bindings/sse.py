@@ -23,6 +23,11 @@ saying why, when it can still be written): the consumer reconnects with its
 ``Last-Event-ID`` and is sent what it missed from the Thing's replay ring, or told of a
 gap.
 
+What a consumer coming back missed is queued as one frame, whatever its length: it is
+bounded by the Thing's replay ring, not by the Outbox, and queued message by message it
+could overflow the Outbox at once, ending the stream, and the consumer, coming back with
+the same id, would be ended again, for ever.
+
 When the processor ends (the consumer left, or the server is stopping), the nursery is
 cancelled; when the relay ends first (it ended the stream, or the consumer is gone), it
 cancels the nursery too. Either way a ``finally`` leaves every observer set and closes
@@ -142,6 +147,8 @@ class EventStream:
             outbox.close()
 
     async def _subscribe(self, observer: Observer) -> None:
+        """Subscribe; queue the current values, then what the consumer missed and where
+        it now is."""
         try:
             reply = await self.dispatcher.run(self.command, observer, caller=self.caller)
         except RemoteProtocolError as error:
@@ -155,8 +162,14 @@ class EventStream:
         for notification in reply.initial:
             self.dispatcher.observers.get(notification.thing, PROPERTY,
                                           notification.name).deliver_to(observer, notification)
-        for missed in reply.missed:
-            observer.outbox.put(observer.frame(missed))
+        replay = [part for missed in reply.missed for part in observer.frame(missed)]
+        if reply.event_id is not None:
+            # A message with an id and no data sets the consumer's last id (EventSource's
+            # lastEventId) without an event: a stream that is quiet until it drops still
+            # resumes from here.
+            replay.append(sse.chunk(sse.position(reply.event_id)))
+        if replay:
+            observer.outbox.put((b"".join(replay),))
 
 
 async def relay_event_stream(writer: StreamWriter, outbox: Outbox, heartbeat: float,

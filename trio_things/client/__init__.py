@@ -31,7 +31,8 @@ Modules, one job each:
 ``blocking``          ``ThingClient``: the same, blocking, for scripts and notebooks
 ``blocking_handles``  ``BlockingInvocation``, ``BlockingObservation``, ``ActionMethod``
 ``blocking_thread``   the Trio thread that runs the blocking client's calls
-``session``           one shared WebSocket per endpoint; routing; reconnection
+``session``           one shared WebSocket per endpoint; routing; reconnection;
+                      resuming event subscriptions from their last ``eventID``
 ``wtp``               Web Thing Protocol messages, sans-IO
 ``forms``             choosing forms from a TD, sans-IO
 ``http``              keep-alive HTTP/1.1 over h11
@@ -57,6 +58,7 @@ from trio_things.client.errors import (
     InvocationLost,
     NotAThing,
     NotFound,
+    NotificationsMissed,
     NotWritable,
     ServerError,
     Timeout,
@@ -90,6 +92,7 @@ __all__ = [
     "NotAThing",
     "NotFound",
     "NotWritable",
+    "NotificationsMissed",
     "Observation",
     "OpenStream",
     "ServerError",

@@ -26,7 +26,7 @@ import trio
 
 from trio_things.client.actions import ActionStatus, Invocation
 from trio_things.client.blocking_thread import _Closed, _seconds, _Stop, _TrioThread, _wait
-from trio_things.client.errors import Timeout
+from trio_things.client.errors import NotificationsMissed, Timeout
 from trio_things.client.observation import Change, Observation
 from trio_things.client.values import JsonValue
 from trio_things.errors import LocalProtocolError
@@ -231,6 +231,11 @@ class BlockingObservation(Generic[T]):
     * ``duration``: seconds from entering after which the iteration ends (cleanly,
       closing the observation): the bound for a notebook cell.
 
+    A subscription that lost events across a reconnection raises
+    :class:`~trio_things.client.errors.NotificationsMissed` where they are missing,
+    and stays open: iterating again (the same ``changes()`` iterator too) goes on
+    after the gap.
+
     Iteration also ends when the client is closed. Ctrl-C while waiting closes the
     observation. ``break`` out of a ``for`` loop leaves the observation open until it
     is closed, or garbage collected (which ends it without waiting): the ``with``
@@ -299,12 +304,7 @@ class BlockingObservation(Generic[T]):
     def changes(self) -> Iterator[Change[T]]:
         """The notifications with their names and the server's timestamps, not just
         the values (from the same stream: one or the other)."""
-        while True:
-            try:
-                change = self._next()
-            except StopIteration:
-                return
-            yield change
+        return _Changes(self)
 
     def _next(self) -> Change[T]:
         if self._state == "closed":
@@ -317,6 +317,8 @@ class BlockingObservation(Generic[T]):
         except _Closed:  # the client closed: the iteration ends
             self._state = "closed"
             raise StopIteration from None
+        except NotificationsMissed:  # a gap: the subscription goes on
+            raise
         except BaseException:  # Ctrl-C, FellBehind, ConnectionLost, ...
             self.close()
             raise
@@ -364,3 +366,17 @@ class BlockingObservation(Generic[T]):
             logger.debug("ending the observation of %s failed", what, exc_info=True)
         finally:
             ended.set()
+
+
+class _Changes(Iterator[Change[T]]):
+    """:meth:`BlockingObservation.changes`: an iterator, not a generator, so that it
+    can be iterated again after it raised ``NotificationsMissed``."""
+
+    def __init__(self, observation: BlockingObservation[T]) -> None:
+        self._observation = observation
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> Change[T]:
+        return self._observation._next()

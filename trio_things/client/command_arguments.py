@@ -61,7 +61,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
                      else f"print each emission of {what}s until Ctrl-C")
         parser.add_argument("names", nargs="+", metavar=what.upper())
         parser.add_argument("--count", type=int, default=None,
-                            help="stop after this many lines")
+                            help="stop after this many changes or events")
         reconnect(parser)
 
 

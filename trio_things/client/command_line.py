@@ -11,12 +11,18 @@
 
 ``--json`` prints JSON instead of the human-readable lines (``read``, ``write``,
 ``invoke``, ``observe``, ``subscribe``); ``--count N`` stops ``observe``/``subscribe``
-after N lines; ``--timeout`` bounds every network wait; ``--reconnect-for`` bounds how
-long ``invoke``, ``observe`` and ``subscribe`` keep trying to reach a server they lost
-(saying so on stderr) before they give up with status 3; ``--token`` (or
-``TRIO_THINGS_TOKEN``) is sent as a bearer token. Ctrl-C during ``invoke`` asks whether
-to cancel the invocation on the server (on stderr, when stdin is a terminal; without
-one, it is cancelled).
+after N changes or events; ``--timeout`` bounds every network wait;
+``--reconnect-for`` bounds how long ``invoke``, ``observe`` and ``subscribe`` keep
+trying to reach a server they lost (saying so on stderr) before they give up with
+status 3; ``--token`` (or ``TRIO_THINGS_TOKEN``) is sent as a bearer token. Ctrl-C
+during ``invoke`` asks whether to cancel the invocation on the server (on stderr, when
+stdin is a terminal; without one, it is cancelled).
+
+Once back, ``subscribe`` goes on from the last event it printed. Where the server no
+longer held every event emitted meanwhile (or restarted), it prints one line in their
+place, on stdout with the events, and goes on: ``EVENT: gap: events were missed:
+DETAIL``, or with ``--json`` ``{"name": EVENT, "gap": {...}}`` (the problem details,
+with ``lastEventID`` and ``resumeID``).
 
 A URL that is not a Thing's (a server's root, a property's URL) or an ``https`` URL of
 a plain-HTTP server ends with an error saying which URL (or command) to use instead.
@@ -73,6 +79,7 @@ from trio_things.client.errors import (
     InvalidValue,
     NotAThing,
     NotFound,
+    NotificationsMissed,
     NotWritable,
     Timeout,
     UnsupportedOperation,
@@ -288,17 +295,24 @@ async def _observe(args: argparse.Namespace, thing: ConsumedThing, interrupts: _
     async def follow(name: str, nursery: trio.Nursery) -> None:
         observation = thing.subscribe(name) if subscribe else thing.observe(name)
         async with observation:
-            async for change in observation.changes():
-                if args.json:
-                    _print(_json({"name": change.name, "value" if not subscribe else "data":
-                                  change.value, "timestamp": change.timestamp}))
-                else:
-                    _print(f"{change.name}{': ' if subscribe else ' = '}"
-                           f"{_human(change.value)}")
-                if remaining[0] is not None:
-                    remaining[0] -= 1
-                    if remaining[0] <= 0:
-                        nursery.cancel_scope.cancel()
+            changes = observation.changes()
+            while True:
+                try:
+                    async for change in changes:
+                        if args.json:
+                            _print(_json({"name": change.name,
+                                          "value" if not subscribe else "data": change.value,
+                                          "timestamp": change.timestamp}))
+                        else:
+                            _print(f"{change.name}{': ' if subscribe else ' = '}"
+                                   f"{_human(change.value)}")
+                        if remaining[0] is not None:
+                            remaining[0] -= 1
+                            if remaining[0] <= 0:
+                                nursery.cancel_scope.cancel()
+                    return
+                except NotificationsMissed as gap:  # a line where events are missing
+                    _print_gap(args, gap)
 
     if args.count is not None and args.count <= 0:
         return EXIT_OK
@@ -306,6 +320,18 @@ async def _observe(args: argparse.Namespace, thing: ConsumedThing, interrupts: _
         for name in args.names:
             nursery.start_soon(follow, name, nursery)
     return EXIT_OK
+
+
+def _print_gap(args: argparse.Namespace, gap: NotificationsMissed) -> None:
+    """One line where a subscription lost events (across a lost connection); not
+    counted by ``--count``, which counts events."""
+    if args.json:
+        problem = gap.problem.to_json() if gap.problem is not None else {}
+        _print(_json({"name": gap.name, "gap": problem | {
+            "lastEventID": gap.last_event_id, "resumeID": gap.resume_id}}))
+    else:
+        detail = gap.problem.detail if gap.problem is not None else str(gap)
+        _print(f"{gap.name}: gap: events were missed: {detail}")
 
 
 async def _invoke(args: argparse.Namespace, thing: ConsumedThing, interrupts: _Interrupts

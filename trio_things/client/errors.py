@@ -25,6 +25,10 @@ InvocationLost       ... for longer than ``reconnect_for``, while       3
 Unreachable          ... could not be made at all (refused, no route)   3
 Timeout              no answer within the configured timeout            3
 FellBehind           an event subscription's buffer overflowed          1
+NotificationsMissed  a subscription resumed after a lost connection,    (goes on)
+                     but the server no longer held every event it
+                     missed (or it restarted): raised in the gap's
+                     place, the subscription goes on
 ==================== ================================================== ========
 
 A ``ServerError`` exits 2 for a 4xx answer (the request was wrong), 1 for a 5xx.
@@ -53,6 +57,7 @@ __all__ = [
     "NotAThing",
     "NotFound",
     "NotWritable",
+    "NotificationsMissed",
     "ServerError",
     "Timeout",
     "Unreachable",
@@ -171,6 +176,33 @@ class FellBehind(ClientError):
     Events are history, so they are never silently dropped: the subscription ends with
     this error once the events received before the overflow have been read.
     """
+
+
+class NotificationsMissed(ClientError):
+    """A gap in an event subscription: it lost its connection, and when it came back
+    the server no longer held every event emitted meanwhile (its replay ring had
+    overflowed), or it had restarted. Events before the gap were delivered, events
+    after it follow: this marks where some are missing, and how many is unknown.
+
+    Raised by the subscription's iterator in the gap's place, once; the subscription
+    stays open, and iterating it again goes on with the events after the gap (see
+    :class:`~trio_things.client.Observation`). ``problem`` is what the server sent
+    (409, type ``tag:trio-things,2026:notifications-missed``, ``detail`` says why).
+
+    A :class:`ClientError`, not the server's
+    :class:`trio_things.protocol.commands.NotificationsMissed` (a notification it sends).
+    """
+
+    def __init__(self, message: str, *, problem: ProblemDetails | None, name: str,
+                 last_event_id: str | None, resume_id: str | None) -> None:
+        super().__init__(message, problem=problem)
+        self.name = name
+        """The event's name."""
+        self.last_event_id = last_event_id
+        """The id of the last event received before the gap (what the client resumed
+        from)."""
+        self.resume_id = resume_id
+        """The id the server resumed from: the events that follow come after it."""
 
 
 def _phrase(status: int) -> str:

@@ -20,20 +20,47 @@ a slow observer:
 
 Cancellation: a cancelled ``__anext__`` leaves the channel unchanged (trio's memory
 channel guarantee), so the next one gets the next value. Across a reconnection the
-iteration simply pauses; after it, an observed property's current value comes again.
+iteration simply pauses; after it, an observed property's current value comes again,
+and an event subscription goes on from the last event it received (the session sends
+its ``eventID`` as ``lastEventID``): each event once, in order. When the server no
+longer holds every event missed meanwhile, or restarted, the iterator raises
+:class:`~trio_things.client.errors.NotificationsMissed` in the gap's place, and goes on
+after it when iterated again::
+
+    async with lab.subscribe("alarm", Reading) as alarms:
+        while True:
+            try:
+                async for reading in alarms:
+                    ...
+                break                      # the block was left: done
+            except ttc.NotificationsMissed as gap:
+                log.warning("%s", gap)     # some alarms are lost; go on after them
+
+Why raise, rather than yield a marker: the values stay of the type asked for
+(``Observation[Reading]`` yields only ``Reading``), a gap is the server's problem
+details like every other error the client raises, and an application that does not
+expect gaps stops at one instead of going on as if nothing were missing, as with
+:class:`~trio_things.client.errors.FellBehind`. Unlike that error, this one ends
+nothing: ``async for`` over the same observation (or the same :meth:`changes` iterator)
+resumes.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
-from typing import Generic, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 import attrs
 import trio
 
-from trio_things.client.errors import ClientError, FellBehind
+from trio_things.client.errors import (
+    ClientError,
+    FellBehind,
+    NotificationsMissed,
+    problem_from_json,
+)
 from trio_things.client.session import Session
 from trio_things.client.values import JsonValue
 from trio_things.client.wtp import Message
@@ -52,6 +79,10 @@ class Change(Generic[T]):
     value: T
     timestamp: str | None
     """When it happened, as the server wrote it (RFC 3339), if it did."""
+    event_id: str | None = None
+    """The server's id of the notification (``eventID``), if it sent one: what a
+    subscription resumes from after a lost connection, and what a gap's
+    ``last_event_id`` names."""
 
 
 class Observation(Generic[T]):
@@ -62,6 +93,10 @@ class Observation(Generic[T]):
     their timestamps). Iteration ends when the block is left, and raises the error
     that ended the observation otherwise (``ConnectionLost`` when reconnecting gave
     up, ``FellBehind``, or the server's refusal to restore it after a restart).
+
+    An event subscription that lost events across a reconnection raises
+    :class:`~trio_things.client.errors.NotificationsMissed` where they are missing;
+    that ends nothing: iterating again gives the events after the gap.
     """
 
     def __init__(self, *, session: Session, operation: str, thing_id: str | None, name: str,
@@ -97,14 +132,12 @@ class Observation(Generic[T]):
     async def __anext__(self) -> T:
         return (await self._next()).value
 
-    async def changes(self) -> AsyncIterator[Change[T]]:
-        """The notifications with their names and timestamps, not just the values."""
-        while True:
-            try:
-                change = await self._next()
-            except StopAsyncIteration:
-                return
-            yield change
+    def changes(self) -> AsyncIterator[Change[T]]:
+        """The notifications with their names and timestamps, not just the values.
+
+        The same stream as the values: take one or the other. Like the observation
+        itself, the iterator goes on after raising ``NotificationsMissed``."""
+        return _Changes(self)
 
     async def _next(self) -> Change[T]:
         if self._state == "new":
@@ -116,8 +149,18 @@ class Observation(Generic[T]):
             if self._error is not None:
                 raise self._error from None
             raise StopAsyncIteration from None
+        if (gap := message.gap) is not None:
+            raise self._missed(gap)
         return Change(name=message.name or self.name, value=self._convert(message.value),
-                      timestamp=message.timestamp)
+                      timestamp=message.timestamp, event_id=message.event_id)
+
+    def _missed(self, gap: Mapping[str, Any]) -> NotificationsMissed:
+        problem = problem_from_json(gap)
+        last, resume = gap.get("lastEventID"), gap.get("resumeID")
+        return NotificationsMissed(
+            f"event {self.name!r}: notifications missed: {problem.detail}", problem=problem,
+            name=self.name, last_event_id=last if isinstance(last, str) else None,
+            resume_id=resume if isinstance(resume, str) else None)
 
     # The session's side (a Sink): on the Trio thread, never blocking.
 
@@ -143,3 +186,18 @@ class Observation(Generic[T]):
         if self._error is None:
             self._error = error
         self._send.close()
+
+
+class _Changes(AsyncIterator[Change[T]]):
+    """:meth:`Observation.changes`: an iterator, not a generator, so that it can be
+    iterated again after it raised ``NotificationsMissed`` (a generator that raised is
+    finished)."""
+
+    def __init__(self, observation: Observation[T]) -> None:
+        self._observation = observation
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Change[T]:
+        return await self._observation._next()

@@ -26,10 +26,29 @@ connection lost          pending requests raise ConnectionLost; a warning is
 reconnect attempt fails  wait (exponential backoff with jitter), try again,
                          until ``ClientOptions.reconnect_for`` has passed
 reconnected              a warning is logged; every observation is re-sent
-                         with its old correlationID, so routes stay valid
+                         with its old correlationID, so routes stay valid;
+                         an event subscription with ``lastEventID`` (below)
 nothing left to restore  the task ends; the next use starts a new one
 client closing           the socket is closed (1000) and the task ends
 ======================== ===================================================
+
+Resuming event subscriptions
+----------------------------
+A trio-things server stamps every notification with an ``eventID`` (``<epoch>.<n>``,
+increasing within one server run) and keeps each Thing's recent events; a
+``subscribeevent`` carrying ``lastEventID`` is sent, after its response, every event
+after that id it still holds, oldest first, then live ones; or first a notification
+with a ``gap`` member when it no longer holds them all (its ring overflowed, or it
+restarted: another epoch). So each subscription remembers the ``eventID`` of the last
+notification delivered to it (a gap's is its ``resumeID``) and is restored with it: its
+sinks see every event once, in order, across a lost connection, and are told of a gap
+(:class:`~trio_things.client.errors.NotificationsMissed`, raised by the iterator).
+
+A subscription that has received no event yet resumes from the ``eventID`` of its
+response: the server's newest id when the subscription was made. A server that sends
+no ``eventID`` (not trio-things) gets the subscription restored without
+``lastEventID``, as the draft has it, and a warning says events emitted while
+disconnected are not replayed to it.
 
 Action invocations made over the socket get their status pushed as notifications
 only on the connection that invoked them; after a loss their handles are told
@@ -134,10 +153,20 @@ class _Subscription:
     established: trio.Event = attrs.Factory(trio.Event)
     error: ClientError | None = None
     last: Message | None = None
+    event_id: str | None = None
+    """An event subscription's resume point: the ``eventID`` of the last notification
+    delivered (or of its response, see the module); sent as ``lastEventID`` when
+    restored."""
+
+    @property
+    def resumable(self) -> bool:
+        return self.key[1] == "subscribeevent"
 
     def deliver(self, message: Message) -> None:
         if self.key[1] == "observeproperty":
             self.last = message  # a late local observer starts from it
+        elif self.resumable and (event_id := message.event_id) is not None:
+            self.event_id = event_id
         for sink in list(self.sinks):
             sink.deliver(message)
 
@@ -453,6 +482,13 @@ class Session:
                 if restoring:
                     logger.warning("reconnected to %s; restoring %d observation(s)",
                                    self.url, len(self._subscriptions))
+                    unanchored = [s.key[2] for s in self._subscriptions.values()
+                                  if s.resumable and s.event_id is None and s.established.is_set()]
+                    if unanchored:
+                        logger.warning(
+                            "no event id to resume %s from (no event had reached them): "
+                            "events emitted while disconnected are not replayed to them",
+                            ", ".join(repr(name) for name in unanchored))
                     for subscription in list(self._subscriptions.values()):
                         nursery.start_soon(self._restore, subscription)
                 nursery.start_soon(self._keepalive, ws)
@@ -494,6 +530,10 @@ class Session:
         if cid is None:
             return
         if message.message_type == "response":
+            subscription = self._routes.get(cid)
+            if subscription is not None and subscription.resumable and message.error is None:
+                if subscription.event_id is None:
+                    subscription.event_id = message.event_id
             pending = self._pending.get(cid)
             if pending is not None:
                 pending.resolve(message)
@@ -509,8 +549,11 @@ class Session:
                 or not subscription.established.is_set()):
             return  # ended meanwhile, or its own first request is still on its way
         thing_id, operation, name = subscription.key
+        members: dict[str, JsonValue] = {}
+        if subscription.event_id is not None:
+            members["lastEventID"] = subscription.event_id
         try:
-            await self.request(operation, thing_id=thing_id, name=name,
+            await self.request(operation, thing_id=thing_id, name=name, members=members,
                                correlation_id=subscription.correlation_id, what=f"{name!r}")
         except ConnectionLost:
             return  # this connection is gone too; the next one tries again

@@ -14,6 +14,11 @@ everything the server sends by it.
 Decoding is lenient where the draft is (``docs/design.md``, "WebSocket dialects"): an
 event notification may carry its payload in ``value`` instead of ``data``; an error
 response carries RFC 9457 problem details in ``error`` whose members may be missing.
+
+Beyond the draft, as trio-things servers speak it (``trio_things.protocol.wtp``): a
+notification carries ``eventID``, its id; a ``subscribeevent`` request may carry
+``lastEventID`` to be sent what it missed; a notification with a ``gap`` member (problem
+details with ``lastEventID`` and ``resumeID``) says the server no longer held all of it.
 """
 
 from __future__ import annotations
@@ -72,8 +77,19 @@ class Message:
     @property
     def timestamp(self) -> str | None:
         """The server's RFC 3339 timestamp, as sent."""
-        timestamp = self.body.get("timestamp")
-        return timestamp if isinstance(timestamp, str) else None
+        return _string(self.body, "timestamp")
+
+    @property
+    def event_id(self) -> str | None:
+        """The notification's ``eventID`` (``<epoch>.<sequence>`` on trio-things
+        servers), if it has one: what to send as ``lastEventID`` to resume after it."""
+        return _string(self.body, "eventID")
+
+    @property
+    def gap(self) -> Mapping[str, Any] | None:
+        """A gap notification's ``gap`` member (problem details), else None."""
+        gap = self.body.get("gap")
+        return gap if isinstance(gap, dict) else None
 
 
 def parse(text: str | bytes) -> Message:

@@ -50,6 +50,7 @@ __all__ = [
     "encode_named",
     "encode_value",
     "error_message",
+    "position",
     "wants_event_stream",
 ]
 
@@ -88,6 +89,13 @@ def wants_event_stream(accept: str | None) -> bool:
 def error_message(problem: dict[str, Any]) -> bytes:
     """A message named :data:`ERROR_EVENT` carrying RFC 9457 problem details."""
     return b"event: %b\ndata: %b\n\n" % (ERROR_EVENT.encode(), _dumps(problem))
+
+
+def position(event_id: str) -> bytes:
+    """A message with an id and nothing else: it sets the consumer's last id
+    (``EventSource.lastEventId``) and dispatches no event (the WHATWG parser dispatches
+    nothing for an empty data buffer, but keeps the id)."""
+    return b"id: %b\n\n" % event_id.encode()
 
 
 def closing_comment(reason: str) -> bytes:

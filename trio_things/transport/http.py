@@ -18,7 +18,9 @@ accepts are refused here too: one framed both by ``Content-Length`` and by
 ``Transfer-Encoding`` (400: request smuggling, RFC 9112 section 6.1). An absolute-form
 target (``GET http://host/path``, RFC 9112 section 3.2.2) is served as its path and query,
 its authority standing in for ``Host``. Requests are read whole before the handler runs:
-REST bodies here are small JSON documents, and buffering keeps handlers free of I/O.
+REST bodies here are small JSON documents, and buffering keeps handlers free of I/O. (A
+handler that waits long, a long-poll, may await :attr:`HttpRequest.peer_left` to learn
+that its client left meanwhile.)
 
 A response is whole too, but for one kind: a *stream* (an SSE stream). Its head is
 written here, with ``Transfer-Encoding: chunked`` and ``Connection: close``; then the
@@ -102,9 +104,20 @@ class HttpRequest:
     http_version: str
     raw_headers: tuple[tuple[bytes, bytes], ...]
     """As sent, names in their original case: what an upgrade replays."""
+    peer_left: Callable[[], Awaitable[None]] = attrs.field(
+        default=trio.sleep_forever, eq=False, repr=False)
+    """Returns when the peer has closed the connection (or it broke), for a handler
+    that waits long (a long-poll) to stop waiting for nobody: without it, nothing reads
+    the connection while the handler runs, and a client gone is noticed only when the
+    answer is written, up to ``long_poll_timeout`` later, its observer kept all along.
+    Call it only while handling the request; what the peer sends meanwhile (a
+    pipelined request) is kept for the next request. A peer that half-closed looks
+    gone too, so only a handler whose answer can wait for nobody should use it."""
 
     @classmethod
-    def from_h11(cls, event: h11.Request, body: bytes) -> HttpRequest:
+    def from_h11(cls, event: h11.Request, body: bytes,
+                 peer_left: Callable[[], Awaitable[None]] = trio.sleep_forever
+                 ) -> HttpRequest:
         """The request h11 parsed as ``event``, with its whole ``body``.
 
         RFC 9112 section 3.2.2: a server "MUST accept the absolute-form in requests"
@@ -128,6 +141,7 @@ class HttpRequest:
             body=body,
             http_version=event.http_version.decode("latin-1"),
             raw_headers=tuple(event.headers.raw_items()),
+            peer_left=peer_left,
         )
 
     def header(self, name: str) -> str | None:
@@ -380,7 +394,22 @@ class _Connection:
             if len(body) > limits.max_body_bytes:
                 raise PayloadTooLarge(f"The body exceeds {limits.max_body_bytes} bytes.")
         assert isinstance(event, h11.EndOfMessage)  # h11 raises rather than end a body early
-        return HttpRequest.from_h11(self._request, bytes(body))
+        return HttpRequest.from_h11(self._request, bytes(body), self._peer_left)
+
+    async def _peer_left(self) -> None:
+        """:attr:`HttpRequest.peer_left`: return at the end of the stream (or when it
+        breaks). Bytes that come first are fed to h11 for the next request; after them,
+        the peer is still there, and this waits for ever (reading on would buffer
+        without bound). Cancelling it loses nothing: Trio's receive is cancel-safe."""
+        if not self._h11.trailing_data[0]:
+            try:
+                data = await self._stream.receive_some(_RECEIVE_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            if not data:
+                return
+            self._h11.receive_data(bytes(data))
+        await trio.sleep_forever()
 
     async def _next_event(self) -> h11.Event:
         """h11's next event, reading as needed; h11's protocol errors become ours."""
