@@ -184,27 +184,35 @@ def _headline(records: Records, settings: Settings) -> list[str]:
     return _table(header, rows)
 
 
+#: The columns of a max-rate row after its first ones (C, server or transport).
+_RATE_COLUMNS = ["deliveries/s", "updates/s", "missed per observer",
+                 "server CPU per delivery", "server CPU", "load gen CPU (busiest worker)",
+                 "others' CPU", "notes"]
+
+
+def _rate_figures(records: Records, match: dict[str, object]) -> list[str]:
+    """The medians of one max-rate row, in the order of ``_RATE_COLUMNS``."""
+    return [
+        _rate(records.median("deliveries_per_s", **match)),
+        _rate(records.median("updates_per_s", **match)),
+        _percent(records.median("miss_mean", **match)),
+        _us(records.median("server_cpu_per_delivery_us", **match)),
+        _percent(records.median("server_cpu_share", **match)),
+        _percent(records.median("loadgen_cpu_share", **match)),
+        _percent(records.median("other_cpu_share", **match)),
+        _flags(records, **match),
+    ]
+
+
 def _max_rate(records: Records) -> list[str]:
     rows = []
     for clients in _clients(records, "max-rate"):
         for server in _servers(records):
-            match = {"scenario": "max-rate", "clients": clients, "server": server}
-            if not records.count(**match):
-                continue
-            rows.append([
-                str(clients), server,
-                _rate(records.median("deliveries_per_s", **match)),
-                _rate(records.median("updates_per_s", **match)),
-                _percent(records.median("miss_mean", **match)),
-                _us(records.median("server_cpu_per_delivery_us", **match)),
-                _percent(records.median("server_cpu_share", **match)),
-                _percent(records.median("loadgen_cpu_share", **match)),
-                _percent(records.median("other_cpu_share", **match)),
-                _flags(records, **match),
-            ])
-    return _table(["C", "server", "deliveries/s", "updates/s", "missed per observer",
-                   "server CPU per delivery", "server CPU", "load gen CPU (busiest worker)",
-                   "others' CPU", "notes"], rows)
+            match: dict[str, object] = {"scenario": "max-rate", "clients": clients,
+                                        "server": server}
+            if records.count(**match):
+                rows.append([str(clients), server, *_rate_figures(records, match)])
+    return _table(["C", "server", *_RATE_COLUMNS], rows)
 
 
 def _ratios(records: Records, scenario: str, field: str) -> list[str]:
@@ -242,24 +250,11 @@ def _sse(records: Records) -> list[str]:
     rows = []
     for clients in _clients(records, "sse"):
         for transport, name in TRANSPORTS.items():
-            match = {"scenario": "sse", "clients": clients, "server": _SUBJECT,
-                     "transport": transport}
-            if not records.count(**match):
-                continue
-            rows.append([
-                str(clients), name,
-                _rate(records.median("deliveries_per_s", **match)),
-                _rate(records.median("updates_per_s", **match)),
-                _percent(records.median("miss_mean", **match)),
-                _us(records.median("server_cpu_per_delivery_us", **match)),
-                _percent(records.median("server_cpu_share", **match)),
-                _percent(records.median("loadgen_cpu_share", **match)),
-                _percent(records.median("other_cpu_share", **match)),
-                _flags(records, **match),
-            ])
-    lines = _table(["C", "transport", "deliveries/s", "updates/s", "missed per observer",
-                    "server CPU per delivery", "server CPU", "load gen CPU (busiest worker)",
-                    "others' CPU", "notes"], rows)
+            match: dict[str, object] = {"scenario": "sse", "clients": clients,
+                                        "server": _SUBJECT, "transport": transport}
+            if records.count(**match):
+                rows.append([str(clients), name, *_rate_figures(records, match)])
+    lines = _table(["C", "transport", *_RATE_COLUMNS], rows)
     ratios = []
     for clients in _clients(records, "sse"):
         deliveries = sse_ratio(records, "deliveries_per_s", clients)

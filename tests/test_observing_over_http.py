@@ -148,12 +148,13 @@ CLIENTS = 1000
 
 
 def allow_open_files(needed: int) -> None:
-    """Raise the soft open-file limit to ``needed`` if the hard one allows; else skip."""
+    """Raise the soft open-file limit to ``needed``; fail, saying why, if the hard one
+    does not allow it (never a silent skip)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft >= needed:
         return
     if hard != resource.RLIM_INFINITY and hard < needed:
-        pytest.skip(f"needs {needed} open files; the hard limit is {hard}")
+        pytest.fail(f"needs {needed} open files; the hard limit is {hard} (ulimit -Hn)")
     resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 

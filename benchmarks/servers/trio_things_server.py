@@ -42,8 +42,9 @@ def main() -> None:
     thing = BenchThing()
     server = ThingServer(ServerConfig(
         host="127.0.0.1", port=0, websocket=WebSocketLimits(write_timeout=args.write_timeout),
-        # Every benchmark client connects from 127.0.0.1; the memory scenario opens 5,000.
-        max_connections_per_client=100_000))
+        # Every benchmark client connects from 127.0.0.1; the memory scenario opens 5,000,
+        # beyond the default cap of all connections (4,096).
+        max_connections_per_client=100_000, max_connections=100_000))
     server.add_thing(THING, thing)
     try:
         trio.run(_serve, server, thing)
