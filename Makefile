@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup nodewot serve test lint typecheck pytest docs bench bench-quick bench-fastpath soak clean
+.PHONY: setup nodewot browser screenshots serve test lint typecheck pytest docs bench bench-quick bench-fastpath bench-mjpeg soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,15 @@ $(NODEWOT)/node_modules: $(NODEWOT)/package-lock.json
 ## Node.js (Debian's, when `npm` is missing) and the pinned node-wot, for the interop test.
 nodewot: $(NODEWOT)/node_modules
 
+## Debian's chromium, when /usr/bin/chromium is missing, for the dashboard's browser tests
+## (Playwright drives it; it never downloads a browser of its own).
+browser:
+	test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
+
+## Screenshots of the dashboard for the docs (docs/images/dashboard-*.png).
+screenshots: setup browser
+	$(BIN)/python -m tests.browser.screenshots
+
 ## Serve the built-in demo Things (or CONFIG=path/to/config.toml) on 127.0.0.1:8000.
 serve: setup
 	$(BIN)/trio-things serve $(CONFIG)
@@ -37,7 +46,7 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy --strict trio_things
 
-pytest: setup nodewot
+pytest: setup nodewot browser
 	$(BIN)/pytest -q
 
 docs: setup
@@ -57,6 +66,11 @@ bench-quick: setup
 ## layer, with the kernel's write taken out (seconds; prints a table, writes nothing).
 bench-fastpath: setup
 	$(BIN)/python -m benchmarks.fastpath $(ARGS)
+
+## MJPEG fan-out: 640x480 JPEG at 30 frames/s to 1, 10 and 50 viewers (frames/s each,
+## server CPU), and beside one viewer that never reads (about 2 minutes; prints a table).
+bench-mjpeg: setup
+	$(BIN)/python -m benchmarks.mjpeg $(ARGS)
 
 ## Soak: thousands of connect/disconnect cycles on loopback, then check that they
 ## left no memory, object, task or observer behind (a few minutes at most).

@@ -255,3 +255,33 @@ def test_fast_path_benchmark_times_every_layer_on_the_fast_path(
     for layer in fastpath.LAYERS:
         assert layer in out
     assert "trio-things adds" in out
+
+
+def test_mjpeg_viewers_count_each_delimiter_once_at_any_split() -> None:
+    from benchmarks.mjpeg import Delimiters
+    from trio_things.protocol import multipart
+
+    body = b"".join(b"%x\r\n%b\r\n" % (len(part), part) for part in (
+        multipart.part("image/jpeg", b"\xff\xd8" + bytes(200) + b"\xff\xd9") for _ in range(3)))
+    body += b"%x\r\n%b\r\n0\r\n\r\n" % (len(multipart.CLOSE), multipart.CLOSE)  # no part
+    for cut in range(len(body) + 1):
+        counter = Delimiters(multipart.BOUNDARY.encode())
+        counter.feed(body[:cut])
+        counter.feed(body[cut:])
+        assert counter.count == 3, cut
+
+
+def test_mjpeg_benchmark_runs_every_scenario(capsys: pytest.CaptureFixture[str]) -> None:
+    """``benchmarks.mjpeg``, tiny: a server process, a viewer process per scenario, the
+    isolation pair; the figures are printed (none is asserted: the machine is noisy),
+    and frames did arrive."""
+    from benchmarks import mjpeg
+
+    assert mjpeg.main(["--viewers", "1,2", "--seconds", "0.5", "--rounds", "1",
+                       "--warmup", "0.5"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["1"], ["2"])]
+    assert [row[0] for row in rows] == ["1", "2"]
+    assert all(float(row[1]) > 0 for row in rows)  # frames/s: some frames arrived
+    assert "beside the stalled viewer (still held: 1)" in out
+    assert "median ratio" in out

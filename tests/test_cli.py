@@ -25,16 +25,18 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """`trio-things serve --port 0` with the demo Things; yields (process, root URL)."""
+    """`trio-things serve --port 0` with the demo Things; yields (process, root URL).
+    Run in ``tmp_path``: the camera's setting is kept in a folder beside it."""
     process = subprocess.Popen([*COMMAND, "serve", "--port", "0"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
         assert process.stdout is not None
         first = process.stdout.readline()  # blocks until the server listens (or dies)
-        assert first.startswith("trio-things: serving 2 Thing(s) at http://127.0.0.1:"), first
+        assert first.startswith("trio-things: serving 3 Thing(s) at http://127.0.0.1:"), first
         root = first.rsplit(" ", 1)[1].strip()
-        lines = [process.stdout.readline().split() for _ in range(2)]
-        assert lines == [["thermometer", f"{root}thermometer/"], ["counter", f"{root}counter/"]]
+        lines = [process.stdout.readline().split() for _ in range(3)]
+        assert lines == [["thermometer", f"{root}thermometer/"], ["counter", f"{root}counter/"],
+                         ["camera", f"{root}camera/"]]
         yield process, root
     finally:
         if process.poll() is None:

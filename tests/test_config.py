@@ -99,7 +99,7 @@ def test_config_errors_are_one_clear_line(tmp_path: Path, name: str, text: str,
                            "its package"),
     ("trio_things.nosuch:Thing", "no module 'trio_things.nosuch' on the Python path"),
     ("trio_things.demo:Nope", "thing 'x': 'trio_things.demo' has no 'Nope'; its Thing "
-                              "classes: Counter, Thermometer"),
+                              "classes: Camera, Counter, Thermometer"),
     ("trio_things.demo:Thermometr", "'trio_things.demo' has no 'Thermometr' (did you mean "
                                     "'Thermometer'?)"),
     ("trio_things.demo:Reading", "'trio_things.demo:Reading' is a class, not a subclass of "

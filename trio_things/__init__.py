@@ -1,7 +1,8 @@
 """trio-things: serve W3C Web of Things devices from Python classes, on Trio.
 
-Describe a device as a :class:`Thing` with :func:`property`, :func:`action` and
-:func:`event`; serve it with :class:`ThingServer` or ``trio-things serve``.
+Describe a device as a :class:`Thing` with :func:`property` (or :func:`setting`, kept
+on disk), :func:`action` and :func:`event`; serve it with :class:`ThingServer` or
+``trio-things serve``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,15 @@ from trio_things.errors import (
     ThingsError,
 )
 from trio_things.model.affordances import ActionContext
-from trio_things.model.declarations import Event, action, event, property
+from trio_things.model.blob import JPEG, PNG, Blob
+from trio_things.model.declarations import (
+    Event,
+    action,
+    event,
+    frame_stream,
+    property,
+    setting,
+)
 from trio_things.model.schema import Schema
 from trio_things.model.thing import Thing
 from trio_things.protocol.limits import HttpLimits, WebSocketLimits
@@ -26,7 +35,10 @@ if TYPE_CHECKING:
     from trio_things.server import ThingServer
 
 __all__ = [
+    "JPEG",
+    "PNG",
     "ActionContext",
+    "Blob",
     "ConfigError",
     "Event",
     "HttpLimits",
@@ -44,7 +56,9 @@ __all__ = [
     "WebSocketLimits",
     "action",
     "event",
+    "frame_stream",
     "property",
+    "setting",
 ]
 
 __version__ = "0.1.0"

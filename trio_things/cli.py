@@ -38,6 +38,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar, cast
 
 import attrs
 import trio
@@ -94,6 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = 0
     try:
         trio.run(_serve, server)
+    except* ConfigError as group:  # found once serving began (the settings folder)
+        print(f"trio-things: error: {_first_leaf(group)}", file=sys.stderr)
+        status = EXIT_USAGE
     except* OSError as group:  # nurseries wrap it: open_tcp_listeners runs inside serve()
         cause = _first_leaf(group)
         print(f"trio-things: error: cannot listen on {config.host}:{config.port}: "
@@ -102,12 +106,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
-def _first_leaf(group: BaseExceptionGroup[OSError]) -> OSError:
+E = TypeVar("E", bound=BaseException)
+
+
+def _first_leaf(group: BaseExceptionGroup[E]) -> E:
+    """The first exception of ``group`` that is no group (``except*`` says its type)."""
     leaf: BaseException = group
     while isinstance(leaf, BaseExceptionGroup):
         leaf = leaf.exceptions[0]
-    assert isinstance(leaf, OSError)
-    return leaf
+    return cast(E, leaf)
 
 
 async def _serve(server: ThingServer) -> None:

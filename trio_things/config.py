@@ -8,6 +8,8 @@ TOML (the native format)::
     invocation_retention = 300     # seconds an ended invocation stays queryable
     replay_size = 1024             # events/action status a Thing keeps for resuming
     max_connections_per_client = 128
+    settings_folder = "settings"   # the Things' settings (tt.setting), beside this file
+    blob_memory_bytes = 67108864   # blob outputs kept in memory; beyond, they go to files
 
     [server.http]
     max_body_bytes = 1048576
@@ -60,6 +62,7 @@ from trio_things.errors import LocalProtocolError, unknown_names
 from trio_things.model.thing import Thing
 from trio_things.protocol.access import AccessPolicy
 from trio_things.protocol.limits import HttpLimits, WebSocketLimits
+from trio_things.runtime.blobs import DEFAULT_MEMORY_BYTES, DEFAULT_SPILL_BYTES
 
 __all__ = [
     "DEMO_THINGS",
@@ -73,12 +76,18 @@ __all__ = [
 
 #: Thing names are a single path segment; these are taken by the server's own routes.
 RESERVED_THING_NAMES: Final = frozenset(
-    {"things", "thing_descriptions", "action_invocations", "ws", ".well-known"})
+    {"things", "thing_descriptions", "action_invocations", "ws", ".well-known", "dashboard",
+     "blob"})
 _THING_NAME: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 
 
 class ConfigError(LocalProtocolError):
     """The configuration cannot be used; the message is one line, fit to print."""
+
+
+def _existing_folder(path: Path | None) -> None:
+    if path is not None and not path.is_dir():
+        raise ValueError(f"blob_folder {str(path)!r} is not an existing folder")
 
 
 def check_thing_name(name: str) -> str:
@@ -197,12 +206,29 @@ class ServerConfig:
     #: Worker threads all thread actions share; apart from those of property getters
     #: and setters, so that actions can never take the threads properties need.
     max_action_threads: int = attrs.field(default=32, validator=attrs.validators.gt(0))
+    #: Where the Things' settings (``tt.setting``) are kept, one ``<thing>.json`` each;
+    #: created at start when a Thing has settings. In a TOML file, relative to the
+    #: file's folder (so is the default, ``settings`` beside it); else to the current one.
+    settings_folder: Path = attrs.field(default=Path("settings"), converter=Path)
+    #: Bytes the blobs of kept action outputs may hold in memory together; beyond it,
+    #: the oldest move to files in ``blob_folder`` before an invocation completes.
+    blob_memory_bytes: int = attrs.field(default=DEFAULT_MEMORY_BYTES,
+                                         validator=attrs.validators.ge(0))
+    #: A blob output larger than this goes to a file at once, whatever the budget.
+    blob_spill_bytes: int = attrs.field(default=DEFAULT_SPILL_BYTES,
+                                        validator=attrs.validators.ge(0))
+    #: An existing folder blobs move to (None: the system's temporary folder, as
+    #: ``TMPDIR`` says). In a TOML file, relative to the file's folder.
+    blob_folder: Path | None = attrs.field(
+        default=None, converter=attrs.converters.optional(Path),
+        validator=lambda _instance, _attribute, path: _existing_folder(path))
 
 
 #: The Things ``trio-things serve`` runs without a configuration file.
 DEMO_THINGS: Final = (
     ThingConfig(name="thermometer", class_path="trio_things.demo:Thermometer"),
     ThingConfig(name="counter", class_path="trio_things.demo:Counter"),
+    ThingConfig(name="camera", class_path="trio_things.demo:Camera"),
 )
 
 
@@ -295,6 +321,12 @@ def _from_toml(data: dict[str, Any], *, folder: Path = Path(".")) -> ServerConfi
             raise ConfigError(f"{name}: {message}")
     if tls is not None and not {"certificate", "key"} <= set(tls):
         raise ConfigError('[server.tls]: needs certificate = "cert.pem" and key = "key.pem"')
+    settings_folder = server.get("settings_folder", "settings")
+    if not isinstance(settings_folder, str):
+        raise ConfigError("[server]: settings_folder must be a string (a folder's path)")
+    server["settings_folder"] = folder / settings_folder  # relative to the file, as TLS's
+    if isinstance(server.get("blob_folder"), str):
+        server["blob_folder"] = folder / server["blob_folder"]  # relative to the file too
     try:
         return ServerConfig(things=tuple(things), http=HttpLimits(**http),
                             websocket=WebSocketLimits(**websocket),

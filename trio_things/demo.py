@@ -2,21 +2,27 @@
 
 They double as worked examples of the model: a data property changed by a background
 task, constraints, an async action that moves state over time, a worker-thread action
-that logs progress and checks for cancellation, and an event with an attrs payload.
+that logs progress and checks for cancellation, an event with an attrs payload, and a
+camera: a live frame stream rendered only while watched, a setting, an image output.
 """
 
 from __future__ import annotations
 
 import datetime
+import io
+import math
 import random
-from typing import Annotated
+import threading
+import time
+from typing import Annotated, Final
 
 import attrs
 import trio
+from PIL import Image, ImageDraw, ImageFont
 
 import trio_things as tt
 
-__all__ = ["Counter", "Reading", "Thermometer"]
+__all__ = ["Camera", "Counter", "Reading", "Thermometer"]
 
 
 @attrs.frozen
@@ -115,3 +121,106 @@ class Counter(tt.Thing):
             self.count += 1
             context.log(f"counted {i + 1} of {n}")
         return self.count
+
+
+# --------------------------------------------------------------------------- the camera
+
+_WIDTH: Final = 640
+_HEIGHT: Final = 480
+#: Colour bars (75 % white, yellow, cyan, green, magenta, red, blue, black).
+_BARS: Final = ((192, 192, 192), (192, 192, 0), (0, 192, 192), (0, 192, 0),
+                (192, 0, 192), (192, 0, 0), (0, 0, 192), (16, 16, 16))
+#: The exposure at which the picture is as drawn; twice as long is twice as bright.
+_NEUTRAL_EXPOSURE: Final = 10.0
+
+
+def _bars() -> Image.Image:
+    """Two frames' width of colour bars: a frame is a window onto it that scrolls."""
+    image = Image.new("RGB", (2 * _WIDTH, _HEIGHT))
+    draw = ImageDraw.Draw(image)
+    width = _WIDTH // len(_BARS)
+    for i in range(2 * len(_BARS)):
+        draw.rectangle((i * width, 0, (i + 1) * width - 1, _HEIGHT - 1),
+                       fill=_BARS[i % len(_BARS)])
+    return image
+
+
+class Camera(tt.Thing):
+    """A simulated camera: 640x480 colour bars that scroll, a bouncing ball and the time,
+    live at up to 30 frames per second.
+
+    Frames are drawn and JPEG-encoded only while somebody watches ``video`` (each in a
+    worker thread, never on the server's loop); with nobody watching, the camera costs
+    a look at ``video.watched`` per frame period.
+    """
+
+    video = tt.frame_stream(media_type="image/jpeg")
+    """The live picture, MJPEG: ``<img src="/camera/video">`` shows it."""
+
+    exposure: float = tt.setting(default=_NEUTRAL_EXPOSURE, minimum=0.5, maximum=100.0,
+                                 unit="millisecond")
+    """How long each frame collects light: the longer, the brighter the picture (10 ms
+    shows it as drawn). A setting: kept across restarts."""
+
+    #: Frames per second at most, while watched.
+    frame_rate: float = 30.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames_encoded = 0
+        """JPEG frames encoded so far (none while nobody watches)."""
+        self._start = time.monotonic()  # the picture's own clock: it moves in any thread
+        # Drawing takes turns: a FreeType font is not to be used by two threads at once
+        # (frames and captures are drawn in worker threads). Encoding needs no lock.
+        self._lock = threading.Lock()
+        self._background = _bars()
+        self._font = ImageFont.load_default(size=28)
+
+    async def background_task(self) -> None:
+        """Render, encode and publish a frame every frame period while watched."""
+        period = 1.0 / self.frame_rate
+        deadline = trio.current_time()
+        while True:
+            # A frame period from the last one, or from now if encoding took longer.
+            deadline = max(deadline + period, trio.current_time())
+            if self.video.watched:
+                frame = await trio.to_thread.run_sync(self._jpeg, self.exposure)
+                self.video.publish(frame)
+            await trio.sleep_until(deadline)
+
+    @tt.action
+    def capture(self) -> tt.PNG:
+        """Take one picture now, as a lossless PNG (640x480)."""
+        with self._lock:
+            image = self._render(self.exposure)
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        return tt.PNG(buffer.getvalue())
+
+    def _jpeg(self, exposure: float) -> bytes:
+        """One frame as JPEG (blocking: called in a worker thread)."""
+        with self._lock:
+            image = self._render(exposure)
+            self.frames_encoded += 1
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=80)
+        return buffer.getvalue()
+
+    def _render(self, exposure: float) -> Image.Image:
+        """The picture now, at ``exposure`` (in a worker thread, holding the lock)."""
+        seconds = time.monotonic() - self._start
+        offset = int(seconds * 80) % _WIDTH
+        image = self._background.crop((offset, 0, offset + _WIDTH, _HEIGHT))
+        draw = ImageDraw.Draw(image)
+        x = _WIDTH / 2 + 200 * math.cos(seconds * 1.3)
+        y = _HEIGHT / 2 - 30 + 130 * math.sin(seconds * 2.1)
+        draw.ellipse((x - 40, y - 40, x + 40, y + 40), fill=(255, 255, 255),
+                     outline=(0, 0, 0), width=4)
+        now = datetime.datetime.now(datetime.UTC)
+        draw.rectangle((0, _HEIGHT - 48, _WIDTH, _HEIGHT), fill=(0, 0, 0))
+        draw.text((12, _HEIGHT - 42), now.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC",
+                  fill=(255, 255, 255), font=self._font)
+        gain = exposure / _NEUTRAL_EXPOSURE
+        if gain != 1.0:
+            image = image.point([min(255, round(i * gain)) for i in range(256)] * 3)
+        return image

@@ -2,14 +2,16 @@
 
 Ownership, outermost first::
 
-    ThingServer.running()          enters every Thing (async with), in order
-      nursery                      Things' background tasks
+    ThingServer.running()          loads the Things' settings, then enters every Thing
+                                   (async with), in order
+      nursery                      Things' background tasks, their settings writers
         open_action_runner    every action task
           handle_connection(...)   one HTTP connection each (serve() or your own streams)
 
 Leaving ``running()`` (Ctrl-C, cancellation, an error) cancels the connections, then the
-actions (recorded ``cancelled``), then the background tasks, and finally exits the
-Things in reverse order, so a Thing's hardware is released after nothing uses it.
+actions (recorded ``cancelled``), then the background tasks, saves the settings not yet
+on disk, and finally exits the Things in reverse order, so a Thing's hardware is
+released after nothing uses it (and saves again what their ``__aexit__`` changed).
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ from trio_things.fanout.observers import ObserverRegistry
 from trio_things.model.affordances import Affordances
 from trio_things.model.thing import Thing
 from trio_things.runtime.actions import open_action_runner
+from trio_things.runtime.blobs import BlobStore
 from trio_things.runtime.dispatcher import Dispatcher
+from trio_things.runtime.settings import SettingsStore, settings_of
 from trio_things.transport.http import HttpRequest, HttpResponse, serve_http_connection
 from trio_things.transport.listeners import (
     _connection_limit as _connection_limit,  # importable here still, as before it moved
@@ -68,6 +72,7 @@ class ThingServer:
         self.config = config or ServerConfig()
         self._things: dict[str, Thing] = {}
         self._dispatcher: Dispatcher | None = None
+        self._settings: dict[str, SettingsStore] = {}  # while running: each Thing's
         self._affordances: dict[str, Affordances] = {}
         self._ssl_context = None if self.config.tls is None else self.config.tls.ssl_context()
         self._dialects = WebSocketDialects(
@@ -112,23 +117,44 @@ class ThingServer:
         bridge = TrioBridge()
         history = History(self._things, size=self.config.replay_size)
         observers = ObserverRegistry({
-            name: (list(a.properties), list(a.events), list(a.actions))
+            name: (list(a.properties), list(a.events), list(a.actions), list(a.streams))
             for name, a in self._affordances.items()})
+        stores = {name: SettingsStore(name, thing, self.config.settings_folder)
+                  for name, thing in self._things.items() if settings_of(thing)}
+        self._settings = stores
         async with AsyncExitStack() as stack:
+            for store in stores.values():  # before the Things are entered: they see them
+                try:
+                    await store.load()
+                except OSError as error:
+                    raise ConfigError(
+                        f"thing {store.name!r}: cannot use the settings folder "
+                        f"{str(store.folder)!r} ([server] settings_folder): "
+                        f"{error.strerror or error}") from error
+            stack.push_async_callback(_flush_settings, stores)  # what __aexit__ changed
             for thing in self._things.values():
                 await stack.enter_async_context(thing)
+            stack.push_async_callback(_flush_settings, stores)  # before the Things exit
             nursery = await stack.enter_async_context(trio.open_nursery())
             for name, thing in self._things.items():
                 nursery.start_soon(_run_background, name, thing, name=f"{name} background")
+            for name, store in stores.items():
+                nursery.start_soon(store.run, name=f"{name} settings writer")
             invocations = await stack.enter_async_context(
                 open_action_runner(
                     retention=self.config.invocation_retention,
                     on_status=functools.partial(publish_action_status, observers, history),
                     max_invocations=self.config.max_invocations,
                     max_invocations_per_thing=self.config.max_invocations_per_thing,
-                    max_threads=self.config.max_action_threads))
+                    max_threads=self.config.max_action_threads,
+                    blobs=BlobStore(memory_bytes=self.config.blob_memory_bytes,
+                                    spill_bytes=self.config.blob_spill_bytes,
+                                    folder=self.config.blob_folder)))
             for name, thing in self._things.items():
-                thing._tt_set_notifier(ThingNotifier(name, bridge, history, observers))
+                settings = stores.get(name)
+                thing._tt_set_notifier(ThingNotifier(
+                    name, bridge, history, observers,
+                    on_setting=None if settings is None else settings.changed))
             self._dispatcher = Dispatcher(
                 things=self._things,
                 invocations=invocations,
@@ -357,3 +383,14 @@ async def _run_background(name: str, thing: Thing) -> None:
         await thing.background_task()
     except Exception:
         logger.exception("the background task of Thing %r failed; serving goes on", name)
+
+
+async def _flush_settings(stores: Mapping[str, SettingsStore]) -> None:
+    """Save every Thing's pending settings, side by side, whatever is being cancelled;
+    each within its timeout (:meth:`SettingsStore.flush`)."""
+    if not stores:
+        return
+    with trio.CancelScope(shield=True):
+        async with trio.open_nursery() as nursery:
+            for name, store in stores.items():
+                nursery.start_soon(store.flush, name=f"{name} settings flush")

@@ -53,10 +53,13 @@ client, which needs no server, is apart in :mod:`trio_things.testing_http`.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import NoReturn
 
 import attrs
@@ -113,8 +116,9 @@ async def serve_in_memory(
     case: ``Thermometer()`` at ``/thermometer/``), a mapping of names to Things
     (``{"pump": Pump(), "valve": Valve()}``), or a :class:`ThingServer` that is not yet
     running (to serve it as configured; then give neither ``name`` nor ``config``).
-    ``config`` configures the server made here (``ServerConfig()`` by default; its
-    ``host`` and ``port`` are not used: nothing listens).
+    ``config`` configures the server made here (``ServerConfig()`` by default, with its
+    settings in a temporary folder removed when the block ends; ``host`` and ``port``
+    are not used: nothing listens).
 
     ``stream_pair`` makes each connection: :func:`trio.testing.memory_stream_pair`
     (writes never block), or :func:`trio.testing.lockstep_stream_pair` (each write
@@ -128,15 +132,21 @@ async def serve_in_memory(
         ConfigError: a name that cannot be a Thing's, or taken twice.
         TypeError: something that is not a Thing; ``name`` or ``config`` with a server.
     """
-    if config is None and not isinstance(things, ThingServer):
-        config = ServerConfig(access=AccessPolicy().allowing_host(host))
-    server = _server_for(things, name=name, config=config)
-    try:
-        async with server.running(), in_memory(server, stream_pair=stream_pair, host=host,
-                                               timeout=timeout) as served:
-            yield served
-    except BaseExceptionGroup as group:
-        _unwrap(group)
+    with contextlib.ExitStack() as scratch:
+        if config is None and not isinstance(things, ThingServer):
+            # Settings (tt.setting) go to a folder of the block's own, not the working
+            # directory: a test leaves nothing behind, and sees no earlier test's values.
+            folder = scratch.enter_context(tempfile.TemporaryDirectory(
+                prefix="trio-things-settings-"))
+            config = ServerConfig(access=AccessPolicy().allowing_host(host),
+                                  settings_folder=Path(folder))
+        server = _server_for(things, name=name, config=config)
+        try:
+            async with server.running(), in_memory(
+                    server, stream_pair=stream_pair, host=host, timeout=timeout) as served:
+                yield served
+        except BaseExceptionGroup as group:
+            _unwrap(group)
 
 
 @asynccontextmanager

@@ -73,7 +73,8 @@ async def test_head_has_headers_but_no_body(client: HttpClient) -> None:
 
 async def test_unknown_paths_are_404(client: HttpClient) -> None:
     assert_problem(await client.get("/nothing/"), 404, "no Thing named 'nothing'")
-    assert_problem(await client.get("/counter/nothing"), 404, "no property or action")
+    assert_problem(await client.get("/counter/nothing"), 404,
+                   "no property, action or stream")
     assert_problem(await client.get("/action_invocations/nope"), 404, "unknown or expired")
 
 

@@ -6,6 +6,7 @@ Status codes (RFC 9110), every error with an RFC 9457 problem details body:
 200    a value, a TD, an invocation (queried or cancelled)
 201    an action invoked (``Location`` names the invocation)
 204    a property written; a synchronous action without output; a long-poll timeout
+206    the one range of a blob's bytes a ``Range`` asked for
 400    a body that is not JSON, an action input that is not an object
 401    no bearer token, or an unknown one, when the server requires tokens
 403    a read-only token asking to write, invoke or cancel; a token cancelling another's
@@ -17,6 +18,7 @@ Status codes (RFC 9110), every error with an RFC 9457 problem details body:
 409    cancelling an ended invocation; the output of one that did not complete
 413    a body over the size limit (from the transport)
 415    a body that is not declared ``application/json``; an action's, even empty
+416    a ``Range`` that starts past the end of a blob (``Content-Range: bytes */SIZE``)
 422    a value that violates its schema, naming the field
 429    an action whose ``max_concurrent`` invocations run and ``max_queued`` wait
 500    Thing code that failed (the detail names the exception, never a traceback)
@@ -32,6 +34,16 @@ Outbox of its own, and answers it with its id in ``Last-Event-ID`` (and a proper
 ``Last-Event-ID`` is answered with the first event it missed, if the replay ring holds
 one; ``409`` if the ring no longer reaches back that far. A property long-poll whose
 ``If-None-Match`` is not the value's ``ETag`` is answered with the value at once.
+
+A ``GET`` of a frame stream (``tt.frame_stream``) is answered 200 with a live image
+stream, ``multipart/x-mixed-replace`` (:mod:`trio_things.protocol.multipart`), served
+by the same stream body as SSE; a ``HEAD`` with its head alone.
+
+A blob (:mod:`trio_things.model.blob`) is answered with its bytes at ``/blob/{id}``
+(:func:`~trio_things.protocol.routes.blob_route`), and at its invocation's
+``/output``: a :class:`~trio_things.transport.http.SizedBody` streamed from memory or
+its file (:func:`~trio_things.runtime.blobs.blob_chunks`), whole or one range
+(:mod:`~trio_things.protocol.ranges`), to any caller that may read.
 
 Listings of invocations answer a page (:func:`~trio_things.protocol.routes.invocation_page`)
 of at most ``limit`` invocations and about 1 MiB, oldest first, with
@@ -50,14 +62,16 @@ import attrs
 import orjson
 import trio
 
-from trio_things.bindings.sse import EventStream
+from trio_things.bindings.blobs import blob_response, live_blob, output_blob
+from trio_things.bindings.dashboard import ACCESS_PATH, dashboard_response
+from trio_things.bindings.sse import IMAGE_STREAM, EventStream
 from trio_things.errors import NotFound, RemoteProtocolError, Unauthorized
 from trio_things.fanout.observers import Observer
 from trio_things.fanout.outbox import Outbox
 from trio_things.model.affordances import ActionSpec, Affordances, EventSpec, PropertySpec
 from trio_things.model.description import Form
 from trio_things.model.invocation import Invocation
-from trio_things.protocol import sse
+from trio_things.protocol import multipart, sse
 from trio_things.protocol.access import (
     WWW_AUTHENTICATE,
     AccessPolicy,
@@ -73,11 +87,13 @@ from trio_things.protocol.commands import (
     NotificationsMissed,
     ObserveAction,
     ObserveProperty,
+    QueryAction,
     QueryAllActions,
     Reply,
     SubscribedReply,
     SubscribeEvent,
     ValueReply,
+    WatchStream,
 )
 from trio_things.protocol.invocation_json import invocation_href, invocation_json
 from trio_things.protocol.limits import HttpLimits
@@ -90,8 +106,10 @@ from trio_things.protocol.problems import (
 from trio_things.protocol.routes import (
     STREAM_COMMANDS,
     InvocationPage,
+    blob_route,
     decode_request,
     invocation_page,
+    is_frame_stream,
     server_base,
 )
 from trio_things.runtime.dispatcher import Dispatcher
@@ -118,6 +136,13 @@ _PAGE_BYTES: Final = 1 << 20
 _STREAM_HEADERS: Final = (
     ("content-type", sse.CONTENT_TYPE),
     ("cache-control", "no-cache, no-transform"),
+    ("x-accel-buffering", "no"),
+)
+#: The head of every live image stream (a frame stream, MJPEG): never cached, never
+#: buffered by a proxy (each part replaces the one before; a stored copy means nothing).
+_IMAGE_STREAM_HEADERS: Final = (
+    ("content-type", multipart.CONTENT_TYPE),
+    ("cache-control", "no-cache, no-store, no-transform"),
     ("x-accel-buffering", "no"),
 )
 #: Notifications a long-poll may be handed before it answers the first: it answers one.
@@ -213,6 +238,9 @@ async def handle_http_request(
     if request.method == "OPTIONS" and allow_origin and request.header(
             "access-control-request-method"):
         return HttpResponse(status=204, headers=(*cors, *_PREFLIGHT))
+    page = dashboard_response(request)  # the dashboard's page and files need no token
+    if page is not None:
+        return page
     response = await _answer(dispatcher, things, request, default_host, access, scheme,
                              limits, long_poll_timeout)
     return attrs.evolve(response, headers=(*response.headers, *cors)) if cors else response
@@ -224,18 +252,26 @@ async def _answer(dispatcher: Dispatcher, things: dict[str, Affordances],
     base = server_base(request.header("host"), default_host, scheme)
     event_stream = request.method in ("GET", "HEAD") and sse.wants_event_stream(
         request.header("accept"))
+    # The query's access_token counts only where a browser can send no header: an
+    # EventSource, an <img> showing a frame stream.
+    query_token = event_stream or (request.method in ("GET", "HEAD")
+                                   and is_frame_stream(request.path, things))
     try:
-        # The query's access_token counts only where a browser can send no header.
         caller = access.caller(authorization=request.header("authorization"),
-                               query=request.query, query_token=event_stream)
+                               query=request.query, query_token=query_token)
     except Unauthorized as error:
         response = HttpResponse.problem(ProblemDetails.from_error(error))
         return attrs.evolve(response, headers=(*response.headers,
                                                ("www-authenticate", WWW_AUTHENTICATE)))
+    if request.path == ACCESS_PATH and request.method in ("GET", "HEAD"):
+        return HttpResponse.json(200, _dumps({"role": caller.role.value}),
+                                 headers=(("cache-control", "no-store"),))
     try:
         access.check_write_origin(method=request.method, origin=request.header("origin"),
                                   sec_fetch_site=request.header("sec-fetch-site"),
                                   host=request.header("host"))
+        if (blob_id := blob_route(request.method, request.path)) is not None:
+            return blob_response(live_blob(blob_id), request)
         command = decode_request(
             method=request.method,
             target=request.target,
@@ -257,12 +293,22 @@ async def _answer(dispatcher: Dispatcher, things: dict[str, Affordances],
                 command=command, caller=caller, dispatcher=dispatcher, limits=limits,
                 encoder=sse.encode_value if isinstance(command, _ONE_AFFORDANCE)
                 else sse.encode_named))
+        if isinstance(command, WatchStream):  # a frame stream: multipart, whatever Accept says
+            access.check_stream_origin(origin=request.header("origin"),
+                                       host=request.header("host"))
+            media_type = things[command.thing].streams[command.name].media_type
+            return HttpResponse(status=200, headers=_IMAGE_STREAM_HEADERS, stream=EventStream(
+                command=command, caller=caller, dispatcher=dispatcher, limits=limits,
+                encoder=multipart.encoder_for(media_type), format=IMAGE_STREAM))
         if isinstance(command, ObserveProperty | SubscribeEvent):
             if request.method == "HEAD":  # node-wot's long-poll asks first, and waits 1 s
                 return HttpResponse(status=200, headers=(("content-type", _JSON),))
             return await _long_poll(dispatcher, command, caller, long_poll_timeout,
                                     request.header("if-none-match"), request.peer_left)
         reply = await dispatcher.run(command, caller=caller)
+        if isinstance(command, QueryAction) and command.output_only and (
+                blob := output_blob(reply)) is not None:
+            return blob_response(blob, request)  # its bytes, as LabThings serves them
         if page is not None and isinstance(reply, InvocationListReply):
             assert isinstance(command, QueryAllActions)
             return _invocation_page(reply.invocations, page, _listing_url(command, base))

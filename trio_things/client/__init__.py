@@ -28,8 +28,10 @@ Modules, one job each:
 ``actions``           ``Invocation``: an invoked action's live status, result, cancel
 ``action_status``     ``ActionStatus``, ``State``, ``LogLine``: an invocation's status
 ``observation``       ``Observation``: an observed property or subscribed event
+``blobs``             ``RemoteBlob``: a blob's link, and its bytes downloaded
 ``blocking``          ``ThingClient``: the same, blocking, for scripts and notebooks
-``blocking_handles``  ``BlockingInvocation``, ``BlockingObservation``, ``ActionMethod``
+``blocking_handles``  ``BlockingInvocation``, ``BlockingObservation``, ``ActionMethod``,
+                      ``BlockingBlob``
 ``blocking_thread``   the Trio thread that runs the blocking client's calls
 ``session``           one shared WebSocket per endpoint; routing; reconnection;
                       resuming event subscriptions from their last ``eventID``
@@ -46,7 +48,13 @@ Modules, one job each:
 """
 
 from trio_things.client.actions import ActionStatus, Invocation, LogLine, State
-from trio_things.client.blocking import BlockingInvocation, BlockingObservation, ThingClient
+from trio_things.client.blobs import RemoteBlob
+from trio_things.client.blocking import (
+    BlockingBlob,
+    BlockingInvocation,
+    BlockingObservation,
+    ThingClient,
+)
 from trio_things.client.connect import Client, connect, open_client
 from trio_things.client.errors import (
     ActionCancelled,
@@ -75,6 +83,7 @@ __all__ = [
     "ActionCancelled",
     "ActionFailed",
     "ActionStatus",
+    "BlockingBlob",
     "BlockingInvocation",
     "BlockingObservation",
     "Change",
@@ -95,6 +104,7 @@ __all__ = [
     "NotificationsMissed",
     "Observation",
     "OpenStream",
+    "RemoteBlob",
     "ServerError",
     "State",
     "ThingClient",

@@ -44,11 +44,13 @@ import trio
 from trio_things.client.action_status import ActionStatus, LogLine, State
 from trio_things.client.action_status import looks_like_invocation as looks_like_invocation
 from trio_things.client.backoff import Backoff
+from trio_things.client.blobs import RemoteBlob
 from trio_things.client.errors import (
     ActionCancelled,
     ActionFailed,
     ClientError,
     ConnectionLost,
+    InvalidValue,
     InvocationLost,
     NotFound,
     Timeout,
@@ -91,8 +93,10 @@ class Invocation:
     """
 
     def __init__(self, *, action: str, channel: ActionChannel, options: ClientOptions,
-                 spawn: Spawn, on_end: Callable[[], None] = lambda: None) -> None:
+                 spawn: Spawn, on_end: Callable[[], None] = lambda: None,
+                 blob_of: Callable[[JsonValue], RemoteBlob | None] = lambda _: None) -> None:
         self.action = action
+        self._blob_of = blob_of
         self._channel = channel
         self._options = options
         self._spawn = spawn
@@ -144,7 +148,9 @@ class Invocation:
 
     async def result(self, type_: type[Any] | None = None) -> Any:
         """Wait for the action to end and return its output (structured as ``type_``
-        if given).
+        if given). An output that is a blob's link (``{"href": ..., "media_type":
+        ...}``) is returned as a :class:`~trio_things.client.RemoteBlob`, to download
+        (``status.output`` keeps the link).
 
         It waits as long as the action runs: bound it the Trio way,
         ``with trio.fail_after(60): await invocation.result()``.
@@ -165,7 +171,13 @@ class Invocation:
                                f"{problem.detail}", problem=problem)
         if final.state is State.CANCELLED:
             raise ActionCancelled(f"action {self.action!r} was cancelled")
-        if type_ is None:
+        if type_ is None or type_ is RemoteBlob:
+            blob = self._blob_of(final.output)
+            if blob is not None:
+                return blob
+            if type_ is RemoteBlob:
+                raise InvalidValue(f"the output of {self.action!r} is no blob link: "
+                                   f"{final.output!r:.80}")
             return final.output
         return from_json(final.output, type_, what=f"the output of {self.action!r}")
 

@@ -66,11 +66,14 @@ from typing import Any, Self, TypeVar, overload
 import trio
 
 from trio_things.client.actions import Invocation
+from trio_things.client.blobs import RemoteBlob
 from trio_things.client.blocking_handles import (
     _MISSING,
     ActionMethod,
+    BlockingBlob,
     BlockingInvocation,
     BlockingObservation,
+    _blocking,
 )
 from trio_things.client.blocking_thread import WAKE_INTERVAL, _seconds, _TrioThread
 from trio_things.client.connect import connect
@@ -81,8 +84,8 @@ from trio_things.client.streams import OpenStream, open_tcp_stream
 from trio_things.client.things import ConsumedThing
 from trio_things.client.values import JsonValue
 
-__all__ = ["WAKE_INTERVAL", "ActionMethod", "BlockingInvocation", "BlockingObservation",
-           "ThingClient"]
+__all__ = ["WAKE_INTERVAL", "ActionMethod", "BlockingBlob", "BlockingInvocation",
+           "BlockingObservation", "ThingClient"]
 
 T = TypeVar("T")
 
@@ -260,13 +263,19 @@ class ThingClient:
     def read(self, name: str, type_: type[T]) -> T: ...
 
     def read(self, name: str, type_: type[Any] | None = None) -> Any:
-        """The property's value (structured as ``type_`` if given); as
+        """The property's value (structured as ``type_`` if given; a blob's link as a
+        :class:`BlockingBlob` with ``type_=BlockingBlob``); as
         :meth:`ConsumedThing.read`, whose errors it raises."""
         async def read() -> Any:
             if type_ is None:
                 return await self._thing.read(name)
-            return await self._thing.read(name, type_)
-        return self._loop.run(read)
+            return await self._thing.read(name, RemoteBlob if type_ is BlockingBlob else type_)
+        return _blocking(self, self._loop.run(read))
+
+    def blob(self, link: object) -> BlockingBlob:
+        """The blob a link names (``{"href": ..., "media_type": ...}``), to download;
+        as :meth:`ConsumedThing.blob`."""
+        return BlockingBlob(self, self._loop.run_sync(lambda: self._thing.blob(link)))
 
     def write(self, name: str, value: object) -> None:
         """Write the property; as :meth:`ConsumedThing.write` (``InvalidValue`` when the
@@ -280,7 +289,7 @@ class ThingClient:
     # ------------------------------------------------------------------ actions
 
     def call(self, name: str, input: object = _MISSING, /, *, timeout: float | None = None,
-             **arguments: object) -> JsonValue:
+             **arguments: object) -> JsonValue | BlockingBlob:
         """Invoke the action, wait for it to end and return its output: what
         ``thing.name(...)`` does, for any action name.
 
@@ -294,13 +303,17 @@ class ThingClient:
         again): an action nobody waits for any more does not run on unnoticed. To leave
         it running, use :meth:`invoke` and its :meth:`BlockingInvocation.result`.
 
+        An output that is a blob's link is returned as a :class:`BlockingBlob`, to
+        download (``.save(path)``, ``.read()``).
+
         Raises:
             NotFound: no such action.
             trio_things.client.errors.InvalidValue: the server refused the input.
             ActionFailed, ActionCancelled: it failed, or was cancelled by someone else.
             Timeout: it did not end within ``timeout`` (and was cancelled).
         """
-        return self._loop.run(lambda: self._call(name, input, arguments, timeout))
+        return _blocking(self, self._loop.run(
+            lambda: self._call(name, input, arguments, timeout)))
 
     def invoke(self, name: str, input: object = _MISSING, /,
                **arguments: object) -> BlockingInvocation:

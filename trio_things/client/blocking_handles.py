@@ -16,22 +16,25 @@ import functools
 import inspect
 import logging
 import math
+import os
 import threading
 import time
-from collections.abc import AsyncGenerator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Final, Generic, Protocol, Self, TypeVar, cast, overload
 
 import trio
 
 from trio_things.client.actions import ActionStatus, Invocation
+from trio_things.client.blobs import RemoteBlob
 from trio_things.client.blocking_thread import _Closed, _seconds, _Stop, _TrioThread, _wait
 from trio_things.client.errors import NotificationsMissed, Timeout
 from trio_things.client.observation import Change, Observation
 from trio_things.client.values import JsonValue
 from trio_things.errors import LocalProtocolError
+from trio_things.model.values import converter
 
-__all__ = ["ActionMethod", "BlockingInvocation", "BlockingObservation"]
+__all__ = ["ActionMethod", "BlockingBlob", "BlockingInvocation", "BlockingObservation"]
 
 T = TypeVar("T")
 
@@ -52,7 +55,7 @@ class _Client(Protocol):
     def actions(self) -> Mapping[str, Mapping[str, Any]]: ...
 
     def call(self, name: str, input: object = ..., /, *, timeout: float | None = None,
-             **arguments: object) -> JsonValue: ...
+             **arguments: object) -> JsonValue | BlockingBlob: ...
 
 
 # ---------------------------------------------------------------------- actions
@@ -87,7 +90,7 @@ class ActionMethod:
         self.__signature__ = _signature(affordance.get("input"))
 
     def __call__(self, input: object = _MISSING, /, *, timeout: float | None = None,
-                 **arguments: object) -> JsonValue:
+                 **arguments: object) -> JsonValue | BlockingBlob:
         return self._client.call(self.__name__, input, timeout=timeout, **arguments)
 
     def __repr__(self) -> str:
@@ -155,13 +158,14 @@ class BlockingInvocation:
                 f"{self.status.state.value}>")
 
     @overload
-    def result(self, *, timeout: float | None = None) -> JsonValue: ...
+    def result(self, *, timeout: float | None = None) -> JsonValue | BlockingBlob: ...
     @overload
     def result(self, type_: type[T], *, timeout: float | None = None) -> T: ...
 
     def result(self, type_: type[Any] | None = None, *,
                timeout: float | None = None) -> Any:
-        """Wait for the end and return the output (structured as ``type_`` if given).
+        """Wait for the end and return the output (structured as ``type_`` if given;
+        a blob's link as a :class:`BlockingBlob`).
 
         Raises:
             ActionFailed, ActionCancelled: as :meth:`Invocation.result`.
@@ -171,10 +175,11 @@ class BlockingInvocation:
             with trio.move_on_after(_seconds(timeout)):
                 if type_ is None:
                     return await self._invocation.result()
-                return await self._invocation.result(type_)
+                return await self._invocation.result(
+                    RemoteBlob if type_ is BlockingBlob else type_)
             raise Timeout(f"{self._invocation!r} did not end within {timeout} s "
                           f"(it is still running: cancel() cancels it)")
-        return self._loop.run(result)
+        return _blocking(self._client, self._loop.run(result))
 
     def cancel(self) -> bool:
         """Ask the server to cancel it: True if it accepted, False if it had ended."""
@@ -380,3 +385,83 @@ class _Changes(Iterator[Change[T]]):
 
     def __next__(self) -> Change[T]:
         return self._observation._next()
+
+
+# ---------------------------------------------------------------------- blobs
+
+
+class BlockingBlob:
+    """A blob on the server, from blocking code: what :meth:`ThingClient.call` (and
+    :meth:`BlockingInvocation.result`) return for an output that is a blob's link.
+
+    The handle of the async client's :class:`~trio_things.client.RemoteBlob`, whose
+    downloads run in the client's Trio thread (the client must be open); ``timeout``
+    bounds a whole call, and the client's ``timeout`` each piece of it."""
+
+    def __init__(self, client: _Client, blob: RemoteBlob) -> None:
+        self._client = client  # kept alive (and open) for as long as the handle is
+        self._loop = client._loop
+        self._blob = blob
+
+    @property
+    def href(self) -> str:
+        """Where its bytes are (an absolute URL)."""
+        return self._blob.href
+
+    @property
+    def media_type(self) -> str:
+        """Its media type, as the link says."""
+        return self._blob.media_type
+
+    @property
+    def size(self) -> int | None:
+        """How many bytes it holds, once a download began."""
+        return self._blob.size
+
+    def __repr__(self) -> str:
+        return f"<BlockingBlob {self.media_type} at {self.href}>"
+
+    def to_json(self) -> dict[str, str]:
+        """Its link (what a server reads back as the blob, as an action's input)."""
+        return self._blob.to_json()
+
+    def read(self, *, timeout: float | None = None) -> bytes:
+        """All its bytes (``Timeout`` past ``timeout`` seconds)."""
+        return self._loop.run(lambda: self._bounded(self._blob.read(), timeout))
+
+    def save(self, path: str | os.PathLike[str], *, timeout: float | None = None) -> int:
+        """Download it into the file at ``path`` (replaced only once the download is
+        complete) and return how many bytes it holds; as :meth:`RemoteBlob.save`."""
+        return self._loop.run(lambda: self._bounded(self._blob.save(path), timeout))
+
+    def chunks(self) -> Iterator[bytes]:
+        """Its bytes, piece by piece as they arrive; leaving the loop early closes the
+        download (at once when the generator is closed, else when it is collected)."""
+        pieces = self._blob.chunks()
+
+        async def next_piece() -> bytes | None:
+            try:
+                return await pieces.__anext__()
+            except StopAsyncIteration:
+                return None
+
+        try:
+            while (piece := self._loop.run(next_piece)) is not None:
+                yield piece
+        finally:
+            with contextlib.suppress(Exception):
+                self._loop.run(pieces.aclose)
+
+    async def _bounded(self, work: Awaitable[T], limit: float | None) -> T:
+        with trio.move_on_after(_seconds(limit)):
+            return await work
+        raise Timeout(f"the blob at {self.href} was not downloaded within {limit} s")
+
+
+def _blocking(client: _Client, value: T) -> T | BlockingBlob:
+    """``value``, a :class:`RemoteBlob` made a :class:`BlockingBlob` for ``client``."""
+    return BlockingBlob(client, value) if isinstance(value, RemoteBlob) else value
+
+
+# Sent as an input, a blob is its link, as a RemoteBlob is (client/blobs.py).
+converter.register_unstructure_hook(BlockingBlob, BlockingBlob.to_json)

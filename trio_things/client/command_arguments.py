@@ -55,6 +55,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     invoke.add_argument("action")
     invoke.add_argument("arguments", nargs="*", metavar="KEY=VALUE",
                         help="the action's arguments; each VALUE is JSON, or else a string")
+    invoke.add_argument("--output", "-o", metavar="FILE",
+                        help="save an output that is a blob (an image, a file) to FILE")
     reconnect(invoke)
     for name, what in (("observe", "property"), ("subscribe", "event")):
         parser = add(name, f"print each change of {what}s until Ctrl-C" if name == "observe"

@@ -10,7 +10,10 @@
     trio-things subscribe URL EVENT...          one line per emission, until Ctrl-C
 
 ``--json`` prints JSON instead of the human-readable lines (``read``, ``write``,
-``invoke``, ``observe``, ``subscribe``); ``--count N`` stops ``observe``/``subscribe``
+``invoke``, ``observe``, ``subscribe``); ``invoke --output FILE`` saves an output that
+is a blob (an image, a file: its link, ``{"href": ..., "media_type": ...}``) to FILE,
+saying so on stderr (any other output is saved as JSON); without it, a blob output is
+printed as its link, with a hint on stderr; ``--count N`` stops ``observe``/``subscribe``
 after N changes or events; ``--timeout`` bounds every network wait;
 ``--reconnect-for`` bounds how long ``invoke``, ``observe`` and ``subscribe`` keep
 trying to reach a server they lost (saying so on stderr) before they give up with
@@ -65,6 +68,7 @@ import attrs
 import trio
 
 from trio_things.client.actions import ActionStatus, Invocation, State
+from trio_things.client.blobs import blob_link
 from trio_things.client.command_arguments import RECONNECT_FOR, add_commands
 from trio_things.client.command_arguments import TOKEN_VARIABLE as TOKEN_VARIABLE
 from trio_things.client.command_arguments import parse_arguments as parse_arguments
@@ -342,12 +346,39 @@ async def _invoke(args: argparse.Namespace, thing: ConsumedThing, interrupts: _I
         await _follow(invocation, args, progress)
     if not watching.cancelled_caught:
         if invocation.status.state is State.COMPLETED:
-            if not args.json:
-                _print(f"{args.action} = {_human(invocation.status.output)}")
-            return EXIT_OK
+            return await _completed(args, thing, invocation.status.output)
         await invocation.result()  # raises ActionFailed or ActionCancelled
         return EXIT_FAILED  # pragma: no cover - result() raised
     return await _interrupted(invocation, args, interrupts, progress)
+
+
+async def _completed(args: argparse.Namespace, thing: ConsumedThing, output: JsonValue
+                     ) -> int:
+    """Print the output (a blob's link absolute), and save it with ``--output``."""
+    blob = thing.blob(output) if blob_link(output) is not None else None
+    shown: JsonValue = output if blob is None else {"href": blob.href,
+                                                     "media_type": blob.media_type}
+    if not args.json:
+        _print(f"{args.action} = {_human(shown)}")
+    try:
+        if blob is not None and args.output:
+            size = await blob.save(args.output)
+            _note(f"saved {size} bytes of {blob.media_type} to {args.output}")
+        elif blob is not None:
+            _note(f"the output is a blob ({blob.media_type}): save it with --output FILE, "
+                  f"or download {blob.href} before the server forgets the invocation")
+        elif args.output:
+            text = json.dumps(output, ensure_ascii=False) + "\n"
+            await trio.Path(args.output).write_text(text, encoding="utf-8")
+            _note(f"saved the output, JSON, to {args.output}")
+    except OSError as error:
+        _error(f"cannot save the output to {args.output}: {error.strerror or error}")
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def _note(message: str) -> None:
+    print(f"trio-things: {message}", file=sys.stderr, flush=True)
 
 
 @attrs.define

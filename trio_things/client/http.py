@@ -15,12 +15,18 @@ this), and connections idle for longer than :data:`MAX_IDLE` are not reused at a
 Resource handling: the :class:`HttpClient` owns every connection; :meth:`aclose`
 closes the pooled ones, and a request that is cancelled or fails closes its own, so a
 cancelled request never leaves half an exchange on a pooled connection.
+
+Downloads (a blob's bytes, :meth:`HttpClient.download`) are the one kind of response
+not read whole: the body is handed out piece by piece as it arrives, each piece within
+the timeout (a slow download is fine as long as it moves), and the connection goes back
+to the pool only if the body was read to its end.
 """
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Final
 
 import attrs
@@ -32,7 +38,7 @@ from trio_things.client.errors import ConnectionLost, ServerError, Timeout
 from trio_things.client.streams import Endpoint, OpenStream, connect_stream
 from trio_things.client.values import JsonValue
 
-__all__ = ["MAX_IDLE", "HttpClient", "HttpResponse"]
+__all__ = ["MAX_IDLE", "Download", "HttpClient", "HttpResponse"]
 
 #: Seconds a pooled connection may sit idle and still be reused. Well under the idle
 #: timeouts servers use (60 s for trio-things), so a reused connection is rarely one
@@ -139,9 +145,105 @@ class _Connection:
                      for name, value in response.headers},
             body=b"".join(chunks), url=url)
 
+    async def begin(self, request: h11.Request, *, url: str) -> h11.Response:
+        """Send a request without a body and read the response's head (its body is
+        read with :meth:`body_piece`)."""
+        received_any = False
+        try:
+            await self.stream.send_all(self.protocol.send(request) or b"")
+            await self.stream.send_all(self.protocol.send(h11.EndOfMessage()) or b"")
+            while True:
+                event = self.protocol.next_event()
+                if event is h11.NEED_DATA:
+                    data = await self.stream.receive_some(_RECEIVE_BYTES)
+                    received_any = received_any or bool(data)
+                    self.protocol.receive_data(bytes(data))
+                elif isinstance(event, h11.Response):
+                    return event
+                elif isinstance(event, h11.ConnectionClosed):
+                    raise h11.RemoteProtocolError("the server closed the connection")
+        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError,
+                OSError) as error:
+            if self.reused and not received_any:
+                raise _Stale() from error
+            raise ConnectionLost(f"{url}: the connection broke: {error}") from error
+
+    async def body_piece(self, *, url: str) -> bytes | None:
+        """The next piece of the response's body as it arrives; None at its end."""
+        try:
+            while True:
+                event = self.protocol.next_event()
+                if event is h11.NEED_DATA:
+                    self.protocol.receive_data(bytes(
+                        await self.stream.receive_some(_RECEIVE_BYTES)))
+                elif isinstance(event, h11.Data):
+                    return bytes(event.data)
+                elif isinstance(event, h11.EndOfMessage):
+                    return None
+                elif isinstance(event, h11.ConnectionClosed):
+                    raise h11.RemoteProtocolError("the server closed the connection")
+        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError,
+                OSError) as error:
+            raise ConnectionLost(f"{url}: the connection broke: {error}") from error
+
     @property
     def reusable(self) -> bool:
         return self.protocol.our_state is h11.DONE and self.protocol.their_state is h11.DONE
+
+
+class Download:
+    """A response whose body is read as it arrives: :meth:`HttpClient.download`."""
+
+    def __init__(self, *, head: h11.Response, url: str, connection: _Connection,
+                 timeout: float) -> None:
+        self.status = head.status_code
+        self.headers: Mapping[str, str] = {
+            name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in head.headers}
+        """Names lower-cased; a repeated header keeps its last value."""
+        self.url = url
+        self.finished = False
+        """Whether the whole body was read."""
+        self._connection = connection
+        self._timeout = timeout
+
+    @property
+    def ok(self) -> bool:
+        """Whether the status is 2xx."""
+        return 200 <= self.status < 300
+
+    @property
+    def length(self) -> int | None:
+        """The body's ``Content-Length``, if the server sent one."""
+        value = self.headers.get("content-length", "")
+        return int(value) if value.isdigit() else None
+
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
+        """The body's pieces as they arrive; :exc:`~trio_things.client.errors.Timeout`
+        when none comes within the timeout, ConnectionLost when the connection breaks."""
+        while (piece := await self._next()) is not None:
+            yield piece
+
+    async def read(self, limit: int | None = None) -> bytes:
+        """The whole body (ServerError past ``limit`` bytes)."""
+        pieces: list[bytes] = []
+        size = 0
+        async for piece in self.chunks():
+            size += len(piece)
+            if limit is not None and size > limit:
+                raise ServerError(f"{self.url}: the response is larger than {limit} bytes")
+            pieces.append(piece)
+        return b"".join(pieces)
+
+    async def _next(self) -> bytes | None:
+        if self.finished:
+            return None
+        with trio.move_on_after(self._timeout):
+            piece = await self._connection.body_piece(url=self.url)
+            if piece is None:
+                self.finished = True
+            return piece
+        raise Timeout(f"GET {self.url}: nothing received for {self._timeout:g} s")
 
 
 class HttpClient:
@@ -212,6 +314,50 @@ class HttpClient:
                 raise
             await self._give_back(endpoint, connection)
             return response
+        raise ConnectionLost(f"{url}: the connection broke twice")  # pragma: no cover
+
+    @asynccontextmanager
+    async def download(self, url: str) -> AsyncIterator[Download]:
+        """``GET url``, for the block, its body read as it arrives (see the module):
+        the head within the timeout, then each piece within it.
+
+        Raises what :meth:`request` raises. Whatever the status, the body is the
+        caller's to read; a connection whose body was not read to its end is closed.
+        """
+        if self._closed:
+            raise ConnectionLost("the client is closed")
+        endpoint = Endpoint.from_url(url)
+        request = h11.Request(method="GET", target=endpoint.target, headers=[
+            ("host", endpoint.host_header), ("user-agent", _USER_AGENT), ("accept", "*/*"),
+            *self._headers_for(endpoint)])
+        with trio.move_on_after(self._timeout) as scope:
+            connection, head = await self._begin(endpoint, request, url)
+        if scope.cancelled_caught:
+            raise Timeout(f"GET {url}: no answer within {self._timeout:g} s")
+        download = Download(head=head, url=url, connection=connection, timeout=self._timeout)
+        try:
+            yield download
+        finally:
+            if download.finished:
+                await self._give_back(endpoint, connection)
+            else:
+                await trio.aclose_forcefully(connection.stream)
+
+    async def _begin(self, endpoint: Endpoint, request: h11.Request, url: str
+                     ) -> tuple[_Connection, h11.Response]:
+        for _attempt in range(2):
+            connection = await self._take(endpoint)
+            if connection is None:
+                connection = _Connection(stream=await connect_stream(self._open_stream,
+                                                                     endpoint))
+            try:
+                return connection, await connection.begin(request, url=url)
+            except _Stale:
+                await trio.aclose_forcefully(connection.stream)
+                continue
+            except BaseException:
+                await trio.aclose_forcefully(connection.stream)
+                raise
         raise ConnectionLost(f"{url}: the connection broke twice")  # pragma: no cover
 
     async def _take(self, endpoint: Endpoint) -> _Connection | None:

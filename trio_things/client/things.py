@@ -42,7 +42,9 @@ from trio_things.client.actions import (
     State,
     looks_like_invocation,
 )
+from trio_things.client.blobs import RemoteBlob, blob_link
 from trio_things.client.errors import (
+    InvalidValue,
     NotFound,
     NotWritable,
     ServerError,
@@ -155,7 +157,8 @@ class ConsumedThing:
     async def read(self, name: str, type_: type[T]) -> T: ...
 
     async def read(self, name: str, type_: type[Any] | None = None) -> Any:
-        """The property's value (structured as ``type_`` if given).
+        """The property's value (structured as ``type_`` if given; a blob's link as
+        a :class:`~trio_things.client.RemoteBlob` with ``type_=RemoteBlob``).
 
         Raises:
             NotFound: the Thing has no such property.
@@ -307,7 +310,8 @@ class ConsumedThing:
         response = await self._http.request(form.method_for("invokeaction"), form.href,
                                             json=data, send_body=has_input)
         invocation = Invocation(action=name, channel=_ActionChannel(self, name, forms, None),
-                                options=self._options, spawn=self._spawn)
+                                options=self._options, spawn=self._spawn,
+                                blob_of=self._blob_of)
         body = response.json_or_text() if response.body else None
         if response.status in (201, 202) or (response.ok and looks_like_invocation(body)):
             invocation.update(ActionStatus.from_invocation(
@@ -332,7 +336,7 @@ class ConsumedThing:
 
         channel = _ActionChannel(self, name, forms, session)
         invocation = Invocation(action=name, channel=channel, options=self._options,
-                                spawn=self._spawn, on_end=release)
+                                spawn=self._spawn, on_end=release, blob_of=self._blob_of)
         members: dict[str, JsonValue] = {} if data is _MISSING else {"input": data}
         message = await session.invoke(thing_id=self._thing_id, name=name, members=members,
                                        sink=invocation)
@@ -341,6 +345,28 @@ class ConsumedThing:
         # the invocation can be asked for later (by anyone: a browser, curl).
         invocation.update(attrs.evolve(status, href=channel.query_url(status)))
         return invocation
+
+    # ------------------------------------------------------------------ blobs
+
+    def blob(self, link: object) -> RemoteBlob:
+        """The blob a link names (``{"href": ..., "media_type": ...}``, a property's
+        value, say), to download through this client; its ``href`` is taken relative
+        to the TD's ``base``. :class:`~trio_things.client.errors.InvalidValue` for
+        anything else."""
+        blob = self._blob_of(link)
+        if blob is None:
+            raise InvalidValue(f"{link!r:.80} is no blob link (an object with a string "
+                               "href and media_type)")
+        return blob
+
+    def _blob_of(self, value: object) -> RemoteBlob | None:
+        link = blob_link(value)
+        if link is None:
+            return None
+        base = self._td.get("base")
+        base = urllib.parse.urljoin(self._url, base) if isinstance(base, str) else self._url
+        return RemoteBlob(href=urllib.parse.urljoin(base, link[0]), media_type=link[1],
+                          http=self._http)
 
     # ------------------------------------------------------------------ helpers
 
@@ -383,6 +409,8 @@ class ConsumedThing:
         return lambda value: from_json(value, type_, what=what)
 
     def _convert(self, value: JsonValue, type_: type[Any] | None, what: str) -> Any:
+        if type_ is RemoteBlob:
+            return self.blob(value)
         return self._converter(type_, what)(value)
 
 

@@ -11,14 +11,20 @@ a worker thread crosses over through :class:`~trio_things.fanout.bridge.TrioBrid
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from typing import Any
 
 from trio_things.fanout.bridge import TrioBridge
 from trio_things.fanout.history import History
-from trio_things.fanout.observers import ACTION, EVENT, PROPERTY, ObserverRegistry
+from trio_things.fanout.observers import ACTION, EVENT, PROPERTY, STREAM, ObserverRegistry
 from trio_things.model.invocation import Invocation
 from trio_things.model.thing import Thing
-from trio_things.protocol.commands import ActionStatusChanged, EventEmitted, PropertyChanged
+from trio_things.protocol.commands import (
+    ActionStatusChanged,
+    EventEmitted,
+    FramePublished,
+    PropertyChanged,
+)
 
 __all__ = ["ThingNotifier", "publish_action_status"]
 
@@ -35,22 +41,45 @@ class ThingNotifier:
     change that just missed a new observer is covered by the current value that
     observer is sent. An event always crosses over: the Thing's replay ring keeps it
     for consumers that come back.
+
+    A change of a setting (``tt.setting``) also crosses over, observed or not, to
+    ``on_setting(name)``: the Thing's settings store, which saves it
+    (:mod:`trio_things.runtime.settings`).
     """
 
     def __init__(self, name: str, bridge: TrioBridge, history: History,
-                 observers: ObserverRegistry) -> None:
+                 observers: ObserverRegistry, *,
+                 on_setting: Callable[[str], object] | None = None) -> None:
         self._name = name
         self._bridge = bridge
         self._history = history
         self._observers = observers
+        self._on_setting = on_setting
 
     def property_changed(self, thing: Thing, name: str, value: Any) -> None:
+        if self._on_setting is not None and thing.affordances.properties[name].setting:
+            self._bridge.call_soon(self._on_setting, name)
         observers = self._observers.get(self._name, PROPERTY, name)
         if observers:
             self._bridge.call_soon(self._publish_property, name, value, _now())
 
     def event_emitted(self, thing: Thing, name: str, data: Any) -> None:
         self._bridge.call_soon(self._publish_event, name, data, _now())
+
+    def frame_published(self, thing: Thing, name: str, frame: bytes) -> None:
+        # A frame nobody views goes no further than here, in the camera's thread: no
+        # copy, no crossing to the Trio thread. It is kept as the stream's newest (one
+        # reference, atomic under the GIL) *before* the set is looked at: a viewer is
+        # added, then reads ``latest``, on the Trio thread, so it gets this frame either
+        # way (bindings/sse.py).
+        observers = self._observers.get(self._name, STREAM, name)
+        notification = observers.latest = FramePublished(thing=self._name, name=name,
+                                                         frame=frame)
+        if observers:
+            self._bridge.call_soon(observers.publish, notification)
+
+    def watched(self, thing: Thing, name: str) -> bool:
+        return bool(self._observers.get(self._name, STREAM, name))
 
     def _publish_property(self, name: str, value: Any, timestamp: datetime.datetime) -> None:
         self._observers.get(self._name, PROPERTY, name).publish(PropertyChanged(

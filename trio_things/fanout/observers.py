@@ -36,7 +36,7 @@ threads' changes to it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Final, TypeAlias
 
 import attrs
@@ -49,6 +49,7 @@ __all__ = [
     "ACTION",
     "EVENT",
     "PROPERTY",
+    "STREAM",
     "Encoder",
     "Framer",
     "Observer",
@@ -72,7 +73,10 @@ Framer = Callable[[bytes], bytes]
 PROPERTY: Final = "property"
 EVENT: Final = "event"
 ACTION: Final = "action"
+STREAM: Final = "stream"
 _INVOCATION: Final = "invocation"
+#: The kinds whose notifications are state, not history.
+_COALESCED: Final = frozenset({PROPERTY, STREAM})
 
 
 @attrs.frozen(kw_only=True)
@@ -124,6 +128,10 @@ class ObserverSet:
     _framers: dict[Encoder, Framer] = attrs.field(init=False, factory=dict)
     _published: int = attrs.field(init=False, default=0)
     _delivered: int = attrs.field(init=False, default=0)
+    latest: Notification | None = attrs.field(init=False, default=None)
+    """A frame stream's newest frame, watched or not (the notifier keeps it, from the
+    publishing thread: one reference, never a copy), so that a new viewer is sent it at
+    once rather than after the next one (``bindings/sse.py``). None elsewhere."""
 
     def __len__(self) -> int:
         return sum(len(members) for members in self._groups.values())
@@ -211,19 +219,22 @@ class ObserverSet:
 
 
 class ObserverRegistry:
-    """Every observer set of a server: one per property, event and action of each Thing,
-    made when the server starts, and one per running invocation, made on demand and
-    dropped when the invocation ends; and which sets hold each connection's Outbox."""
+    """Every observer set of a server: one per property, event, action and frame stream
+    of each Thing, made when the server starts, and one per running invocation, made on
+    demand and dropped when the invocation ends; and which sets hold each connection's
+    Outbox."""
 
-    def __init__(self, affordances: dict[str, tuple[list[str], list[str], list[str]]]) -> None:
-        """``affordances``: for each Thing name, its (properties, events, actions) names."""
+    def __init__(self, affordances: Mapping[str, Sequence[Sequence[str]]]) -> None:
+        """``affordances``: for each Thing name, its (properties, events, actions[,
+        frame streams]) names. Properties and frame streams coalesce (state: the newest
+        is what counts); events and action status do not (history)."""
         self._memberships: Memberships = {}
         self._sets: dict[tuple[str, str, str], ObserverSet] = {}
-        for thing, (properties, events, actions) in affordances.items():
-            for kind, names in ((PROPERTY, properties), (EVENT, events), (ACTION, actions)):
+        for thing, lists in affordances.items():
+            for kind, names in zip((PROPERTY, EVENT, ACTION, STREAM), lists, strict=False):
                 for name in names:
                     key = (thing, kind, name)
-                    self._sets[key] = ObserverSet(key=key, coalesce=kind == PROPERTY,
+                    self._sets[key] = ObserverSet(key=key, coalesce=kind in _COALESCED,
                                                   memberships=self._memberships)
         self._invocations: dict[str, ObserverSet] = {}
 
@@ -238,7 +249,8 @@ class ObserverRegistry:
 
     def get(self, thing: str, kind: str, name: str) -> ObserverSet:
         """The set of ``thing``'s ``kind`` (:data:`PROPERTY`, :data:`EVENT`,
-        :data:`ACTION`) ``name``; :exc:`KeyError` if the Thing has no such affordance."""
+        :data:`ACTION`, :data:`STREAM`) ``name``; :exc:`KeyError` if the Thing has no
+        such affordance."""
         return self._sets[(thing, kind, name)]
 
     def invocation(self, invocation_id: str) -> ObserverSet:

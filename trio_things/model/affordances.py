@@ -25,6 +25,7 @@ __all__ = [
     "EventSpec",
     "ParameterSpec",
     "PropertySpec",
+    "StreamSpec",
 ]
 
 
@@ -34,7 +35,9 @@ class PropertySpec:
 
     ``readonly`` means clients may not write it; Thing code always may.
     ``functional`` properties are backed by a getter (and maybe a setter) that may
-    block on hardware, so the server calls them from a worker thread.
+    block on hardware, so the server calls them from a worker thread. A ``setting``
+    (``tt.setting``) is a data property the server keeps on disk: loaded when it
+    starts, saved when it changes.
     """
 
     name: str
@@ -45,6 +48,7 @@ class PropertySpec:
     functional: bool
     title: str | None = None
     description: str | None = None
+    setting: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -100,12 +104,25 @@ class EventSpec:
 
 
 @attrs.frozen(kw_only=True)
+class StreamSpec:
+    """A stream of frames (``tt.frame_stream``): each viewer is sent the newest frame,
+    never a backlog. ``media_type`` is every frame's (``image/jpeg`` for MJPEG)."""
+
+    name: str
+    media_type: str
+    title: str | None = None
+    description: str | None = None
+
+
+@attrs.frozen(kw_only=True)
 class Affordances:
     """Every affordance of a Thing class, in declaration order."""
 
     properties: Mapping[str, PropertySpec]
     actions: Mapping[str, ActionSpec]
     events: Mapping[str, EventSpec]
+    streams: Mapping[str, StreamSpec] = attrs.field(factory=dict)
+    """Frame streams: not TD affordances (the TD links them), served beside them."""
 
 
 class ActionContext(Protocol):

@@ -12,6 +12,7 @@ typed overloads that let ``mypy`` see ``thing.count`` as an ``int``.
 
 from __future__ import annotations
 
+import builtins
 import inspect
 import typing
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from trio_things.model.affordances import (
     EventSpec,
     ParameterSpec,
     PropertySpec,
+    StreamSpec,
 )
 from trio_things.model.docstrings import description_from_docstring
 from trio_things.model.schema import DataSchema, Schema, SchemaTerms, schema_for
@@ -34,14 +36,18 @@ __all__ = [
     "Action",
     "AffordanceOwner",
     "BoundEvent",
+    "BoundFrameStream",
     "DataProperty",
     "Event",
+    "FrameStream",
     "FunctionalProperty",
     "Misdeclaration",
     "PropertyDecorator",
     "action",
     "event",
+    "frame_stream",
     "property",
+    "setting",
 ]
 
 T = TypeVar("T")
@@ -66,6 +72,10 @@ class AffordanceOwner(Protocol):
     def _tt_set_from_python(self, spec: PropertySpec, value: Any) -> None: ...
 
     def _tt_emit(self, spec: EventSpec, payload: Any) -> None: ...
+
+    def _tt_publish_frame(self, spec: StreamSpec, frame: bytes) -> None: ...
+
+    def _tt_watched(self, spec: StreamSpec) -> bool: ...
 
 
 # --------------------------------------------------------------------------- properties
@@ -115,6 +125,7 @@ class PropertyDecorator:
 class _PropertyBase:
     name: str
     spec: PropertySpec
+    setting = False  # only a DataProperty may be a setting
 
     def __init__(self, *, readonly: bool, observable: bool, terms: Schema) -> None:
         self.readonly = readonly
@@ -137,6 +148,7 @@ class _PropertyBase:
             functional=isinstance(self, FunctionalProperty),
             title=schema.title,
             description=schema.description,
+            setting=self.setting,
         )
         return self.spec
 
@@ -149,9 +161,11 @@ class DataProperty(_PropertyBase, Generic[T]):
     stores it and notifies observers.
     """
 
-    def __init__(self, *, default: T, readonly: bool, observable: bool, terms: Schema) -> None:
+    def __init__(self, *, default: T, readonly: bool, observable: bool, terms: Schema,
+                 setting: bool = False) -> None:
         super().__init__(readonly=readonly, observable=observable, terms=terms)
         self.default = default
+        self.setting = setting
 
     def bind(self, value_type: Any, description: str | None) -> PropertySpec:
         spec = super().bind(value_type, description)
@@ -283,6 +297,33 @@ def property(
         return PropertyDecorator(observable=observable, terms=schema_terms)
     return DataProperty(default=default, readonly=readonly, observable=observable,
                         terms=schema_terms)
+
+
+def setting(
+    *,
+    default: Any,
+    readonly: bool = False,
+    observable: bool = True,
+    **terms: Unpack[SchemaTerms],
+) -> Any:
+    """Declare a *setting*: a property the server keeps on disk, so that it survives a
+    restart (a calibration, an exposure, a stage's soft limits)::
+
+        exposure: float = tt.setting(default=10.0, minimum=0.1, maximum=1000,
+                                     unit="millisecond")
+        '''How long the sensor collects light for each frame.'''
+
+    It is a property in every other way: clients read, write and observe it, and Thing
+    code assigns it. The server loads the stored values before it enters the Thing and
+    saves each change, atomically, in a worker thread (``docs/settings.md``). The
+    default is used when nothing is stored, or when what is stored no longer validates.
+    Assign a new value to save it: a list or dict changed in place is not seen.
+    """
+    unknown = unknown_names(terms, SchemaTerms.__annotations__, what="term")
+    if unknown:
+        return Misdeclaration(f"tt.setting(): {unknown}")
+    return DataProperty(default=default, readonly=readonly, observable=observable,
+                        terms=Schema(**terms), setting=True)
 
 
 # --------------------------------------------------------------------------- actions
@@ -535,3 +576,70 @@ def event(payload_type: type[T] | Any = None, *, title: str | None = None,
     """Declare an event whose payload is a ``payload_type`` (``None``: no payload)."""
     return Event(payload_type, title=title, description=description)
 
+
+# --------------------------------------------------------------------------- frame streams
+
+
+class FrameStream:
+    """A live stream of frames, a camera's say: ``video = tt.frame_stream()``.
+
+    On an instance it is a :class:`BoundFrameStream`: ``self.video.publish(jpeg)``. The
+    server serves it at ``/{thing}/{name}`` as ``multipart/x-mixed-replace``, which a
+    browser's ``<img>`` shows live, and links it from the Thing Description.
+    """
+
+    name: str
+    spec: StreamSpec
+
+    def __init__(self, *, media_type: str, title: str | None,
+                 description: str | None) -> None:
+        self.media_type = media_type
+        self.title = title
+        self.description = description
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def bind(self, description: str | None) -> StreamSpec:
+        self.spec = StreamSpec(name=self.name, media_type=self.media_type, title=self.title,
+                               description=self.description or description)
+        return self.spec
+
+    @overload
+    def __get__(self, obj: None, objtype: type | None = None) -> FrameStream: ...
+    @overload
+    def __get__(self, obj: AffordanceOwner, objtype: type | None = None) -> BoundFrameStream: ...
+    def __get__(self, obj: AffordanceOwner | None, objtype: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return BoundFrameStream(obj, self.spec)
+
+
+@attrs.frozen
+class BoundFrameStream:
+    """A frame stream of one Thing instance."""
+
+    thing: AffordanceOwner
+    spec: StreamSpec
+
+    def publish(self, frame: bytes) -> None:
+        """Send ``frame`` (one whole image of the stream's media type) to every viewer.
+        Never blocks; safe from any thread. Viewers that have not taken the previous
+        frame yet get this one instead: the newest, never a backlog. With no viewer, it
+        costs nothing (check :attr:`watched` first to skip encoding the frame too)."""
+        self.thing._tt_publish_frame(self.spec, frame)
+
+    @builtins.property
+    def watched(self) -> bool:
+        """Whether anybody views the stream now (a hint, read without a lock: encode a
+        frame only when it is true)."""
+        return self.thing._tt_watched(self.spec)
+
+
+def frame_stream(*, media_type: str = "image/jpeg", title: str | None = None,
+                 description: str | None = None) -> FrameStream:
+    """Declare a stream of frames, each a whole image of ``media_type`` (JPEG: MJPEG)."""
+    if "/" not in media_type or any(c in media_type for c in "\r\n;"):
+        raise ThingDefinitionError(
+            f"tt.frame_stream(): {media_type!r} is not a media type (type/subtype)")
+    return FrameStream(media_type=media_type, title=title, description=description)

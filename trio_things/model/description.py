@@ -25,10 +25,13 @@ import attrs
 
 from trio_things.model.affordances import ActionSpec, Affordances, EventSpec, PropertySpec
 
-__all__ = ["TD_CONTEXT", "Binding", "Form", "describe_thing", "thing_id"]
+__all__ = ["STREAM_LINK_TYPE", "TD_CONTEXT", "Binding", "Form", "describe_thing", "thing_id"]
 
 #: TD 1.1 section 5.3.1.1: the 1.0 URI first, then the 1.1 URI.
 TD_CONTEXT: Final = ["https://www.w3.org/2019/wot/td/v1", "https://www.w3.org/2022/wot/td/v1.1"]
+#: The media type a frame stream (``tt.frame_stream``) is linked with: each frame a part
+#: that replaces the one before (``protocol/multipart.py``), what an ``<img>`` shows live.
+STREAM_LINK_TYPE: Final = "multipart/x-mixed-replace"
 
 
 @attrs.frozen(kw_only=True)
@@ -123,6 +126,11 @@ def describe_thing(
     forms = [f for b in bindings for f in b.thing_forms(name, affordances, base)]
     if forms:
         td["forms"] = [form.to_json() for form in forms]
+    if affordances.streams:
+        # Frame streams are no TD affordance (no operation type says "watch"): the TD
+        # links each, as a live alternate view of the Thing. Served over HTTP only.
+        td["links"] = [{"rel": "alternate", "href": f"{name}/{spec.name}",
+                        "type": STREAM_LINK_TYPE} for spec in affordances.streams.values()]
     return td
 
 

@@ -40,6 +40,7 @@ from typing import Any, Final, Literal, TypedDict, Union, Unpack
 import attrs
 
 from trio_things.errors import InvalidValue, ThingDefinitionError, unknown_names
+from trio_things.model.blob import Blob
 from trio_things.model.docstrings import description_from_docstring
 
 __all__ = ["DataSchema", "JsonType", "Schema", "SchemaTerms", "schema_for"]
@@ -393,6 +394,8 @@ def _base_schema(tp: Any) -> DataSchema:
         return DataSchema(type=_enum_type(values, tp), enum=values)
     if isinstance(tp, type) and attrs.has(tp):
         return _attrs_schema(tp)
+    if isinstance(tp, type) and issubclass(tp, Blob):
+        return _blob_schema(tp)
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin is Literal:
@@ -412,6 +415,25 @@ def _base_schema(tp: Any) -> DataSchema:
             raise ThingDefinitionError(f"{tp!r}: JSON object keys must be str")
         return DataSchema(type="object", items=schema_for(args[1]) if args else None)
     raise ThingDefinitionError(f"{tp!r} has no JSON form: use a JSON type or an attrs class")
+
+
+def _blob_schema(cls: type[Blob]) -> DataSchema:
+    """A blob's link (model/blob.py); its media type when the class fixes one."""
+    media_type = DataSchema(type="string", enum=(cls.media_type,)
+                            ) if cls.fixed_media_type else DataSchema(type="string")
+    return DataSchema(
+        type="object",
+        title=cls.__name__,
+        description=(f"A link to {cls.media_type if cls.fixed_media_type else 'binary'} "
+                     "data: GET its href for the bytes"),
+        # rel and description: LabThings' clients send its blob links back so (an
+        # output passed as the input of another action); ours never carry them.
+        properties=(("href", DataSchema(type="string", format="uri-reference")),
+                    ("media_type", media_type),
+                    ("rel", DataSchema(type="string")),
+                    ("description", DataSchema(type="string"))),
+        required=("href", "media_type"),
+    )
 
 
 def _enum_type(values: tuple[Any, ...], tp: Any) -> JsonType:

@@ -35,11 +35,18 @@ from typing import Any, ClassVar, Final, Protocol, Self
 import attrs
 
 from trio_things.errors import ThingDefinitionError
-from trio_things.model.affordances import ActionSpec, Affordances, EventSpec, PropertySpec
+from trio_things.model.affordances import (
+    ActionSpec,
+    Affordances,
+    EventSpec,
+    PropertySpec,
+    StreamSpec,
+)
 from trio_things.model.declarations import (
     Action,
     DataProperty,
     Event,
+    FrameStream,
     FunctionalProperty,
     Misdeclaration,
     PropertyDecorator,
@@ -69,6 +76,12 @@ class Notifier(Protocol):
     def event_emitted(self, thing: Thing, name: str, data: Any) -> None:
         """``thing`` emitted event ``name`` with the JSON payload ``data``."""
 
+    def frame_published(self, thing: Thing, name: str, frame: bytes) -> None:
+        """``thing`` published ``frame`` on its frame stream ``name``."""
+
+    def watched(self, thing: Thing, name: str) -> bool:
+        """Whether anybody views ``thing``'s frame stream ``name`` (a hint)."""
+
 
 class _SilentNotifier:
     """The notifier of a Thing not (yet) served: changes go nowhere."""
@@ -78,6 +91,12 @@ class _SilentNotifier:
 
     def event_emitted(self, thing: Thing, name: str, data: Any) -> None:
         pass
+
+    def frame_published(self, thing: Thing, name: str, frame: bytes) -> None:
+        pass
+
+    def watched(self, thing: Thing, name: str) -> bool:
+        return False
 
 
 _SILENT: Final = _SilentNotifier()
@@ -187,7 +206,7 @@ class Thing:
             descriptor.setter_function(self, value)
         else:
             self._tt_state.values[spec.name] = value
-        if spec.observable:
+        if spec.observable or spec.setting:  # a setting is saved, observed or not
             self._tt_state.notifier.property_changed(self, spec.name, json_value)
 
     def _tt_emit(self, spec: EventSpec, payload: Any) -> None:
@@ -196,6 +215,14 @@ class Thing:
             data = unstructure_as(payload, spec.payload_type, path=spec.name)
             spec.schema.validate(data, spec.name)
         self._tt_state.notifier.event_emitted(self, spec.name, data)
+
+    def _tt_publish_frame(self, spec: StreamSpec, frame: bytes) -> None:
+        if not isinstance(frame, bytes | bytearray | memoryview):
+            raise TypeError(f"{spec.name}: a frame is bytes, not {type(frame).__name__}")
+        self._tt_state.notifier.frame_published(self, spec.name, bytes(frame))
+
+    def _tt_watched(self, spec: StreamSpec) -> bool:
+        return self._tt_state.notifier.watched(self, spec.name)
 
     def _tt_set_notifier(self, notifier: Notifier | None) -> None:
         self._tt_state.notifier = _SILENT if notifier is None else notifier
@@ -211,17 +238,19 @@ def _collect_affordances(cls: type[Thing]) -> Affordances:
     properties: dict[str, PropertySpec] = {}
     actions: dict[str, ActionSpec] = {}
     events: dict[str, EventSpec] = {}
+    streams: dict[str, StreamSpec] = {}
     seen: set[str] = set()
     for klass in reversed(cls.__mro__):
         for name, member in vars(klass).items():
             if isinstance(member, (Misdeclaration, PropertyDecorator)):
                 raise ThingDefinitionError(
                     f"{cls.__qualname__}.{name}: {member.problem(name)}")
-            if not isinstance(member, (_PropertyBase, Action, Event)):
+            if not isinstance(member, (_PropertyBase, Action, Event, FrameStream)):
                 if name in seen and klass is cls:
                     properties.pop(name, None)  # overridden by a plain attribute
                     actions.pop(name, None)
                     events.pop(name, None)
+                    streams.pop(name, None)
                 continue
             seen.add(name)
             where = f"{cls.__qualname__}.{name}"
@@ -242,9 +271,12 @@ def _collect_affordances(cls: type[Thing]) -> Affordances:
                     actions[name] = member.bind()
                 elif isinstance(member, Event):
                     events[name] = member.bind(docs.get(name))
+                elif isinstance(member, FrameStream):
+                    streams[name] = member.bind(docs.get(name))
             except ThingDefinitionError as error:
                 raise ThingDefinitionError(f"{where}: {error}") from None
-    return Affordances(properties=properties, actions=actions, events=events)
+    return Affordances(properties=properties, actions=actions, events=events,
+                       streams=streams)
 
 
 #: What the attributes of :class:`Thing` itself are for, when an affordance would take

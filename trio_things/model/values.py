@@ -9,6 +9,7 @@ field, for the types a schema cannot fully express.
 
 from __future__ import annotations
 
+import contextvars
 import datetime
 import enum
 from typing import Any, TypeVar
@@ -17,8 +18,9 @@ import cattrs
 from cattrs.strategies import configure_union_passthrough
 
 from trio_things.errors import InvalidValue
+from trio_things.model.blob import Blob, blob_id_from_href
 
-__all__ = ["converter", "structure", "unstructure", "unstructure_as"]
+__all__ = ["converter", "structure", "unstructure", "unstructure_as", "unstructure_linking"]
 
 T = TypeVar("T")
 
@@ -37,6 +39,42 @@ converter.register_structure_hook(
 converter.register_unstructure_hook(datetime.date, lambda d: d.isoformat())
 converter.register_structure_hook(
     datetime.date, lambda value, _: datetime.date.fromisoformat(value))
+
+
+def _is_blob_type(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, Blob)
+
+
+def _structure_blob(value: Any, tp: type[Blob]) -> Blob:
+    """A link to a blob this server holds (an earlier output sent back as an input)."""
+    href = value.get("href") if isinstance(value, dict) else None
+    blob_id = blob_id_from_href(href) if isinstance(href, str) else None
+    if blob_id is None:
+        raise ValueError("expected a blob link: {\"href\": \"/blob/<id>\", ...}")
+    blob = Blob.lookup(blob_id)
+    if blob is None:
+        raise ValueError(f"no blob at {href!r} (unknown, or its invocation expired)")
+    if not isinstance(blob, tp):
+        raise ValueError(f"the blob at {href!r} is {blob.content_type}, not {tp.media_type}")
+    return blob
+
+
+#: The blobs unstructured so far, while :func:`unstructure_linking` collects them.
+_linked: contextvars.ContextVar[list[Blob] | None] = contextvars.ContextVar(
+    "trio_things_linked_blobs", default=None)
+
+
+def _unstructure_blob(blob: Blob) -> dict[str, str]:
+    linked = _linked.get()
+    if linked is not None:
+        linked.append(blob)
+    return blob.to_json()
+
+
+# Blobs travel as links (model/blob.py); an instance of any Blob class, whatever the
+# annotation says (``Any``, a union), unstructures to its link.
+converter.register_unstructure_hook_func(_is_blob_type, _unstructure_blob)
+converter.register_structure_hook_func(_is_blob_type, _structure_blob)
 
 
 def structure(value: Any, tp: Any, *, path: str = "") -> Any:
@@ -74,6 +112,18 @@ def unstructure_as(value: Any, tp: Any, *, path: str) -> Any:
     except (AttributeError, TypeError, ValueError, KeyError) as error:
         raise InvalidValue(f"{type(value).__name__} cannot be written as {_type_name(tp)} "
                            f"({type(error).__name__}: {error})", path=path) from None
+
+
+def unstructure_linking(value: Any, tp: Any, *, path: str) -> tuple[Any, tuple[Blob, ...]]:
+    """:func:`unstructure_as`, and the blobs whose links the JSON holds (an action's
+    output, say): whoever keeps the JSON keeps these too, or the links go dead."""
+    linked: list[Blob] = []
+    token = _linked.set(linked)
+    try:
+        data = unstructure_as(value, tp, path=path)
+    finally:
+        _linked.reset(token)
+    return data, tuple({id(blob): blob for blob in linked}.values())
 
 
 def _type_name(tp: Any) -> str:

@@ -13,10 +13,11 @@
 from __future__ import annotations
 
 import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 
+from trio_things.errors import LocalProtocolError
 from trio_things.model.invocation import Invocation, LogEntry
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "Discover",
     "DocumentReply",
     "EventEmitted",
+    "FramePublished",
     "InvocationListReply",
     "InvocationReply",
     "InvokeAction",
@@ -54,8 +56,10 @@ __all__ = [
     "UnsubscribeAllEvents",
     "UnsubscribeEvent",
     "ValueReply",
+    "WatchStream",
     "WriteMultipleProperties",
     "WriteProperty",
+    "frame_for_no_dialect",
 ]
 
 
@@ -222,6 +226,15 @@ class UnobserveAction:
 
 
 @attrs.frozen(kw_only=True)
+class WatchStream:
+    """View a frame stream (``tt.frame_stream``): be sent its newest frame, then each
+    new one, coalesced (no TD operation says this; the TD links the stream)."""
+
+    thing: str
+    name: str
+
+
+@attrs.frozen(kw_only=True)
 class ReadThingDescription:
     """The TD of one Thing, with hrefs relative to ``base``."""
 
@@ -255,7 +268,7 @@ Command = (
     | WriteMultipleProperties | InvokeAction | QueryAction | CancelAction | QueryAllActions
     | SubscribeEvent | UnsubscribeEvent | SubscribeAllEvents | UnsubscribeAllEvents
     | ObserveProperty | UnobserveProperty | ObserveAllProperties | UnobserveAllProperties
-    | ObserveAction | UnobserveAction
+    | ObserveAction | UnobserveAction | WatchStream
     | ReadThingDescription | ReadAllThingDescriptions | ListThings | Discover
 )
 
@@ -317,7 +330,24 @@ class NotificationsMissed:
     """Why, in a sentence."""
 
 
-Notification = PropertyChanged | EventEmitted | ActionStatusChanged | NotificationsMissed
+@attrs.frozen(kw_only=True)
+class FramePublished:
+    """Thing ``thing`` published ``frame`` (one whole image) on its frame stream
+    ``name``. Only a frame stream's viewers are sent it: no dialect subscribes to it."""
+
+    thing: str
+    name: str
+    frame: bytes
+
+
+Notification = (PropertyChanged | EventEmitted | ActionStatusChanged | NotificationsMissed
+                | FramePublished)
+
+
+def frame_for_no_dialect(frame: FramePublished) -> NoReturn:
+    """What a dialect's encoder does with a frame: refuse it. Frames go to frame-stream
+    viewers only, whose encoder is their own; a dialect handed one is a bug."""
+    raise LocalProtocolError(f"frame of stream {frame.name!r} handed to a dialect's encoder")
 
 
 # --------------------------------------------------------------------------- replies

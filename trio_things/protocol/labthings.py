@@ -60,6 +60,8 @@ def encode_notification(notification: c.Notification) -> bytes:
             # gap; were it told, it would be in a message of a type of its own.
             message = {"messageType": "notificationsMissed", "data": {
                 "detail": notification.detail, "resumeID": notification.resume_id}}
+        case c.FramePublished():
+            c.frame_for_no_dialect(notification)
         case _:
             assert_never(notification)
     return orjson.dumps(message)

@@ -38,6 +38,8 @@ def encode_poll(notification: c.Notification) -> bytes:
             value = invocation_json(invocation)
         case c.NotificationsMissed(resume_id=event_id):
             value = None
+        case c.FramePublished():
+            c.frame_for_no_dialect(notification)
         case _:
             assert_never(notification)
     return b"%b\n%b" % (event_id.encode(), orjson.dumps(value, option=orjson.OPT_UTC_Z))

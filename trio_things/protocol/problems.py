@@ -29,7 +29,8 @@ PROBLEM_CONTENT_TYPE: Final = "application/problem+json"
 
 #: RFC 9110 renamed these; Python's ``HTTPStatus`` uses the new names only from 3.13.
 #: Titles must not change with the interpreter a server happens to run on.
-_RFC9110_TITLES: Final = {413: "Content Too Large", 422: "Unprocessable Content"}
+_RFC9110_TITLES: Final = {413: "Content Too Large", 416: "Range Not Satisfiable",
+                          422: "Unprocessable Content"}
 
 
 def _status_title(status: int) -> str:

@@ -8,8 +8,9 @@ The layout (``docs/design.md``, "HTTP layout") keeps LabThings clients working u
     GET  /.well-known/wot                       Discover
     GET  /action_invocations/                   QueryAllActions (a page: ?limit=&after=)
     GET  /action_invocations/{id}               QueryAction
-    GET  /action_invocations/{id}/output        QueryAction(output_only)
+    GET  /action_invocations/{id}/output        QueryAction(output_only); a blob's bytes
     DELETE /action_invocations/{id}             CancelAction
+    GET  /blob/{id}                             a blob's bytes (blob_route, no command)
     GET  /{thing}/                              ReadThingDescription
     GET  /{thing}/properties                    ReadAllProperties (?names=a,b: multiple)
     PUT  /{thing}/properties                    WriteMultipleProperties
@@ -21,6 +22,7 @@ The layout (``docs/design.md``, "HTTP layout") keeps LabThings clients working u
     PUT  /{thing}/{property}                    WriteProperty
     POST /{thing}/{action}                      InvokeAction: 201 with the invocation
     GET  /{thing}/{action}                      QueryAllActions(thing, action)
+    GET  /{thing}/{stream}                      WatchStream (multipart/x-mixed-replace)
 
 A ``GET`` that accepts ``text/event-stream`` by name (``event_stream``) asks for the
 resource's changes as a Server-Sent Events stream instead (``docs/observing-over-http.md``)::
@@ -68,8 +70,10 @@ __all__ = [
     "MAX_INVOCATION_PAGE_SIZE",
     "STREAM_COMMANDS",
     "InvocationPage",
+    "blob_route",
     "decode_request",
     "invocation_page",
+    "is_frame_stream",
     "server_base",
     "websocket_route",
 ]
@@ -231,6 +235,9 @@ def _decode(method: str, segments: list[str], path: str, query: str, body: bytes
                                             "has no event stream")
                     return c.ObserveProperty(thing=thing, name=name)
                 return c.ReadProperty(thing=thing, name=name)
+            if name in affordances.streams:
+                _allow(method, "GET")
+                return c.WatchStream(thing=thing, name=name)
             if name in affordances.actions:
                 _allow(method, "GET", "POST")
                 if method == "POST":
@@ -239,7 +246,7 @@ def _decode(method: str, segments: list[str], path: str, query: str, body: bytes
                 if event_stream:
                     return c.ObserveAction(thing=thing, name=name, after=last_event_id)
                 return c.QueryAllActions(thing=thing, action=name)
-            raise NotFound(f"Thing {thing!r} has no property or action {name!r}")
+            raise NotFound(f"Thing {thing!r} has no property, action or stream {name!r}")
     raise NotFound(f"no resource at {path!r}")
 
 
@@ -312,6 +319,14 @@ def invocation_page(query: str) -> InvocationPage:
     return InvocationPage(limit=limit, after=after)
 
 
+def is_frame_stream(path: str, things: Mapping[str, Affordances]) -> bool:
+    """Whether ``path`` is a frame stream's (``/{thing}/{stream}``): a browser shows it
+    with ``<img src>``, which can send no header, so its token may come in the query."""
+    segments = [urllib.parse.unquote(s) for s in path.strip("/").split("/")]
+    return (len(segments) == 2 and segments[0] in things
+            and segments[1] in things[segments[0]].streams)
+
+
 def websocket_route(path: str, things: Collection[str]) -> str | None:
     """The Thing a WebSocket path addresses (``""`` for the server-wide ``/ws``), or
     ``None`` when the path is no WebSocket endpoint."""
@@ -321,4 +336,23 @@ def websocket_route(path: str, things: Collection[str]) -> str | None:
             return ""
         case [thing, "ws"] if thing in things:
             return thing
+    return None
+
+
+def blob_route(method: str, path: str) -> str | None:
+    """The id a blob's path (``/blob/{id}``, one trailing slash allowed) names, or
+    ``None`` when the path is no blob's. Blobs are answered by the HTTP binding, not by
+    a command: their bytes are no JSON. Raises
+    :class:`~trio_things.errors.MethodNotAllowed` for a method but ``GET`` and ``HEAD``.
+    """
+    if not path.startswith("/blob/"):
+        return None  # every other request, at the cost of one comparison
+    segments = [urllib.parse.unquote(s) for s in path.split("/")[1:]]
+    if segments and segments[-1] == "":
+        segments.pop()
+    match segments:
+        case ["blob", blob_id]:
+            _allow("GET" if method == "HEAD" else method, "GET",
+                   detail="a blob is read only: GET or HEAD")
+            return blob_id
     return None

@@ -36,6 +36,7 @@ from typing import Any, Final, assert_never
 import orjson
 
 from trio_things.protocol import commands as c
+from trio_things.protocol.accept import names as accept_names
 from trio_things.protocol.invocation_json import invocation_json
 from trio_things.protocol.problems import notifications_missed
 
@@ -77,13 +78,7 @@ END: Final = b"0\r\n\r\n"
 def wants_event_stream(accept: str | None) -> bool:
     """Whether an ``Accept`` header asks for ``text/event-stream`` by name (what
     ``EventSource`` sends). A wildcard does not: ``*/*`` gets the plain resource."""
-    if not accept:
-        return False
-    for part in accept.split(","):
-        media_type, _, parameters = part.partition(";")
-        if media_type.strip().lower() == CONTENT_TYPE and not _refused(parameters):
-            return True
-    return False
+    return accept_names(accept, CONTENT_TYPE)
 
 
 def error_message(problem: dict[str, Any]) -> bytes:
@@ -102,17 +97,6 @@ def closing_comment(reason: str) -> bytes:
     """A comment saying why the server ends the stream, as a chunk."""
     line = " ".join(reason.split())  # no line break may end the comment early
     return chunk(b": closing: %b\n\n" % line.encode())
-
-
-def _refused(parameters: str) -> bool:
-    for parameter in parameters.split(";"):
-        name, _, value = parameter.partition("=")
-        if name.strip().lower() == "q":
-            try:
-                return float(value.strip()) == 0.0
-            except ValueError:
-                return False
-    return False
 
 
 def _dumps(value: Any) -> bytes:
@@ -154,6 +138,8 @@ def encode_value(notification: c.Notification) -> bytes:
             return _message(event_id, _dumps(_status(notification)))
         case c.NotificationsMissed():
             return _gap(notification)
+        case c.FramePublished():
+            c.frame_for_no_dialect(notification)
         case _:
             assert_never(notification)
 
@@ -170,5 +156,7 @@ def encode_named(notification: c.Notification) -> bytes:
             return _message(event_id, _dumps(_status(notification)), invocation.action)
         case c.NotificationsMissed():
             return _gap(notification)
+        case c.FramePublished():
+            c.frame_for_no_dialect(notification)
         case _:
             assert_never(notification)

@@ -166,6 +166,8 @@ def encode_notification(notification: c.Notification) -> bytes:
         case c.NotificationsMissed(last_event_id=last, resume_id=resume, detail=detail):
             body |= {"gap": notifications_missed(detail, last_event_id=last, resume_id=resume),
                      "eventID": resume, "timestamp": _now()}
+        case c.FramePublished():
+            c.frame_for_no_dialect(notification)
         case _:
             assert_never(notification)
     return _dumps(body)[:-1]

@@ -12,8 +12,9 @@ from typing import Any
 
 from trio_things.errors import BadRequest, InvalidValue, RemoteProtocolError
 from trio_things.model.affordances import ActionSpec
+from trio_things.model.blob import Blob
 from trio_things.model.invocation import Invocation, InvocationError
-from trio_things.model.values import structure, unstructure_as
+from trio_things.model.values import structure, unstructure_linking
 
 __all__: list[str] = []
 
@@ -37,16 +38,17 @@ def _arguments(spec: ActionSpec, input: Any) -> dict[str, Any]:
     }
 
 
-def _output(spec: ActionSpec, result: Any) -> Any:
+def _output(spec: ActionSpec, result: Any) -> tuple[Any, tuple[Blob, ...]]:
     """The JSON form of what an action returned, checked against its declared output
-    as inputs are against theirs; :class:`~trio_things.errors.InvalidValue` if it does
-    not fit (which is the Thing's mistake, see :func:`_bad_output`)."""
+    as inputs are against theirs, and the blobs it links to (for the invocation to
+    hold); :class:`~trio_things.errors.InvalidValue` if it does not fit (which is the
+    Thing's mistake, see :func:`_bad_output`)."""
     if spec.output_schema is None:
-        return None
+        return None, ()
     path = f"{spec.name} output"
-    output = unstructure_as(result, spec.output_type, path=path)
+    output, blobs = unstructure_linking(result, spec.output_type, path=path)
     spec.output_schema.validate(output, path)
-    return output
+    return output, blobs
 
 
 def _bad_output(invocation: Invocation, error: InvalidValue) -> InvocationError:

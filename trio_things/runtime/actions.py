@@ -12,7 +12,10 @@ shutdown) cancels:
   to its end, and its invocation honestly ends ``completed``.
 
 Ended invocations are kept for ``retention`` seconds (on Trio's clock, so tests can use
-an autojump clock), then forgotten: a client that polls too late gets 404.
+an autojump clock), then forgotten: a client that polls too late gets 404. The blobs an
+output links to live as long as their invocation is kept (it holds them), within the
+memory budget of the runner's :class:`~trio_things.runtime.blobs.BlobStore`: an
+invocation completes once its blobs are counted and, beyond the budget, spilled.
 
 Limits, so that no client can take what the others need (``docs/security.md``):
 
@@ -54,9 +57,11 @@ from trio_things.errors import (
     TooManyRequests,
 )
 from trio_things.model.affordances import ActionSpec
+from trio_things.model.blob import Blob
 from trio_things.model.invocation import Invocation, InvocationStatus
 from trio_things.model.thing import Thing
 from trio_things.runtime.action_values import _arguments, _bad_output, _failure, _output
+from trio_things.runtime.blobs import BlobStore
 from trio_things.runtime.context import _Context
 from trio_things.runtime.turns import _Turns
 
@@ -85,6 +90,11 @@ class _Running:
     """Who invoked it: the identity of their token (a keyed hash, never the token;
     :func:`trio_things.protocol.access.identity_of`), None without one. Kept here, not
     on the :class:`Invocation` clients see: only whoever cancels needs it."""
+    blobs: tuple[Blob, ...] = ()
+    """The blobs its output links to. A blob lives as long as something holds it
+    (:mod:`trio_things.model.blob`): held here, its link answers exactly as long as the
+    invocation is kept. Not on the :class:`Invocation`, whose copies the replay ring
+    keeps longer."""
 
 
 
@@ -96,8 +106,11 @@ class ActionRunner:
                  on_status: StatusListener | None = None,
                  max_invocations: int = DEFAULT_MAX_INVOCATIONS,
                  max_invocations_per_thing: int = DEFAULT_MAX_INVOCATIONS_PER_THING,
-                 max_threads: int = DEFAULT_MAX_THREADS) -> None:
+                 max_threads: int = DEFAULT_MAX_THREADS,
+                 blobs: BlobStore | None = None) -> None:
         self._nursery = nursery
+        self.blobs = blobs or BlobStore()
+        """Where the blobs of outputs are counted, and spilled beyond the budget."""
         self._retention = retention
         self._on_status = on_status
         self._max_invocations = max_invocations
@@ -237,12 +250,17 @@ class ActionRunner:
                     invocation.finish(InvocationStatus.FAILED, error=_failure(invocation, error))
                 else:
                     try:
-                        output = _output(spec, result)
+                        output, blobs = _output(spec, result)
                     except InvalidValue as error:
                         invocation.finish(InvocationStatus.FAILED,
                                           error=_bad_output(invocation, error))
                     else:
-                        invocation.finish(InvocationStatus.COMPLETED, output=output)
+                        try:  # within the memory budget before it completes
+                            if blobs:
+                                await self.blobs.keep(blobs)
+                        finally:  # even cancelled meanwhile: the action did return
+                            running.blobs = blobs
+                            invocation.finish(InvocationStatus.COMPLETED, output=output)
         finally:
             self._ended[invocation.id] = trio.current_time() + self._retention
             self._ended_by_thing.setdefault(
@@ -282,7 +300,8 @@ class ActionRunner:
             self._forget(next(iter(self._ended)))
 
     def _forget(self, invocation_id: str) -> None:
-        """Forget an ended invocation: later queries of it are answered 404."""
+        """Forget an ended invocation: later queries of it are answered 404, and so are
+        its blobs' links (unless something else holds them)."""
         thing_name = self._invocations.pop(invocation_id).invocation.thing
         del self._ended[invocation_id]
         ended = self._ended_by_thing[thing_name]
@@ -337,19 +356,20 @@ async def open_action_runner(
     *, retention: float, on_status: StatusListener | None = None,
     max_invocations: int = DEFAULT_MAX_INVOCATIONS,
     max_invocations_per_thing: int = DEFAULT_MAX_INVOCATIONS_PER_THING,
-    max_threads: int = DEFAULT_MAX_THREADS,
+    max_threads: int = DEFAULT_MAX_THREADS, blobs: BlobStore | None = None,
 ) -> AsyncIterator[ActionRunner]:
     """An :class:`ActionRunner` whose actions run in a nursery owned by this block.
 
     On exit (including cancellation at shutdown) every running action is cancelled
     and recorded ``cancelled``; the block returns once all have stopped. The limits
-    are :class:`ActionRunner`'s (see the module's docstring).
+    are :class:`ActionRunner`'s (see the module's docstring); ``blobs`` counts the
+    blobs of outputs (:mod:`trio_things.runtime.blobs`; a default budget without it).
     """
     async with trio.open_nursery() as nursery:
         manager = ActionRunner(nursery, retention=retention, on_status=on_status,
                                max_invocations=max_invocations,
                                max_invocations_per_thing=max_invocations_per_thing,
-                               max_threads=max_threads)
+                               max_threads=max_threads, blobs=blobs)
         try:
             yield manager
         finally:

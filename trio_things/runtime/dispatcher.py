@@ -33,7 +33,14 @@ from trio_things.errors import (
     RemoteProtocolError,
 )
 from trio_things.fanout.history import History
-from trio_things.fanout.observers import ACTION, EVENT, PROPERTY, Observer, ObserverRegistry
+from trio_things.fanout.observers import (
+    ACTION,
+    EVENT,
+    PROPERTY,
+    STREAM,
+    Observer,
+    ObserverRegistry,
+)
 from trio_things.model.affordances import PropertySpec
 from trio_things.model.description import TD_CONTEXT, Binding, describe_thing, thing_id
 from trio_things.model.docstrings import description_from_docstring
@@ -207,6 +214,12 @@ class Dispatcher:
                 self._action(name, action)
                 self._observers.get(name, ACTION, action).discard(outbox)
                 return NoContentReply()
+            case c.WatchStream(thing=name, name=stream):
+                if stream not in self._thing(name).affordances.streams:
+                    raise NotFound(f"Thing {name!r} has no stream {stream!r}")
+                observer = self._observing(command, observer)
+                self._observers.get(name, STREAM, stream).add(observer)
+                return SubscribedReply()
             case c.ReadThingDescription(thing=name, base=base):
                 return DocumentReply(document=self.describe(name, base),
                                      content_type="application/td+json")

@@ -22,10 +22,14 @@ REST bodies here are small JSON documents, and buffering keeps handlers free of 
 handler that waits long, a long-poll, may await :attr:`HttpRequest.peer_left` to learn
 that its client left meanwhile.)
 
-A response is whole too, but for one kind: a *stream* (an SSE stream). Its head is
+A response is whole too, but for two kinds. A *stream* (an SSE stream): its head is
 written here, with ``Transfer-Encoding: chunked`` and ``Connection: close``; then the
 response's :data:`StreamBody` takes the connection over, as an upgrade handler does,
-writes the chunks itself, and the connection ends when it returns.
+writes the chunks itself, and the connection ends when it returns. And a *sized body*
+(:class:`SizedBody`, a download): its length is known, so it goes out with a
+``Content-Length`` on a connection that stays alive, in pieces taken from an async
+source as they are written, each piece of at most 64 KiB within ``write_timeout``: a
+slow reader is served as long as it makes progress, a stalled one is dropped.
 
 One module, though long: each limit is enforced at one point of one read-write loop, and
 the refusals share that loop's way of answering and closing.
@@ -36,8 +40,9 @@ from __future__ import annotations
 import ast
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Final
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from contextlib import aclosing
+from typing import Final, cast
 
 import attrs
 import h11
@@ -52,6 +57,7 @@ __all__ = [
     "HttpRequest",
     "HttpResponse",
     "RequestHandler",
+    "SizedBody",
     "StreamBody",
     "UpgradeHandler",
     "refuse_http_connection",
@@ -62,6 +68,10 @@ logger = logging.getLogger(__name__)
 
 #: Bytes asked of the stream per read (64 KiB, hypercorn's read size too).
 _RECEIVE_BYTES: Final = 64 * 1024
+
+#: Bytes of a sized body written at a time, each within ``write_timeout``: what counts
+#: as progress for a slow reader. Slices of the source's pieces, not copies.
+_WRITE_PIECE: Final = 64 * 1024
 
 #: Seconds we keep draining the peer's bytes after half-closing; see ``_Connection._linger``.
 _LINGER_SECONDS: Final = 2.0
@@ -165,6 +175,29 @@ def _body_validator(instance: HttpResponse, attribute: attrs.Attribute[bytes], b
         raise ValueError(f"a {instance.status} response has no body")
 
 
+@attrs.frozen(kw_only=True)
+class SizedBody:
+    """A body of known ``length``, written as :meth:`chunks` makes it (a download):
+    framed by ``Content-Length``, never held whole. ``chunks()`` is called once per
+    response written (not for HEAD) and must yield exactly ``length`` bytes, as
+    ``bytes`` or memoryviews (written as they are, without a copy); it is closed when
+    the write stops early. Should it raise, or yield more or fewer bytes, the response
+    cannot be finished: the connection is closed."""
+
+    length: int = attrs.field(validator=attrs.validators.ge(0))
+    chunks: Callable[[], AsyncGenerator[bytes | memoryview, None]]
+
+
+def _sized_validator(instance: HttpResponse, attribute: attrs.Attribute[SizedBody | None],
+                     sized: SizedBody | None) -> None:
+    if sized is None:
+        return
+    if instance.body or instance.stream is not None:
+        raise ValueError("a response has one body: body, stream or sized, not two")
+    if instance.status in _NO_CONTENT_STATUSES:
+        raise ValueError(f"a {instance.status} response has no body")
+
+
 StreamBody = Callable[[UpgradeStream], Awaitable[None]]
 """Writes a streamed response's body, chunk-framed (RFC 9112 section 7.1), on the
 connection it is handed after the head; the connection ends when it returns. It owns
@@ -179,12 +212,16 @@ class HttpResponse:
     With ``stream``, the body is not ``body`` but what ``stream`` writes: the head goes
     out with ``Transfer-Encoding: chunked`` and ``Connection: close``, then ``stream``
     takes the connection over (not for HEAD: the head alone answers it). Only HTTP/1.1
-    can frame it: an HTTP/1.0 request is answered 505 instead."""
+    can frame it: an HTTP/1.0 request is answered 505 instead.
+
+    With ``sized``, the body is what :class:`SizedBody` yields, ``Content-Length`` its
+    ``length`` (HEAD gets the head alone), and the connection stays alive."""
 
     status: int = attrs.field(validator=[attrs.validators.ge(200), attrs.validators.le(599)])
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = attrs.field(default=b"", validator=_body_validator)
     stream: StreamBody | None = None
+    sized: SizedBody | None = attrs.field(default=None, validator=_sized_validator)
 
     @classmethod
     def json(cls, status: int, body: bytes, content_type: str = "application/json",
@@ -447,7 +484,38 @@ class _Connection:
             await self._send(head)
             self.stream_body = response.stream
             return
+        if response.sized is not None and request.method != "HEAD":
+            await self._write_sized(head, response.sized)
+            return
         await self._write_response(head, response.body)
+
+    async def _write_sized(self, head: h11.Response, body: SizedBody) -> None:
+        """Write the head, then the body piece by piece as its source yields it, each
+        piece (a slice, no copy: h11 passes data through) within ``write_timeout``."""
+        await self._send(head)
+        try:
+            async with aclosing(body.chunks()) as chunks:
+                async for chunk in chunks:
+                    view = memoryview(chunk)
+                    for start in range(0, len(view), _WRITE_PIECE):
+                        await self._send_data(view[start:start + _WRITE_PIECE])
+            await self._send(h11.EndOfMessage())
+        except Exception:  # the source failed, or its length was not the one announced
+            if self._h11.our_state is not h11.ERROR:
+                self._h11.send_failed()  # half a body is on the wire: close, do not reuse
+            raise
+
+    async def _send_data(self, data: memoryview) -> None:
+        """Write one piece of a body as it is, within ``write_timeout``."""
+        # h11 takes any bytes-like object, and passes a Data's through as it is.
+        pieces = self._h11.send_with_data_passthrough(h11.Data(data=cast(bytes, data)))
+        try:
+            with trio.fail_after(self._limits.write_timeout):
+                for piece in pieces or ():
+                    await self._stream.send_all(piece)
+        except BaseException:
+            self._h11.send_failed()
+            raise
 
     async def refuse(self, error: RemoteProtocolError,
                      headers: Iterable[tuple[str, str]] = ()) -> None:
@@ -619,6 +687,8 @@ def _response_head(response: HttpResponse, *, close: bool = False) -> h11.Respon
     if response.stream is not None:
         headers.append(("transfer-encoding", "chunked"))
         close = True
+    elif response.sized is not None:
+        headers.append(("content-length", str(response.sized.length)))
     elif response.status not in _NO_CONTENT_STATUSES:
         headers.append(("content-length", str(len(response.body))))
     if close:
