@@ -68,9 +68,10 @@ bench-fastpath: setup
 	$(BIN)/python -m benchmarks.fastpath $(ARGS)
 
 ## MJPEG fan-out: 640x480 JPEG at 30 frames/s to 1, 10 and 50 viewers (frames/s each,
-## server CPU), and beside one viewer that never reads (about 2 minutes; prints a table).
+## server CPU), and beside one viewer that never reads (about 2 minutes); writes its
+## section of docs/benchmarks.md.
 bench-mjpeg: setup
-	$(BIN)/python -m benchmarks.mjpeg $(ARGS)
+	$(BIN)/python -m benchmarks.mjpeg --write docs/benchmarks.md $(ARGS)
 
 ## Soak: thousands of connect/disconnect cycles on loopback, then check that they
 ## left no memory, object, task or observer behind (a few minutes at most).

@@ -33,6 +33,7 @@ import orjson
 
 from benchmarks import report
 from benchmarks.loadgen import LoadGenerator
+from benchmarks.page import carry_sections
 from benchmarks.scenarios import SCENARIOS, Bench, Settings
 from benchmarks.summary import Records
 from benchmarks.targets import TARGETS, Target
@@ -279,7 +280,10 @@ def write_outputs(out: Path | None, records: list[Record], invocation: Invocatio
                            settings=invocation.settings, started=invocation.started,
                            elapsed=invocation.elapsed, figure=figure)
     if out is not None:
-        (out / "benchmarks.md").write_text(page)
+        existing = out / "benchmarks.md"
+        if existing.exists():  # sections other benchmarks keep there (benchmarks/page.py)
+            page = carry_sections(existing.read_text(), page)
+        existing.write_text(page)
         print(f"wrote {out / 'benchmarks.md'}, benchmarks.png and benchmarks.jsonl",
               file=sys.stderr)
     return page

@@ -285,3 +285,17 @@ def test_mjpeg_benchmark_runs_every_scenario(capsys: pytest.CaptureFixture[str])
     assert all(float(row[1]) > 0 for row in rows)  # frames/s: some frames arrived
     assert "beside the stalled viewer (still held: 1)" in out
     assert "median ratio" in out
+
+
+def test_a_benchmark_keeps_its_section_of_the_page_when_the_fan_out_rewrites_it() -> None:
+    from benchmarks.page import carry_sections, replace_section
+
+    page = replace_section("# Fan-out\n\nfigures\n", "mjpeg", "## MJPEG\n\n30 fps")
+    assert page.startswith("# Fan-out\n\nfigures\n")
+    assert "## MJPEG\n\n30 fps" in page
+    again = replace_section(page, "mjpeg", "## MJPEG\n\n29 fps")
+    assert "30 fps" not in again and again.count("## MJPEG") == 1
+    rewritten = carry_sections(again, "# Fan-out\n\nnew figures\n")
+    assert rewritten.startswith("# Fan-out\n\nnew figures\n")
+    assert "29 fps" in rewritten
+    assert carry_sections(again, again) == again  # nothing doubled
