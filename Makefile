@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup nodewot browser screenshots serve test lint typecheck pytest docs bench bench-quick bench-fastpath bench-mjpeg soak clean
+.PHONY: setup nodewot browser iproute screenshots serve test lint typecheck pytest docs bench bench-quick bench-fastpath bench-mjpeg soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ nodewot: $(NODEWOT)/node_modules
 browser:
 	test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
 
+## iproute2's `ip`, when missing: the DNS-SD tests (tests/test_dns_sd.py) announce and
+## browse only inside network namespaces they create with it.
+iproute:
+	command -v ip >/dev/null || (apt-get update && apt-get install -y iproute2)
+
 ## Screenshots of the dashboard for the docs (docs/images/dashboard-*.png).
 screenshots: setup browser
 	$(BIN)/python -m tests.browser.screenshots
@@ -46,7 +51,7 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy --strict trio_things
 
-pytest: setup nodewot browser
+pytest: setup nodewot browser iproute
 	$(BIN)/pytest -q
 
 docs: setup

@@ -45,7 +45,9 @@ def bearer(token: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("path", ["/counter/count", "/counter/", "/nothing/at/all",
-                                  "/.well-known/wot"])
+                                  "/.well-known/wot", "/.well-known/wot/things",
+                                  "/.well-known/wot/things?limit=0",
+                                  "/.well-known/wot/things/urn:uuid:x"])
 async def test_no_token_is_401_before_routing(client: HttpClient, path: str) -> None:
     response = await client.get(path)
     assert response.status == 401
@@ -81,6 +83,23 @@ async def test_the_td_advertises_bearer_and_validates(
     assert not list(td_validator.iter_errors(td))
     directory = (await client.request("GET", "/.well-known/wot", headers=bearer(VIEWER))).json()
     assert directory["security"] == ["bearer_sc"]
+    assert not list(td_validator.iter_errors(directory))
+
+
+async def test_the_directory_needs_a_token_as_the_rest(client: HttpClient) -> None:
+    """The listing and retrieval answer a read-only token as any read does; without a
+    token they answer nothing but 401 (the TDs say what the server holds)."""
+    listed = await client.request("GET", "/.well-known/wot/things", headers=bearer(VIEWER))
+    assert listed.status == 200
+    [td] = listed.json()
+    assert td["security"] == ["bearer_sc"]
+    retrieved = await client.request("GET", f"/.well-known/wot/things/{td['id']}",
+                                     headers=bearer(VIEWER))
+    assert retrieved.json() == td
+    assert (await client.get(f"/.well-known/wot/things/{td['id']}")).status == 401
+    refused = await client.request("DELETE", f"/.well-known/wot/things/{td['id']}",
+                                   headers=bearer(FULL))
+    assert refused.status == 405
 
 
 async def test_cors_preflight_and_allow_origin(client: HttpClient) -> None:

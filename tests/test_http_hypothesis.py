@@ -40,6 +40,7 @@ from hypothesis import strategies as st
 
 from tests.helpers.servers import demo_server
 from tests.helpers.wsclient import open_ws, receive, request
+from trio_things.model.description import thing_id
 from trio_things.protocol.dialects import SUBPROTOCOL
 from trio_things.protocol.limits import HttpLimits
 from trio_things.protocol.problems import PROBLEM_CONTENT_TYPE
@@ -61,6 +62,8 @@ RAW_STATUSES: Final = STATUSES | {501}
 #: Where the id of the latest invocation goes in a generated target.
 LAST: Final = "LAST-INVOCATION"
 TD_REQUEST: Final = b"GET /counter/ HTTP/1.1\r\nHost: testserver\r\n\r\n"
+#: The demo counter's TD id when addressed as testserver: the directory retrieves it.
+COUNTER_ID: Final = thing_id("http://testserver/", "counter")
 
 
 def make_server() -> ThingServer:
@@ -179,7 +182,8 @@ def check_answer(answer: Answer, method: bytes, statuses: frozenset[int] = STATU
     elif answer.status == 204:
         assert answer.body == b"", answer
     elif method != b"HEAD":
-        assert answer.header("content-type") in ("application/json", "application/td+json")
+        assert answer.header("content-type") in (
+            "application/json", "application/td+json", "application/ld+json")  # a listing
         answer.json()  # raises unless JSON
         if answer.status == 201:
             assert answer.header("location"), answer
@@ -255,6 +259,8 @@ METHODS: Final = st.one_of(
 
 KNOWN_TARGETS: Final = st.sampled_from([
     "/", "/things/", "/thing_descriptions/", "/.well-known/wot", "/action_invocations/",
+    "/.well-known/wot/things", "/.well-known/wot/things?offset=1&limit=1&format=collection",
+    f"/.well-known/wot/things/{COUNTER_ID}", "/.well-known/wot/things/urn:uuid:x",
     f"/action_invocations/{LAST}", f"/action_invocations/{LAST}/output",
     "/counter/", "/counter", "/counter/count", "/counter/properties",
     "/counter/properties?names=count", "/counter/actions", "/counter/increment",
@@ -283,7 +289,9 @@ SEGMENTS: Final = st.one_of(
 QUERIES: Final = st.one_of(
     st.just(""),
     st.sampled_from(["?", "?names=", "?names=count,nope", "?names=setpoint&names=threshold",
-                     "?names=%00", "?names=%FF", "?access_token=abc", "?&&==", "?x=%zz"]),
+                     "?names=%00", "?names=%FF", "?access_token=abc", "?&&==", "?x=%zz",
+                     "?limit=0", "?offset=-1", "?limit=1&offset=99999999999",
+                     "?format=collection", "?format=%00"]),
     st.text(max_size=20).map(lambda s: "?" + urllib.parse.quote(s, safe="=&,")),
 )
 

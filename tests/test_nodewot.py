@@ -1,7 +1,8 @@
 """Interop: Eclipse node-wot 0.9.2 consumes a real ``trio-things serve`` over HTTP.
 
-``tests/interop/nodewot/consume.js`` fetches both demo TDs with node-wot's HTTP client
-and reads, writes, invokes, observes and subscribes; it prints one JSON line per step.
+``tests/interop/nodewot/consume.js`` explores the server's Thing Description Directory
+(``WoT.exploreDirectory``), fetches both demo TDs with node-wot's HTTP client and reads,
+writes, invokes, observes and subscribes; it prints one JSON line per step.
 ``make nodewot`` (which ``make test`` runs) installs Node.js and the pinned packages.
 """
 
@@ -75,6 +76,12 @@ def test_nodewot_consumes_the_demo_things(node: str, served: str) -> None:
         pytest.fail(f"node-wot failed (exit {result.returncode}): {failures}\n"
                     f"stdout:\n{result.stdout}stderr:\n{stderr[-2000:]}", pytrace=False)
     assert steps["result"] == {"ok": True}
+
+    # WoT.exploreDirectory recognised /.well-known/wot as a Thing Description Directory
+    # and read every TD from its listing (sorted by id, as WoT Discovery requires).
+    listed = steps["explore:directory"]["listed"]
+    assert {entry["title"] for entry in listed} == {"Thermometer", "Counter", "Camera"}
+    assert [entry["id"] for entry in listed] == sorted(entry["id"] for entry in listed)
 
     assert steps["write:counter.count"]["readBack"] == 41
     assert steps["invoke:counter.increment"]["output"] == 42

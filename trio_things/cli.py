@@ -26,6 +26,10 @@ Their exit status: 0 done; 1 the server or the action failed; 2 usage (a bad com
 line, an unknown name, an invalid value, a read-only property); 3 the server is
 unreachable, the connection was lost, or it did not answer in time; 130 interrupted
 by Ctrl-C.
+
+``trio-things discover [--seconds N] [--interface ADDR]`` browses the local network
+(DNS-SD) for WoT servers and prints each with its Things
+(:mod:`trio_things.client.discover`); it exits 0 even when it finds none.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from typing import TypeVar, cast
 import attrs
 import trio
 
-from trio_things.client import command_line
+from trio_things.client import command_line, discover
 from trio_things.config import DEMO_THINGS, ConfigError, ServerConfig, load_config
 from trio_things.server import ThingServer
 
@@ -67,12 +71,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="INFO",
                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     command_line.add_commands(commands)
+    discover.add_command(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
+    if args.command == "discover":
+        return discover.run(args)
     if args.command != "serve":
         return command_line.run(args)
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")

@@ -29,6 +29,10 @@ TOML (the native format)::
     certificate = "server.pem"     # PEM, the chain after the server's own; relative
     key = "server.key"             # paths are relative to the configuration file
 
+    [server.discovery]             # DNS-SD (multicast DNS) announcement as _wot._tcp
+    dns_sd = true                  # default: on unless the server listens on loopback only
+    name = "Lab bench 3"           # the instance name; default: the host name
+
     [things.thermometer]
     class = "trio_things.demo:Thermometer"
 
@@ -61,6 +65,7 @@ import attrs
 from trio_things.errors import LocalProtocolError, unknown_names
 from trio_things.model.thing import Thing
 from trio_things.protocol.access import AccessPolicy
+from trio_things.protocol.dns_sd import DiscoveryConfig
 from trio_things.protocol.limits import HttpLimits, WebSocketLimits
 from trio_things.runtime.blobs import DEFAULT_MEMORY_BYTES, DEFAULT_SPILL_BYTES
 
@@ -180,6 +185,8 @@ class ServerConfig:
     access: AccessPolicy = attrs.field(factory=AccessPolicy)
     tls: TlsConfig | None = None
     """With it, the server speaks ``https`` and ``wss`` only (see :class:`TlsConfig`)."""
+    discovery: DiscoveryConfig = attrs.field(factory=DiscoveryConfig)
+    """``[server.discovery]``: the DNS-SD announcement (``docs/configuration.md``)."""
     #: Seconds an ended invocation stays queryable before it is forgotten.
     invocation_retention: float = attrs.field(default=300.0, validator=attrs.validators.gt(0))
     #: Seconds an HTTP long-poll (the next change of a property, the next event) waits
@@ -308,12 +315,14 @@ def _from_toml(data: dict[str, Any], *, folder: Path = Path(".")) -> ServerConfi
     websocket = _table(server, "websocket")
     access = _table(server, "access")
     tls = _table(server, "tls") if "tls" in server else None
-    for table in ("http", "websocket", "access", "tls"):
+    discovery = _table(server, "discovery")
+    for table in ("http", "websocket", "access", "tls", "discovery"):
         server.pop(table, None)
     tables: tuple[tuple[str, Mapping[str, Any], type], ...] = (
         ("[server]", server, ServerConfig), ("[server.http]", http, HttpLimits),
         ("[server.websocket]", websocket, WebSocketLimits),
-        ("[server.access]", access, AccessPolicy), ("[server.tls]", tls or {}, TlsConfig))
+        ("[server.access]", access, AccessPolicy), ("[server.tls]", tls or {}, TlsConfig),
+        ("[server.discovery]", discovery, DiscoveryConfig))
     for name, table, cls in tables:
         known = {field.alias or field.name for field in attrs.fields(cls)} - {"things"}
         message = unknown_names(table, known)
@@ -328,11 +337,15 @@ def _from_toml(data: dict[str, Any], *, folder: Path = Path(".")) -> ServerConfi
     if isinstance(server.get("blob_folder"), str):
         server["blob_folder"] = folder / server["blob_folder"]  # relative to the file too
     try:
+        discovery_config = DiscoveryConfig(**discovery)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"[server.discovery]: {error}") from None
+    try:
         return ServerConfig(things=tuple(things), http=HttpLimits(**http),
                             websocket=WebSocketLimits(**websocket),
                             access=AccessPolicy(**access),
                             tls=None if tls is None else TlsConfig(**tls).resolved(folder),
-                            **server)
+                            discovery=discovery_config, **server)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"[server]: {error}") from None
 

@@ -46,6 +46,7 @@ from trio_things.runtime.actions import open_action_runner
 from trio_things.runtime.blobs import BlobStore
 from trio_things.runtime.dispatcher import Dispatcher
 from trio_things.runtime.settings import SettingsStore, settings_of
+from trio_things.transport.dns_sd import announce_server
 from trio_things.transport.http import HttpRequest, HttpResponse, serve_http_connection
 from trio_things.transport.listeners import (
     _connection_limit as _connection_limit,  # importable here still, as before it moved
@@ -315,6 +316,10 @@ class ThingServer:
                     host, port = listener.socket.getsockname()[:2]
                     host = f"[{host}]" if ":" in host else host
                     logger.info("listening on %s://%s:%d/", self.scheme, host, port)
+                bound = [listener.socket.getsockname()[:2] for listener in listeners]
+                if self.config.discovery.announces([address for address, _ in bound]):
+                    nursery.start_soon(announce_server, self.config.discovery, bound,
+                                       self.scheme, name="DNS-SD announcement")
                 task_status.started(listeners)
 
     async def _handle_socket(

@@ -3,10 +3,12 @@ in-memory streams: every route and every error status."""
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any
 
 import attrs
+import jsonschema
 import pytest
 import trio
 import trio.testing
@@ -62,6 +64,103 @@ async def test_directory_routes(client: HttpClient) -> None:
     wot = await client.get("/.well-known/wot")
     assert wot.headers["content-type"] == "application/td+json"
     assert [link["href"] for link in wot.json()["links"]] == ["thermometer/", "counter/"]
+
+
+# ------------------------------------------------------------------ the directory (WoT Discovery)
+
+LISTING = "/.well-known/wot/things"
+
+
+async def test_the_directory_td_leads_to_the_listing(
+        client: HttpClient, td_validator: jsonschema.Draft7Validator) -> None:
+    response = await client.get("/.well-known/wot")
+    assert response.headers["content-type"] == "application/td+json"
+    directory = response.json()
+    assert not list(td_validator.iter_errors(directory))
+    assert directory["@type"] == "ThingDirectory"
+    assert directory["@context"][-1] == "https://www.w3.org/2022/wot/discovery"
+    # The form a consumer follows, its URI template expanded with no variables.
+    href = directory["properties"]["things"]["forms"][0]["href"]
+    listed = await client.get("/" + href.removesuffix("{?offset,limit,format}"))
+    assert listed.status == 200
+    assert listed.headers["content-type"] == "application/ld+json"  # WoT Discovery's choice
+    tds = listed.json()
+    assert tds == sorted(tds, key=lambda td: td["id"])  # by id, in code point order
+    assert {td["id"] for td in tds} == {
+        (await client.get(f"/{name}/")).json()["id"] for name in ("thermometer", "counter")}
+    for td in tds:
+        assert not list(td_validator.iter_errors(td))
+    assert listed.headers["link"] == (
+        f'<http://testserver{LISTING}>; rel="canonical"; etag="{etag(listed)}"')
+    # The routes LabThings clients read answer as they did.
+    assert (await client.get("/things/")).json() == {
+        "thermometer": "http://testserver/thermometer/", "counter": "http://testserver/counter/"}
+    assert set((await client.get("/thing_descriptions/")).json()) == {"thermometer", "counter"}
+
+
+def etag(response: Response) -> str:
+    return response.headers["link"].rsplit('etag="', 1)[1].rstrip('"')
+
+
+async def test_the_listing_a_page_at_a_time(client: HttpClient) -> None:
+    whole = (await client.get(LISTING)).json()
+    first = await client.get(f"{LISTING}?limit=1")
+    assert first.json() == whole[:1]
+    next_link = first.headers["link"].split(", ")[0]
+    assert next_link == f'<http://testserver{LISTING}?offset=1&limit=1>; rel="next"'
+    second = await client.get(next_link[len("<http://testserver"):next_link.index(">")])
+    assert second.json() == whole[1:]
+    assert 'rel="next"' not in second.headers["link"]  # the last page
+    assert etag(first) == etag(second)  # the collection did not change between them
+    assert (await client.get(f"{LISTING}?offset=2")).json() == []
+    collection = (await client.get(f"{LISTING}?limit=1&format=collection")).json()
+    assert collection["@type"] == "ThingCollection"
+    assert (collection["total"], collection["members"]) == (2, whole[:1])
+    assert collection["next"] == (
+        f"http://testserver{LISTING}?offset=1&limit=1&format=collection")
+
+
+@pytest.mark.parametrize(("query", "detail"), [
+    ("limit=0", "limit must be a positive integer"),
+    ("offset=-1", "offset must be a non-negative integer"),
+    ("limit=x&offset=1", "limit must be a positive integer"),
+    ("format=turtle", "format must be 'array' or 'collection'"),
+])
+async def test_bad_listing_parameters_are_400(client: HttpClient, query: str,
+                                              detail: str) -> None:
+    assert_problem(await client.get(f"{LISTING}?{query}"), 400, detail)
+
+
+async def test_retrieve_a_td_by_its_id(client: HttpClient) -> None:
+    td = (await client.get("/counter/")).json()
+    for target in (td["id"], urllib.parse.quote(td["id"], safe="")):
+        response = await client.get(f"{LISTING}/{target}")
+        assert response.status == 200
+        assert response.headers["content-type"] == "application/td+json"
+        assert response.json() == td
+    assert_problem(await client.get(f"{LISTING}/urn:uuid:00000000-0000-0000-0000-000000000000"),
+                   404, "no Thing Description with id 'urn:uuid:00000000-")
+
+
+async def test_head_of_the_directory(client: HttpClient) -> None:
+    """A TD Server answers HEAD with the headers of a GET (WoT Discovery)."""
+    td_id = (await client.get("/counter/")).json()["id"]
+    for path in ("/.well-known/wot", f"{LISTING}?limit=1", f"{LISTING}/{td_id}"):
+        got, head = await client.get(path), await client.request("HEAD", path)
+        assert (head.status, head.body) == (200, b"")
+        assert head.headers["content-type"] == got.headers["content-type"]
+        assert head.headers["content-length"] == str(len(got.body))
+        assert head.headers.get("link") == got.headers.get("link")
+
+
+async def test_the_directory_refuses_writes(client: HttpClient) -> None:
+    td = (await client.get("/counter/")).json()
+    for method, path in (("PUT", f"{LISTING}/{td['id']}"), ("POST", LISTING),
+                         ("DELETE", f"{LISTING}/{td['id']}")):
+        response = await client.request(method, path, json=td)
+        assert_problem(response, 405, "read-only")
+        assert response.headers["allow"] == "GET, HEAD"
+    assert (await client.get(f"{LISTING}/{td['id']}")).json() == td
 
 
 async def test_head_has_headers_but_no_body(client: HttpClient) -> None:

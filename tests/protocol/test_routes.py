@@ -3,6 +3,7 @@ and the paths of the WebSocket endpoints."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -34,6 +35,18 @@ def route(method: str, target: str, body: bytes = b"",
     ("GET", "/things/", b"", c.ListThings(base=BASE)),
     ("GET", "/thing_descriptions/", b"", c.ReadAllThingDescriptions(base=BASE)),
     ("GET", "/.well-known/wot", b"", c.Discover(base=BASE)),
+    ("GET", "/.well-known/wot/things", b"", c.ListThingDescriptions(base=BASE)),
+    ("HEAD", "/.well-known/wot/things/", b"", c.ListThingDescriptions(base=BASE)),
+    ("GET", "/.well-known/wot/things?offset=2&limit=5&format=collection&access_token=x",
+     b"", c.ListThingDescriptions(base=BASE, offset=2, limit=5, collection=True)),
+    ("GET", "/.well-known/wot/things?format=array&offset=007", b"",
+     c.ListThingDescriptions(base=BASE, offset=7)),
+    ("GET", "/.well-known/wot/things/urn:uuid:1234", b"",
+     c.RetrieveThing(id="urn:uuid:1234", base=BASE)),
+    ("GET", "/.well-known/wot/things/urn%3Auuid%3A1234", b"",
+     c.RetrieveThing(id="urn:uuid:1234", base=BASE)),
+    ("GET", "/.well-known/wot/things/https://example.com/td/1", b"",
+     c.RetrieveThing(id="https://example.com/td/1", base=BASE)),
     ("GET", "/action_invocations/", b"", c.QueryAllActions()),
     ("GET", "/action_invocations/abc", b"", c.QueryAction(invocation_id="abc")),
     ("GET", "/action_invocations/abc/output", b"",
@@ -78,6 +91,9 @@ def test_routes(method: str, target: str, body: bytes, expected: c.Command) -> N
     ("POST", "/counter/", MethodNotAllowed, 405),
     ("PATCH", "/action_invocations/abc", MethodNotAllowed, 405),
     ("GET", "/counter/actions/increment", MethodNotAllowed, 405),
+    ("POST", "/.well-known/wot", MethodNotAllowed, 405),
+    ("GET", "/.well-known/wot/nope", NotFound, 404),
+    ("GET", "/.well-known/nope", NotFound, 404),
 ])
 def test_route_errors(method: str, target: str, error: type[RemoteProtocolError],
                       status: int) -> None:
@@ -92,6 +108,41 @@ def test_read_only_write_names_allowed_methods() -> None:
     problem = ProblemDetails.from_error(info.value)
     assert problem.allow == ("GET", "HEAD")
     assert problem.to_json()["status"] == 405
+
+
+@pytest.mark.parametrize(("method", "target"), [
+    ("POST", "/.well-known/wot/things"),
+    ("PUT", "/.well-known/wot/things/urn:uuid:1234"),
+    ("PATCH", "/.well-known/wot/things/urn:uuid:1234"),
+    ("DELETE", "/.well-known/wot/things/urn:uuid:1234"),
+])
+def test_the_directory_is_read_only(method: str, target: str) -> None:
+    """WoT Discovery's create, update and delete are optional; a method an endpoint does
+    not support is answered 405, as WoT Discovery advises; the detail says why."""
+    with pytest.raises(MethodNotAllowed, match="read-only") as info:
+        route(method, target, b"{}")
+    assert ProblemDetails.from_error(info.value).allow == ("GET", "HEAD")
+
+
+@pytest.mark.parametrize(("query", "detail"), [
+    ("limit=0", "limit must be a positive integer, not 0"),
+    ("limit=-1", "limit must be a positive integer, not '-1'"),
+    ("limit=", "limit must be a positive integer, not ''"),
+    ("limit=ten", "limit must be a positive integer"),
+    ("offset=-1", "offset must be a non-negative integer, not '-1'"),
+    ("offset=1.5", "offset must be a non-negative integer"),
+    ("offset=%D9%A3", "offset must be a non-negative integer"),  # an Arabic-Indic 3
+    ("format=jsonld", "format must be 'array' or 'collection', not 'jsonld'"),
+])
+def test_bad_listing_parameters(query: str, detail: str) -> None:
+    with pytest.raises(BadRequest, match=re.escape(detail)):
+        route("GET", f"/.well-known/wot/things?{query}")
+
+
+def test_listing_parameters_of_many_digits_are_taken_as_huge() -> None:
+    command = route("GET", "/.well-known/wot/things?offset=" + "9" * 5000 + "&limit=1" + "0" * 50)
+    assert isinstance(command, c.ListThingDescriptions)
+    assert command.offset == command.limit == 10**9
 
 
 @pytest.mark.parametrize(("body", "content_type", "error"), [

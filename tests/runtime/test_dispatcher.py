@@ -51,6 +51,7 @@ from trio_things.model.description import thing_id
 from trio_things.model.invocation import Invocation, InvocationStatus
 from trio_things.protocol import commands as c
 from trio_things.protocol.commands import (
+    DescriptionPageReply,
     DocumentReply,
     InvocationListReply,
     InvocationReply,
@@ -1034,10 +1035,46 @@ async def test_discover(rig: Rig, td_validator: jsonschema.Draft7Validator) -> N
     assert not list(td_validator.iter_errors(directory))
     assert directory["id"] == thing_id(BASE, ".well-known/wot")
     assert directory["base"] == BASE
+    assert directory["@type"] == "ThingDirectory"
     assert directory["links"] == [
         {"rel": "item", "href": f"{name}/", "type": "application/td+json"}
         for name in ("thermometer", "counter", "lamp")]
-    assert directory["properties"]["things"]["forms"][0]["href"] == "thing_descriptions/"
+    assert directory["properties"]["things"]["forms"][0]["href"] == (
+        ".well-known/wot/things{?offset,limit,format}")
+
+
+async def test_the_listing_is_sorted_by_id_a_page_at_a_time(rig: Rig) -> None:
+    ids = sorted(thing_id(BASE, name) for name in ("thermometer", "counter", "lamp"))
+    whole = await rig.run(c.ListThingDescriptions(base=BASE))
+    assert isinstance(whole, DescriptionPageReply)
+    assert [td["id"] for td in whole.descriptions] == ids  # WoT Discovery's order
+    assert (whole.offset, whole.total, whole.limit) == (0, 3, None)
+    assert whole.descriptions[0] == rig.dispatcher.describe(
+        next(n for n in ("thermometer", "counter", "lamp") if thing_id(BASE, n) == ids[0]),
+        BASE)
+    second = await rig.run(c.ListThingDescriptions(base=BASE, offset=1, limit=1,
+                                                   collection=True))
+    assert isinstance(second, DescriptionPageReply)
+    assert [td["id"] for td in second.descriptions] == ids[1:2]
+    assert (second.offset, second.total, second.limit, second.collection) == (1, 3, 1, True)
+    assert second.etag == whole.etag
+    beyond = await rig.run(c.ListThingDescriptions(base=BASE, offset=10**9, limit=5))
+    assert isinstance(beyond, DescriptionPageReply)
+    assert (beyond.descriptions, beyond.total) == ((), 3)
+    elsewhere = await rig.run(c.ListThingDescriptions(base="https://elsewhere.test/"))
+    assert isinstance(elsewhere, DescriptionPageReply)
+    assert elsewhere.etag != whole.etag  # other base, other ids
+
+
+async def test_retrieve_thing_by_id(rig: Rig) -> None:
+    reply = await rig.run(c.RetrieveThing(id=thing_id(BASE, "counter"), base=BASE))
+    assert reply == DocumentReply(document=rig.dispatcher.describe("counter", BASE),
+                                  content_type="application/td+json")
+    with pytest.raises(NotFound, match="no Thing Description with id 'urn:uuid:nope'"):
+        await rig.run(c.RetrieveThing(id="urn:uuid:nope", base=BASE))
+    with pytest.raises(NotFound):  # an id is the Thing's at one base only
+        await rig.run(c.RetrieveThing(id=thing_id("https://elsewhere.test/", "counter"),
+                                      base=BASE))
 
 
 async def test_descriptions_carry_the_security_definitions() -> None:

@@ -7,14 +7,16 @@ Status codes (RFC 9110), every error with an RFC 9457 problem details body:
 201    an action invoked (``Location`` names the invocation)
 204    a property written; a synchronous action without output; a long-poll timeout
 206    the one range of a blob's bytes a ``Range`` asked for
-400    a body that is not JSON, an action input that is not an object
+400    a body that is not JSON, an action input that is not an object; a listing's
+       ``limit``, ``offset`` or ``format`` that is none
 401    no bearer token, or an unknown one, when the server requires tokens
 403    a read-only token asking to write, invoke or cancel; a token cancelling another's
        invocation; a ``Host`` the server is not known as (DNS rebinding); a write
        (POST, PUT, DELETE, PATCH) from a page of another site (CSRF)
 404    an unknown path, Thing, affordance or invocation (or an expired one); a listing
-       ``after`` an invocation it no longer holds
-405    a method the resource does not support, e.g. writing a read-only property
+       ``after`` an invocation it no longer holds; a TD id the directory does not hold
+405    a method the resource does not support, e.g. writing a read-only property or
+       a TD of the (read-only) directory
 409    cancelling an ended invocation; the output of one that did not complete
 413    a body over the size limit (from the transport)
 415    a body that is not declared ``application/json``; an action's, even empty
@@ -44,6 +46,10 @@ A blob (:mod:`trio_things.model.blob`) is answered with its bytes at ``/blob/{id
 ``/output``: a :class:`~trio_things.transport.http.SizedBody` streamed from memory or
 its file (:func:`~trio_things.runtime.blobs.blob_chunks`), whole or one range
 (:mod:`~trio_things.protocol.ranges`), to any caller that may read.
+
+The directory's listing of TDs (``/.well-known/wot/things``) answers a page of them,
+``application/ld+json``, with ``Link`` to the next page and to the whole collection
+(:mod:`trio_things.protocol.directory`).
 
 Listings of invocations answer a page (:func:`~trio_things.protocol.routes.invocation_page`)
 of at most ``limit`` invocations and about 1 MiB, oldest first, with
@@ -80,6 +86,7 @@ from trio_things.protocol.access import (
     check_role,
 )
 from trio_things.protocol.commands import (
+    DescriptionPageReply,
     DocumentReply,
     InvocationListReply,
     InvocationReply,
@@ -95,6 +102,7 @@ from trio_things.protocol.commands import (
     ValueReply,
     WatchStream,
 )
+from trio_things.protocol.directory import LISTING_CONTENT_TYPE, encode_listing
 from trio_things.protocol.invocation_json import invocation_href, invocation_json
 from trio_things.protocol.limits import HttpLimits
 from trio_things.protocol.longpoll import ID_HEADER, bare, encode_poll, split_poll
@@ -407,6 +415,10 @@ def encode_reply(reply: Reply, base: str) -> HttpResponse:
             return HttpResponse.json(200, body)
         case InvocationListReply(invocations=invocations):
             return HttpResponse.json(200, _dumps([invocation_json(i) for i in invocations]))
+        case DescriptionPageReply():
+            body, link = encode_listing(reply, base)
+            return HttpResponse.json(200, body, content_type=LISTING_CONTENT_TYPE,
+                                     headers=(("link", link),))
         case NoContentReply() | SubscribedReply():
             return HttpResponse(status=204)
 

@@ -23,7 +23,10 @@ understands (HTTP, and the Web Thing Protocol over WebSocket). See ``docs/client
 Modules, one job each:
 
 ===================== ==========================================================
-``connect``           ``connect``, ``open_client``, ``Client``: fetch TDs, own it all
+``connect``           ``connect``, ``open_client``, ``open_directory``, ``Client``:
+                      fetch TDs, own it all
+``directory``         ``Directory``, ``ListedThing``: a Thing Description Directory's
+                      Things (WoT Discovery), to consume
 ``things``            ``ConsumedThing``: read, write, observe, subscribe, invoke
 ``actions``           ``Invocation``: an invoked action's live status, result, cancel
 ``action_status``     ``ActionStatus``, ``State``, ``LogLine``: an invocation's status
@@ -55,7 +58,8 @@ from trio_things.client.blocking import (
     BlockingObservation,
     ThingClient,
 )
-from trio_things.client.connect import Client, connect, open_client
+from trio_things.client.connect import Client, connect, open_client, open_directory
+from trio_things.client.directory import Directory, ListedThing
 from trio_things.client.errors import (
     ActionCancelled,
     ActionFailed,
@@ -92,11 +96,13 @@ __all__ = [
     "ClientOptions",
     "ConnectionLost",
     "ConsumedThing",
+    "Directory",
     "FellBehind",
     "InvalidValue",
     "Invocation",
     "InvocationLost",
     "JsonValue",
+    "ListedThing",
     "LogLine",
     "NotAThing",
     "NotFound",
@@ -113,5 +119,6 @@ __all__ = [
     "UnsupportedOperation",
     "connect",
     "open_client",
+    "open_directory",
     "open_tcp_stream",
 ]

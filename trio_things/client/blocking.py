@@ -99,9 +99,10 @@ class ThingClient:
     """One Thing, consumed from blocking code (a script, a notebook); see the module.
 
     ``ThingClient(url)`` fetches the TD at ``url`` and returns once it has (raising
-    ``Unreachable``, ``NotFound``, ... otherwise); the other arguments are
-    :func:`~trio_things.client.connect`'s. Use it as a context manager, or call
-    :meth:`close`.
+    ``Unreachable``, ``NotFound``, ... otherwise); ``ThingClient(url, thing="counter")``
+    the Thing a directory at ``url`` (or a server's root) lists under that name, id or
+    title. The other arguments are :func:`~trio_things.client.connect`'s. Use it as a
+    context manager, or call :meth:`close`.
 
     The Thing's properties are attributes (``thermo.setpoint`` reads, ``thermo.setpoint
     = 30`` writes) and its actions methods (``thermo.ramp(to=30)`` waits for the
@@ -115,15 +116,15 @@ class ThingClient:
     (default: ``ClientOptions.timeout``).
     """
 
-    def __init__(self, url: str, *, options: ClientOptions | None = None,
-                 token: str | None = None, websocket: bool = True,
-                 open_stream: OpenStream = open_tcp_stream,
+    def __init__(self, url: str, *, thing: str | None = None,
+                 options: ClientOptions | None = None, token: str | None = None,
+                 websocket: bool = True, open_stream: OpenStream = open_tcp_stream,
                  close_timeout: float | None = None) -> None:
         options = options or ClientOptions()
 
         def open_thing() -> AbstractAsyncContextManager[ConsumedThing]:
-            return connect(url, open_stream=open_stream, options=options, token=token,
-                           websocket=websocket)
+            return connect(url, thing=thing, open_stream=open_stream, options=options,
+                           token=token, websocket=websocket)
 
         self._options = options
         self._loop = _TrioThread(open_thing, name=f"trio-things client of {url}",
@@ -133,12 +134,12 @@ class ThingClient:
         self._loop.name = f"ThingClient of {self._thing.title} at {self._thing.url}"
 
     @classmethod
-    def from_url(cls, url: str, *, options: ClientOptions | None = None,
-                 token: str | None = None, websocket: bool = True,
-                 open_stream: OpenStream = open_tcp_stream,
+    def from_url(cls, url: str, *, thing: str | None = None,
+                 options: ClientOptions | None = None, token: str | None = None,
+                 websocket: bool = True, open_stream: OpenStream = open_tcp_stream,
                  close_timeout: float | None = None) -> ThingClient:
         """``ThingClient(url, ...)``, under the name LabThings' ``ThingClient`` uses."""
-        return cls(url, options=options, token=token, websocket=websocket,
+        return cls(url, thing=thing, options=options, token=token, websocket=websocket,
                    open_stream=open_stream, close_timeout=close_timeout)
 
     # ------------------------------------------------------------------ life cycle

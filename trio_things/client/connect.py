@@ -1,4 +1,5 @@
-"""Opening a client: ``connect(url)`` for one Thing, ``open_client()`` for several.
+"""Opening a client: ``connect(url)`` for one Thing, ``open_client()`` for several,
+``open_directory(url)`` for the Things a directory lists.
 
 ::
 
@@ -8,6 +9,12 @@
     async with trio_things.client.open_client() as client:
         thermo = await client.consume("http://127.0.0.1:8000/thermometer/")
         counter = await client.consume("http://127.0.0.1:8000/counter/")
+
+    async with trio_things.client.open_directory("http://127.0.0.1:8000/") as directory:
+        counter = await directory.consume("counter")
+
+    async with trio_things.client.connect("http://127.0.0.1:8000/", thing="counter") as counter:
+        ...
 
 Resource handling: the :class:`Client` owns a nursery (the WebSocket sessions' tasks,
 invocation pollers), its HTTP connections and its WebSockets; leaving the ``async with``
@@ -23,31 +30,50 @@ block works.
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final, NoReturn
 
 import trio
 
+from trio_things.client.directory import (
+    Directory,
+    ListedThing,
+    is_directory,
+    link_target,
+    listing_members,
+    retrieve_url,
+)
 from trio_things.client.errors import (
     ClientError,
     NotAThing,
     NotFound,
     ServerError,
+    UnsupportedOperation,
     error_for_problem,
     problem_from_json,
 )
-from trio_things.client.forms import Kind, affordance_forms
+from trio_things.client.forms import (
+    Kind,
+    affordance_forms,
+    base_url,
+    expand_uri_template,
+    http_form,
+)
 from trio_things.client.http import HttpClient
 from trio_things.client.options import ClientOptions
 from trio_things.client.session import Session
 from trio_things.client.streams import Endpoint, OpenStream, open_tcp_stream
 from trio_things.client.things import ConsumedThing
 
-__all__ = ["Client", "connect", "open_client"]
+__all__ = ["Client", "connect", "open_client", "open_directory"]
 
 #: Redirects followed when fetching a TD (RFC 9110 section 15.4), at most.
 MAX_REDIRECTS: Final = 5
+#: Pages of a directory's listing read at most (a ``next`` link beyond is an error).
+MAX_LISTING_PAGES: Final = 1000
+#: Where a server's directory is, if it has one (WoT Discovery, RFC 8615).
+WELL_KNOWN_DIRECTORY: Final = "/.well-known/wot"
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 
 
@@ -146,9 +172,84 @@ class Client:
     async def consume(self, url: str) -> ConsumedThing:
         """Fetch the TD at ``url`` and return the Thing it describes."""
         td, final_url = await self.fetch_td(url)
-        return ConsumedThing(td=td, url=final_url, http=self._http,
+        return self._consumed(td, final_url)
+
+    def _consumed(self, td: Mapping[str, Any], url: str) -> ConsumedThing:
+        return ConsumedThing(td=td, url=url, http=self._http,
                              session_for=self._session_for if self._websocket else None,
                              spawn=self._spawn, options=self.options)
+
+    async def explore_directory(self, url: str) -> Directory:
+        """The Thing Description Directory (WoT Discovery) at ``url``, or at the
+        well-known ``/.well-known/wot`` of the same server (so a server's root URL will
+        do), with every TD its listing holds (read page by page while a ``next`` link
+        follows; see :mod:`trio_things.client.directory`).
+
+        Raises:
+            Unreachable, ConnectionLost, Timeout: the server could not be asked.
+            NotFound: neither URL is a directory's TD.
+            UnsupportedOperation: the directory offers no HTTP form to list its TDs.
+            ServerError: the listing is no list of TDs; or any other error answer
+                (401 when a token is needed, say).
+        """
+        td, td_url = await self._directory_td(url)
+        forms = affordance_forms(td, td_url, "properties", "things") or []
+        form = http_form(forms, "readproperty")
+        if form is None:
+            raise UnsupportedOperation(f"the directory {td_url} offers no HTTP form to "
+                                       "list its Things (its 'things' property)")
+        things: list[ListedThing] = []
+        page = expand_uri_template(form.href, {})
+        seen = {page}
+        for _ in range(MAX_LISTING_PAGES):
+            response = await self._http.request(form.method_for("readproperty"), page)
+            if not response.ok:
+                raise error_for_problem(problem_from_json(response.json_or_text(),
+                                                          response.status),
+                                        operation="readproperty",
+                                        what=f"the directory's listing at {page}")
+            members, following = listing_members(response.json(), page)
+            for member in members:
+                identifier = member.get("id")
+                identifier = identifier if isinstance(identifier, str) else None
+                title = member.get("title")
+                things.append(ListedThing(
+                    id=identifier, td=member,
+                    title=title if isinstance(title, str) else identifier or "(untitled)",
+                    url=(identifier and retrieve_url(td, td_url, identifier)) or page))
+            following = following or link_target(response.headers.get("link", ""), "next")
+            if following is None:
+                return Directory(td=td, url=td_url, things=things,
+                                 consume_td=self._consumed, consume_url=self.consume)
+            page = urllib.parse.urljoin(base_url(td, td_url), following)
+            if page in seen:
+                raise ServerError(f"the directory's listing at {td_url} links back to "
+                                  f"a page it gave already ({page})")
+            seen.add(page)
+        raise ServerError(f"the directory's listing at {td_url} has more than "
+                          f"{MAX_LISTING_PAGES} pages")
+
+    async def _directory_td(self, url: str) -> tuple[dict[str, Any], str]:
+        """The directory's TD at ``url``, else at its server's well-known URL."""
+        well_known = urllib.parse.urljoin(url, WELL_KNOWN_DIRECTORY)
+        try:
+            td, td_url = await self.fetch_td(url)
+        except (NotFound, ServerError):
+            if _normalised(url) == _normalised(well_known):
+                raise
+            td, td_url = None, url
+        if td is not None and is_directory(td):
+            return td, td_url
+        if _normalised(td_url) != _normalised(well_known):
+            try:
+                directory, directory_url = await self.fetch_td(well_known)
+            except NotFound:
+                pass
+            else:
+                if is_directory(directory):
+                    return directory, directory_url
+        raise NotFound(f"{url} is no Thing Description Directory, and {well_known} "
+                       "is none either")
 
     def _session_for(self, url: str) -> Session:
         session = self._sessions.get(url)
@@ -211,14 +312,37 @@ async def open_client(*, open_stream: OpenStream = open_tcp_stream,
 
 
 @asynccontextmanager
-async def connect(url: str, *, open_stream: OpenStream = open_tcp_stream,
+async def connect(url: str, *, thing: str | None = None,
+                  open_stream: OpenStream = open_tcp_stream,
                   options: ClientOptions | None = None, token: str | None = None,
                   websocket: bool = True) -> AsyncIterator[ConsumedThing]:
     """The Thing whose TD is at ``url``, for the ``async with`` block (a client of its
-    own; see :func:`open_client` for the options)."""
+    own; see :func:`open_client` for the options).
+
+    With ``thing``, ``url`` is a Thing Description Directory's (or its server's root:
+    see :meth:`Client.explore_directory`) and ``thing`` names one of the Things it lists,
+    by name, id or title (:meth:`Directory.consume
+    <trio_things.client.directory.Directory.consume>`)."""
     async with open_client(open_stream=open_stream, options=options, token=token,
                            websocket=websocket) as client:
-        yield await client.consume(url)
+        if thing is None:
+            yield await client.consume(url)
+        else:
+            directory = await client.explore_directory(url)
+            yield await directory.consume(thing)
+
+
+@asynccontextmanager
+async def open_directory(url: str, *, open_stream: OpenStream = open_tcp_stream,
+                         options: ClientOptions | None = None, token: str | None = None,
+                         websocket: bool = True) -> AsyncIterator[Directory]:
+    """The Thing Description Directory at ``url`` (or at its server's
+    ``/.well-known/wot``), for the ``async with`` block: its Things, listed, to consume
+    through one client of its own (see :func:`open_client` for the options, and
+    :meth:`Client.explore_directory`)."""
+    async with open_client(open_stream=open_stream, options=options, token=token,
+                           websocket=websocket) as client:
+        yield await client.explore_directory(url)
 
 
 #: A JSON object is taken as a TD when it has one of these members (a TD must have the

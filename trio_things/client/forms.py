@@ -23,6 +23,7 @@ Pure functions on JSON: no I/O, no trio.
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
@@ -37,6 +38,7 @@ __all__ = [
     "Kind",
     "affordance_forms",
     "base_url",
+    "expand_uri_template",
     "http_form",
     "labthings_invoke_first",
     "thing_forms",
@@ -108,6 +110,30 @@ class Form:
         for name, value in variables.items():
             href = href.replace("{" + name + "}", urllib.parse.quote(value, safe=""))
         return href
+
+
+#: A URI template expression (RFC 6570): its operator, if any, and its variables.
+_EXPRESSION: Final = re.compile(r"\{([+#./;?&]?)([^}]*)\}")
+
+
+def expand_uri_template(href: str, variables: Mapping[str, str | int]) -> str:
+    """``href`` with its URI template expressions (RFC 6570) expanded: ``{name}`` (level
+    1) and the form-style query ``{?a,b}`` and continuation ``{&a,b}`` (level 3), as WoT
+    Discovery's listing form has them (``things{?offset,limit,format}``). A variable not
+    in ``variables`` is left out, and so is an expression with none defined; values are
+    percent-encoded. Other operators are left as they are."""
+    def expand(match: re.Match[str]) -> str:
+        operator, names = match.group(1), match.group(2).split(",")
+        defined = [(name, str(variables[name])) for name in names if name in variables]
+        if operator == "":
+            return ",".join(urllib.parse.quote(value, safe="") for _, value in defined)
+        if operator not in "?&":
+            return match.group(0)
+        if not defined:
+            return ""
+        return operator + "&".join(f"{name}={urllib.parse.quote(value, safe='')}"
+                                   for name, value in defined)
+    return _EXPRESSION.sub(expand, href)
 
 
 def base_url(td: Mapping[str, Any], td_url: str) -> str:

@@ -25,7 +25,7 @@ to the pool only if the body was read to its end.
 from __future__ import annotations
 
 import collections
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Final
 
@@ -56,8 +56,9 @@ _USER_AGENT: Final = "trio-things-client/0.1"
 
 @attrs.frozen(kw_only=True)
 class HttpResponse:
-    """A whole response: status, headers (names lower-cased; a repeated header keeps its
-    last value) and body.
+    """A whole response: status, headers (names lower-cased; a field sent several times
+    has its values joined with ``", "``, as RFC 9110 section 5.3 allows: two ``Link``
+    fields, say) and body.
 
     A response received, not the server's :class:`trio_things.transport.http.
     HttpResponse` (one to send), which the client may not import."""
@@ -93,6 +94,17 @@ class HttpResponse:
             return self.json()
         except ServerError:
             return self.body.decode("utf-8", "replace")
+
+
+def _fields(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Header fields by lower-cased name; the values of a repeated field joined with
+    ``", "`` in order (RFC 9110 section 5.3), a value repeated verbatim kept once."""
+    fields: dict[str, str] = {}
+    for raw_name, raw_value in raw:
+        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        earlier = fields.get(name)
+        fields[name] = value if earlier is None or earlier == value else f"{earlier}, {value}"
+    return fields
 
 
 class _Stale(Exception):
@@ -139,11 +151,8 @@ class _Connection:
                 raise _Stale() from error
             raise ConnectionLost(f"{url}: the connection broke: {error}") from error
         assert response is not None
-        return HttpResponse(
-            status=response.status_code,
-            headers={name.decode("latin-1").lower(): value.decode("latin-1")
-                     for name, value in response.headers},
-            body=b"".join(chunks), url=url)
+        return HttpResponse(status=response.status_code, headers=_fields(response.headers),
+                            body=b"".join(chunks), url=url)
 
     async def begin(self, request: h11.Request, *, url: str) -> h11.Response:
         """Send a request without a body and read the response's head (its body is
@@ -197,10 +206,8 @@ class Download:
     def __init__(self, *, head: h11.Response, url: str, connection: _Connection,
                  timeout: float) -> None:
         self.status = head.status_code
-        self.headers: Mapping[str, str] = {
-            name.decode("latin-1").lower(): value.decode("latin-1")
-            for name, value in head.headers}
-        """Names lower-cased; a repeated header keeps its last value."""
+        self.headers: Mapping[str, str] = _fields(head.headers)
+        """Names lower-cased; a repeated field's values joined, as :class:`HttpResponse`'s."""
         self.url = url
         self.finished = False
         """Whether the whole body was read."""

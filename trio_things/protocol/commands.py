@@ -24,6 +24,7 @@ __all__ = [
     "ActionStatusChanged",
     "CancelAction",
     "Command",
+    "DescriptionPageReply",
     "Discover",
     "DocumentReply",
     "EventEmitted",
@@ -31,6 +32,7 @@ __all__ = [
     "InvocationListReply",
     "InvocationReply",
     "InvokeAction",
+    "ListThingDescriptions",
     "ListThings",
     "NoContentReply",
     "Notification",
@@ -47,6 +49,7 @@ __all__ = [
     "ReadProperty",
     "ReadThingDescription",
     "Reply",
+    "RetrieveThing",
     "SubscribeAllEvents",
     "SubscribeEvent",
     "SubscribedReply",
@@ -258,8 +261,29 @@ class ListThings:
 
 @attrs.frozen(kw_only=True)
 class Discover:
-    """``/.well-known/wot`` (WoT Discovery): a directory TD linking every Thing's TD."""
+    """``/.well-known/wot`` (WoT Discovery): the TD of the Thing Description Directory of
+    the Things served (:mod:`trio_things.protocol.directory`)."""
 
+    base: str
+
+
+@attrs.frozen(kw_only=True)
+class ListThingDescriptions:
+    """The directory's listing (WoT Discovery's ``things``): every Thing's TD, sorted by
+    id; ``limit`` of them (``None``: all) from ``offset``."""
+
+    base: str
+    offset: int = 0
+    limit: int | None = None
+    collection: bool = False
+    """``format=collection``: the page as a ``ThingCollection`` object, not an array."""
+
+
+@attrs.frozen(kw_only=True)
+class RetrieveThing:
+    """The directory's ``retrieveThing``: the TD whose ``id`` is ``id``."""
+
+    id: str
     base: str
 
 
@@ -270,6 +294,7 @@ Command = (
     | ObserveProperty | UnobserveProperty | ObserveAllProperties | UnobserveAllProperties
     | ObserveAction | UnobserveAction | WatchStream
     | ReadThingDescription | ReadAllThingDescriptions | ListThings | Discover
+    | ListThingDescriptions | RetrieveThing
 )
 
 
@@ -369,6 +394,20 @@ class DocumentReply:
 
 
 @attrs.frozen(kw_only=True)
+class DescriptionPageReply:
+    """One page of the directory's listing: the TDs from ``offset``, sorted by id, of
+    ``total``; ``limit`` and ``collection`` as :class:`ListThingDescriptions` asked."""
+
+    descriptions: tuple[dict[str, Any], ...]
+    offset: int
+    total: int
+    limit: int | None = None
+    collection: bool = False
+    etag: str = ""
+    """The state of the whole collection (its ids, in order)."""
+
+
+@attrs.frozen(kw_only=True)
 class InvocationReply:
     """An invocation; ``created`` when this command started it."""
 
@@ -403,4 +442,4 @@ class SubscribedReply:
 
 
 Reply = (ValueReply | DocumentReply | InvocationReply | InvocationListReply | NoContentReply
-         | SubscribedReply)
+         | SubscribedReply | DescriptionPageReply)

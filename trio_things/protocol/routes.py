@@ -5,7 +5,9 @@ The layout (``docs/design.md``, "HTTP layout") keeps LabThings clients working u
     GET  /                                      ListThings
     GET  /things/                               ListThings
     GET  /thing_descriptions/                   ReadAllThingDescriptions
-    GET  /.well-known/wot                       Discover
+    GET  /.well-known/wot                       Discover (the directory's TD)
+    GET  /.well-known/wot/things                ListThingDescriptions (?offset=&limit=&format=)
+    GET  /.well-known/wot/things/{id}           RetrieveThing (a TD by its id)
     GET  /action_invocations/                   QueryAllActions (a page: ?limit=&after=)
     GET  /action_invocations/{id}               QueryAction
     GET  /action_invocations/{id}/output        QueryAction(output_only); a blob's bytes
@@ -70,10 +72,12 @@ __all__ = [
     "MAX_INVOCATION_PAGE_SIZE",
     "STREAM_COMMANDS",
     "InvocationPage",
+    "ListingPage",
     "blob_route",
     "decode_request",
     "invocation_page",
     "is_frame_stream",
+    "listing_page",
     "server_base",
     "websocket_route",
 ]
@@ -164,6 +168,14 @@ def _decode(method: str, segments: list[str], path: str, query: str, body: bytes
         case [".well-known", "wot"]:
             _allow(method, "GET")
             return c.Discover(base=base)
+        case [".well-known", "wot", "things"]:
+            _allow(method, "GET", detail=_READ_ONLY_DIRECTORY)
+            page = listing_page(query)
+            return c.ListThingDescriptions(base=base, offset=page.offset, limit=page.limit,
+                                           collection=page.collection)
+        case [".well-known", "wot", "things", *parts] if any(parts):
+            _allow(method, "GET", detail=_READ_ONLY_DIRECTORY)
+            return c.RetrieveThing(id="/".join(parts), base=base)
         case ["action_invocations"]:
             _allow(method, "GET")
             return c.QueryAllActions()
@@ -250,6 +262,12 @@ def _decode(method: str, segments: list[str], path: str, query: str, body: bytes
     raise NotFound(f"no resource at {path!r}")
 
 
+#: Why the directory (``/.well-known/wot/things``) answers only GET and HEAD.
+_READ_ONLY_DIRECTORY: Final = (
+    "the directory is read-only: it lists the Things this server serves, whose Thing "
+    "Descriptions no request can create, update or delete")
+
+
 def _affordances(things: Mapping[str, Affordances], thing: str) -> Affordances:
     try:
         return things[thing]
@@ -317,6 +335,54 @@ def invocation_page(query: str) -> InvocationPage:
         if not after:
             raise BadRequest("after must be the id of an invocation, not empty")
     return InvocationPage(limit=limit, after=after)
+
+
+@attrs.frozen(kw_only=True)
+class ListingPage:
+    """Which page of the directory's listing (TDs sorted by id) a client asked for."""
+
+    offset: int = 0
+    """TDs skipped before the page (zero-based)."""
+    limit: int | None = None
+    """At most this many TDs (a positive integer); None: all from ``offset``."""
+    collection: bool = False
+    """``format=collection``: a ``ThingCollection`` object rather than an array."""
+
+
+#: Larger numbers are taken as this one: no server serves that many Things.
+_HUGE: Final = 10**9
+
+
+def listing_page(query: str) -> ListingPage:
+    """The page of the directory's listing a query asks for (WoT Discovery): ``offset``
+    (a non-negative integer), ``limit`` (a positive one) and ``format`` (``array`` or
+    ``collection``). Other parameters are left to others (``access_token``). Raises
+    :class:`~trio_things.errors.BadRequest` for anything else."""
+    parameters = urllib.parse.parse_qs(query, keep_blank_values=True)
+    offset = 0
+    if "offset" in parameters:
+        offset = _integer(parameters["offset"][-1], "offset", "a non-negative integer")
+    limit = None
+    if "limit" in parameters:
+        limit = _integer(parameters["limit"][-1], "limit", "a positive integer")
+        if limit == 0:
+            raise BadRequest("limit must be a positive integer, not 0")
+    collection = False
+    if "format" in parameters:
+        text = parameters["format"][-1]
+        if text not in ("array", "collection"):
+            raise BadRequest(f"format must be 'array' or 'collection', not {text!r}")
+        collection = text == "collection"
+    return ListingPage(offset=offset, limit=limit, collection=collection)
+
+
+def _integer(text: str, name: str, expected: str) -> int:
+    """``text`` as a non-negative decimal integer, at most :data:`_HUGE`."""
+    if not (text.isascii() and text.isdigit()):
+        raise BadRequest(f"{name} must be {expected}, not {text!r}")
+    digits = text.lstrip("0")
+    # Never int() of thousands of digits: Python refuses those (ValueError).
+    return _HUGE if len(digits) > 9 else int(digits or "0")
 
 
 def is_frame_stream(path: str, things: Mapping[str, Affordances]) -> bool:

@@ -42,13 +42,14 @@ from trio_things.fanout.observers import (
     ObserverRegistry,
 )
 from trio_things.model.affordances import PropertySpec
-from trio_things.model.description import TD_CONTEXT, Binding, describe_thing, thing_id
+from trio_things.model.description import Binding, describe_thing, thing_id
 from trio_things.model.docstrings import description_from_docstring
 from trio_things.model.invocation import Invocation, InvocationStatus
 from trio_things.model.thing import Thing
 from trio_things.protocol import commands as c
 from trio_things.protocol.access import ANONYMOUS, Caller, check_cancel
 from trio_things.protocol.commands import (
+    DescriptionPageReply,
     DocumentReply,
     InvocationListReply,
     InvocationReply,
@@ -57,6 +58,11 @@ from trio_things.protocol.commands import (
     Reply,
     SubscribedReply,
     ValueReply,
+)
+from trio_things.protocol.directory import (
+    TD_CONTENT_TYPE,
+    collection_etag,
+    directory_description,
 )
 from trio_things.runtime.actions import ActionRunner
 
@@ -222,14 +228,29 @@ class Dispatcher:
                 return SubscribedReply()
             case c.ReadThingDescription(thing=name, base=base):
                 return DocumentReply(document=self.describe(name, base),
-                                     content_type="application/td+json")
+                                     content_type=TD_CONTENT_TYPE)
             case c.ReadAllThingDescriptions(base=base):
                 return ValueReply(value={name: self.describe(name, base) for name in self._things})
             case c.ListThings(base=base):
                 return ValueReply(value={name: f"{base}{name}/" for name in self._things})
             case c.Discover(base=base):
-                return DocumentReply(document=self._directory(base),
-                                     content_type="application/td+json")
+                return DocumentReply(document=directory_description(
+                    base, list(self._things), self._security), content_type=TD_CONTENT_TYPE)
+            case c.ListThingDescriptions(base=base, offset=offset, limit=limit,
+                                         collection=collection):
+                listed = self._by_id(base)
+                end = len(listed) if limit is None else offset + limit
+                return DescriptionPageReply(
+                    descriptions=tuple(self.describe(name, base) for _, name in
+                                       listed[offset:end]),
+                    offset=offset, total=len(listed), limit=limit, collection=collection,
+                    etag=collection_etag(identifier for identifier, _ in listed))
+            case c.RetrieveThing(id=wanted, base=base):
+                for identifier, name in self._by_id(base):
+                    if identifier == wanted:
+                        return DocumentReply(document=self.describe(name, base),
+                                             content_type=TD_CONTENT_TYPE)
+                raise NotFound(f"the directory holds no Thing Description with id {wanted!r}")
             case _:
                 assert_never(command)
 
@@ -247,32 +268,10 @@ class Dispatcher:
             security_definitions=self._security,
         )
 
-    def _directory(self, base: str) -> dict[str, Any]:
-        return {
-            "@context": list(TD_CONTEXT),
-            "id": thing_id(base, ".well-known/wot"),
-            "title": "trio-things directory",
-            "description": "The Things this server serves; each link is a Thing Description.",
-            "base": base,
-            "securityDefinitions": self._security,
-            "security": list(self._security),
-            "properties": {
-                "things": {
-                    "title": "Thing Descriptions",
-                    "description": "Every Thing Description, keyed by Thing name.",
-                    "type": "object",
-                    "readOnly": True,
-                    "forms": [{"href": "thing_descriptions/", "op": ["readproperty"],
-                               "contentType": "application/json"}],
-                },
-            },
-            "actions": {},
-            "events": {},
-            "links": [
-                {"rel": "item", "href": f"{name}/", "type": "application/td+json"}
-                for name in self._things
-            ],
-        }
+    def _by_id(self, base: str) -> list[tuple[str, str]]:
+        """``(id, name)`` of every Thing served at ``base``, sorted by id in code point
+        order, as WoT Discovery sorts a directory's listing."""
+        return sorted((thing_id(base, name), name) for name in self._things)
 
     async def _observe(self, observer: Observer, thing: Thing, name: str,
                        specs: list[PropertySpec]) -> SubscribedReply:

@@ -3,8 +3,10 @@
 //
 //     node consume.js http://127.0.0.1:PORT/
 //
-// Client side only: a Servient with node-wot's HttpClientFactory, no server. It fetches
-// and consumes <base>/counter/ and <base>/thermometer/, then reads, writes, invokes,
+// Client side only: a Servient with node-wot's HttpClientFactory, no server. It explores
+// the server's Thing Description Directory at <base>/.well-known/wot (WoT Discovery,
+// WoT.exploreDirectory), fetches and consumes <base>/counter/ and <base>/thermometer/,
+// then reads, writes, invokes,
 // observes and subscribes through node-wot's ordinary scripting API. Each step prints
 // one JSON line on stdout ({"step": ..., ...} on success, {"step": ..., "error": ...} on
 // failure); the last line is {"ok": true} or {"ok": false, "failed": [...]}, and the
@@ -85,6 +87,18 @@ async function main(base) {
     cleanups.push(() => servient.shutdown());
 
     try {
+        // --- the directory: every TD it lists, as node-wot's discovery finds them ----------
+        await step("explore:directory", async () => {
+            const url = new URL(".well-known/wot", base).href;
+            const discovery = await WoT.exploreDirectory(url);
+            const listed = [];
+            for await (const td of discovery) {
+                listed.push({ title: td.title, id: td.id });
+            }
+            check(discovery.error === undefined, `exploring ${url}: ${message(discovery.error)}`);
+            return { url, listed };
+        });
+
         const things = {};
         for (const name of ["counter", "thermometer"]) {
             const url = new URL(`${name}/`, base).href;
