@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup nodewot browser iproute screenshots serve test lint typecheck pytest docs bench bench-quick bench-fastpath bench-mjpeg soak clean
+.PHONY: setup nodewot browser iproute screenshots serve test lint typecheck pytest docs bench bench-quick bench-fastpath bench-profile bench-mjpeg soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -63,7 +63,8 @@ docs: setup
 bench: setup
 	$(BIN)/python -m benchmarks.fanout $(ARGS)
 
-## The same, small and under a minute; prints its tables and writes nothing.
+## The same, small and under a minute; prints its tables and writes nothing. Both measure
+## the two limits too (pure Python, and C when a compiler is present: benchmarks/servers/).
 bench-quick: setup
 	$(BIN)/python -m benchmarks.fanout --quick $(ARGS)
 
@@ -71,6 +72,12 @@ bench-quick: setup
 ## layer, with the kernel's write taken out (seconds; prints a table, writes nothing).
 bench-fastpath: setup
 	$(BIN)/python -m benchmarks.fastpath $(ARGS)
+
+## Where a delivery's time goes on the real path: trio-things at full speed with 100 and
+## 1,000 observers, under py-spy (the bench extra); prints a table per C (a little over a
+## minute; writes nothing).
+bench-profile: setup
+	$(BIN)/python -m benchmarks.profile_fanout $(ARGS)
 
 ## MJPEG fan-out: 640x480 JPEG at 30 frames/s to 1, 10 and 50 viewers (frames/s each,
 ## server CPU), and beside one viewer that never reads (about 2 minutes); writes its

@@ -1,5 +1,8 @@
 """Fan-out benchmark: trio-things beside two reference servers, same machine, same run
-(and trio-things' Server-Sent Events beside its WebSocket: the ``sse`` scenario).
+(and trio-things' Server-Sent Events beside its WebSocket: the ``sse`` scenario), and
+beside two limits in the ``max-rate`` scenario: the fastest fan-out in pure Python and
+the same in C (``python-limit``, ``c-limit``: :mod:`benchmarks.targets`; ``--quick``
+measures them at C = 100 only, ``--limit-clients`` chooses).
 
 Run from the repository root::
 
@@ -43,7 +46,8 @@ __all__ = ["FULL", "QUICK", "Invocation", "main", "render", "run", "write_output
 ROOT: Final = Path(__file__).resolve().parents[1]
 FULL: Final = Settings()
 QUICK: Final = Settings(
-    runs=1, warmup=0.3, window=1.0, max_rate_clients=(1, 10, 100), sse_clients=(100,),
+    runs=1, warmup=0.3, window=1.0, max_rate_clients=(1, 10, 100), limit_clients=(100,),
+    sse_clients=(100,),
     fixed_rate_clients=(100,), event_count=300, isolation_window=2.5, isolation_write_timeout=1.0,
     memory_clients=(1000,))
 
@@ -96,10 +100,22 @@ def _plan(settings: Settings, scenarios: Sequence[str], targets: Sequence[Target
           ) -> list[tuple[int, Step, Target]]:
     """Runs outermost, so drift over the invocation touches every figure alike; then
     steps; the servers innermost, so each comparison is measured back to back. The
-    ``sse`` steps go to the servers that serve an event stream only."""
+    ``sse`` steps go to the servers that serve an event stream only; each server takes
+    the scenarios it takes part in (``Target.scenarios``), and the limits only the C of
+    ``settings.limit_clients``."""
     steps = _steps(settings, scenarios)
+    limit_clients = (settings.max_rate_clients if settings.limit_clients is None
+                     else settings.limit_clients)
+
+    def measured(step: Step, target: Target) -> bool:
+        if step.scenario == "sse" and target.sse_path is None:
+            return False
+        if target.limit and step.clients not in limit_clients:
+            return False
+        return target.takes_part(step.scenario)
+
     return [(run, step, target) for run in range(settings.runs) for step in steps
-            for target in targets if step.scenario != "sse" or target.sse_path is not None]
+            for target in targets if measured(step, target)]
 
 
 def _brief(record: Record) -> str:
@@ -136,15 +152,28 @@ def run(settings: Settings, *, scenarios: Sequence[str], targets: Sequence[Targe
 
     A measurement that fails is recorded with an ``error`` (and reported) and the run
     goes on: one server's failure must not lose the others' figures.
+
+    A server that cannot run on this machine (``Target.unavailable``: the C reference
+    with no C compiler) is recorded as ``skipped``, with the reason, and reported.
     """
     plan = _plan(settings, scenarios, targets)
     records: list[Record] = []
     began = time.monotonic()
+    reasons: dict[str, str | None] = {}
     with LoadGenerator(workers) as loadgen:
         bench = Bench(loadgen, settings)
         for index, (run_index, step, target) in enumerate(plan, 1):
+            if target.name not in reasons:
+                reasons[target.name] = (target.unavailable() if target.unavailable
+                                        else None)
+            measured: list[Record]
             try:
-                measured = step.measure(bench, target, run_index)
+                if reasons[target.name] is not None:
+                    measured = [{"scenario": step.scenario, "server": target.name,
+                                 "clients": step.clients, "run": run_index,
+                                 "skipped": f"unavailable: {reasons[target.name]}"}]
+                else:
+                    measured = step.measure(bench, target, run_index)
             except Exception as error:
                 measured = [{"scenario": step.scenario, "server": target.name,
                              "clients": step.clients, "run": run_index,
@@ -198,6 +227,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--scenarios", type=_csv_names(SCENARIOS), default=SCENARIOS)
     parser.add_argument("--clients", type=_csv_ints,
                         help="C values for the full-speed and fixed-rate scenarios")
+    parser.add_argument("--limit-clients", type=_csv_ints,
+                        help="C values of the full-speed scenario at which the limits "
+                             "(python-limit, c-limit) are measured too (default: --quick "
+                             "100, else every C; with --clients, every one of those)")
     parser.add_argument("--sse-clients", type=_csv_ints,
                         help="C values for the sse scenario (WebSocket beside SSE)")
     parser.add_argument("--event-clients", type=int)
@@ -228,7 +261,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         "isolation_window": args.isolation_window, "memory_clients": args.memory_clients,
         "warmup": args.warmup, "window": args.window,
     }
-    return attrs.evolve(settings, **{k: v for k, v in overrides.items() if v is not None})
+    settings = attrs.evolve(settings, **{k: v for k, v in overrides.items() if v is not None})
+    if args.limit_clients is not None or args.clients is not None:
+        settings = attrs.evolve(settings, limit_clients=args.limit_clients)
+    return settings
 
 
 def _command(argv: Sequence[str]) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 from benchmarks.scenarios import Settings
 from benchmarks.summary import Records, paired_ratio, select
-from benchmarks.targets import TARGETS
+from benchmarks.targets import LIMITS, TARGETS
 
 __all__ = ["SSE_TARGET", "TRANSPORTS", "describe_machine", "markdown", "plot", "sse_ratio"]
 
@@ -26,6 +26,10 @@ _PACKAGES = ("trio-things", "trio", "trio-websocket", "wsproto", "h11", "orjson"
              "cattrs", "websockets", "matplotlib")
 _REFERENCES = ("naive", "broadcast")
 _SUBJECT = "trio-things"
+#: The limits trio-things' max-rate figures are read against, and how the page names the
+#: fraction: always columns of their own (``-`` where a record set has no limit figures).
+_LIMITS = {"python-limit": "fraction of the Python limit", "c-limit": "fraction of the C limit"}
+_LIMIT_NAMES = frozenset(t.name for t in LIMITS)
 #: Other work using this share of a core during a window is worth a note beside a figure.
 BUSY_OTHERS = 0.25
 #: The ``transport`` of an ``sse`` record, as the page names it.
@@ -142,26 +146,30 @@ def _clients(records: Records, scenario: str) -> list[int]:
 
 
 def _headline(records: Records, settings: Settings) -> list[str]:
-    servers = _servers(records)
+    servers = [s for s in _servers(records) if s not in _LIMIT_NAMES]
     refs = [ref for ref in _REFERENCES if ref in servers]
-    header = ["figure", *servers] + [f"{_SUBJECT} / {ref}" for ref in refs
-                                     if _SUBJECT in servers]
+    subject = _SUBJECT in servers
+    header = ["figure", *servers] + [f"{_SUBJECT} / {ref}" for ref in refs if subject]
+    header += list(_LIMITS.values()) if subject else []
     rows: list[list[str]] = []
 
     def row(label: str, field: str, scenario: str, clients: int,
-            fmt: Callable[[float | None], str], **extra: Any) -> None:
+            fmt: Callable[[float | None], str], *, limits: bool = False,
+            **extra: Any) -> None:
         if not records.count(scenario=scenario, clients=clients, **extra):
             return
         cells = [fmt(records.median(field, scenario=scenario, clients=clients, server=s,
                                     **extra)) for s in servers]
-        if _SUBJECT in servers:
+        if subject:
             cells += [_ratio(records.ratio(field, scenario, clients, _SUBJECT, ref, **extra))
                       for ref in refs]
+            cells += [_ratio(records.ratio(field, scenario, clients, _SUBJECT, limit, **extra))
+                      if limits else "-" for limit in _LIMITS]
         rows.append([label, *cells])
 
     for clients in _clients(records, "max-rate"):
         row(f"max-rate deliveries/s, C = {clients}", "deliveries_per_s", "max-rate", clients,
-            _rate)
+            _rate, limits=True)
     for clients in _clients(records, "max-rate"):
         row(f"max-rate server CPU per delivery, C = {clients}", "server_cpu_per_delivery_us",
             "max-rate", clients, _us)
@@ -177,7 +185,7 @@ def _headline(records: Records, settings: Settings) -> list[str]:
     if records.count(scenario="isolation"):
         cells = [_ratio(records.isolation_ratio(s)) for s in servers]
         rows.append(["isolation: others' throughput with a stalled client / without",
-                     *cells] + ["" for _ in refs if _SUBJECT in servers])
+                     *cells] + ["" for _ in [*refs, *_LIMITS] if subject])
     for clients in _clients(records, "memory"):
         row(f"RSS per idle observer, C = {clients}", "kib_per_connection", "memory", clients,
             lambda v: "-" if v is None else f"{v:.1f} KiB")
@@ -216,14 +224,32 @@ def _max_rate(records: Records) -> list[str]:
 
 
 def _ratios(records: Records, scenario: str, field: str) -> list[str]:
+    """trio-things over each reference and each limit, and the Python limit over the C
+    one (how much of the machine pure Python can use), paired by run; a limit not
+    measured (older records, no compiler) shows ``-``."""
     servers = _servers(records)
     if _SUBJECT not in servers:
         return []
     refs = [ref for ref in _REFERENCES if ref in servers]
-    rows = [[str(clients)] + [_ratio(records.ratio(field, scenario, clients, _SUBJECT, ref))
-                              for ref in refs]
+    python, c = _LIMITS
+    rows = [[str(clients)]
+            + [_ratio(records.ratio(field, scenario, clients, _SUBJECT, ref)) for ref in refs]
+            + [_ratio(records.ratio(field, scenario, clients, _SUBJECT, limit))
+               for limit in _LIMITS]
+            + [_ratio(records.ratio(field, scenario, clients, python, c))]
             for clients in _clients(records, scenario)]
-    return _table(["C"] + [f"{_SUBJECT} / {ref}" for ref in refs], rows)
+    return _table(["C"] + [f"{_SUBJECT} / {ref}" for ref in [*refs, *_LIMITS]]
+                  + [f"{python} / {c}"], rows)
+
+
+def _skipped(records: Records, scenario: str) -> list[str]:
+    lines = []
+    for record in records.skipped():
+        if record["scenario"] == scenario:
+            lines.append(f"Skipped: {record['scenario']} C = {record['clients']} "
+                         f"({record['server']}, run {record['run'] + 1}): "
+                         f"{record['skipped']}.")
+    return [*lines, ""] if lines else []
 
 
 def sse_ratio(records: Records, field: str, clients: int) -> float | None:
@@ -353,12 +379,9 @@ def _memory(records: Records) -> list[str]:
                 _number(records.median("kib_per_connection", **match)),
                 _number(records.median("connect_s", **match)),
             ])
-    lines = _table(["C", "server", "RSS before (KiB)", "RSS with C idle observers (KiB)",
-                    "KiB per connection", "seconds to connect all"], rows)
-    for record in records.skipped():
-        lines += [f"Skipped: {record['scenario']} C = {record['clients']} "
-                  f"({record['server']}): {record['skipped']}.", ""]
-    return lines
+    return _table(["C", "server", "RSS before (KiB)", "RSS with C idle observers (KiB)",
+                   "KiB per connection", "seconds to connect all"], rows) + _skipped(
+                       records, "memory")
 
 
 def _workers(records: Records) -> str:
@@ -417,7 +440,10 @@ def markdown(records: Records, *, machine: dict[str, Any], command: str, setting
         "",
         "Medians over runs; the last columns are trio-things' figure over the reference's, "
         "paired by run. Above 1 is better for deliveries/s and worse for CPU, latency and "
-        "memory.",
+        "memory. The two *fraction of the limit* columns read trio-things' deliveries/s "
+        "against the fastest fan-out pure Python can do and against the same in C (see "
+        "[Property at full speed](#property-at-full-speed)); `-` where a limit was not "
+        "measured.",
         "",
         *_headline(records, settings),
         *_sse_headline(records),
@@ -444,13 +470,16 @@ def markdown(records: Records, *, machine: dict[str, Any], command: str, setting
         *[f"- **{t.name}**: {t.description}." for t in TARGETS.values()
           if t.name in _servers(records)],
         "",
-        "All three serve `ws://127.0.0.1:PORT/...` with the subprotocol `webthingprotocol`, "
-        "take one `observeproperty` (or `subscribeevent`) request and answer it, then push "
+        "Every one serves `ws://127.0.0.1:PORT/...` with the subprotocol `webthingprotocol`, "
+        "takes one `observeproperty` (or `subscribeevent`) request and answers it, then "
+        "pushes "
         'text frames whose value is `{"n": counter, "t": publish time}`. trio-things sends '
         "Web Thing Protocol notifications of its benchmark Thing "
         "(`benchmarks/things.py`); the references send the same JSON structure with ids of "
         "the same length, encoded once per update. Each server is a separate process with one "
-        "thread.",
+        "thread. The two limits (`benchmarks/servers/python_limit.py`, `c_limit.c`) are no "
+        "servers one would deploy: they take part in the full-speed scenario only, to show "
+        "how far from the limit of Python, and of the machine, every other figure is.",
         "",
         "## Property at full speed",
         "",
@@ -461,8 +490,18 @@ def markdown(records: Records, *, machine: dict[str, Any], command: str, setting
         "naive server makes the producer wait for every client, broadcast buffers without "
         "bound. *Server CPU per delivery* is the server's CPU time over frames received.",
         "",
+        "The limits: *python-limit* is one `selectors` loop whose producer builds each "
+        "update's frame once and calls a bare non-blocking `sock.send(frame)` for each "
+        "client in turn; *c-limit* is the same in C (`cc -O2`, epoll, `send`), built by the "
+        "benchmark when a C compiler is present. Neither has any backpressure (a client "
+        "whose socket buffer is full misses the update) or anything else per delivery; both "
+        "set `TCP_NODELAY`, as asyncio and Trio do, so every frame goes out at once. The C "
+        "limit's cost per delivery is almost all the kernel's.",
+        "",
         *_max_rate(records),
-        "Ratios of deliveries/s, paired by run:",
+        *_skipped(records, "max-rate"),
+        "Ratios of deliveries/s, paired by run (the last column: how much of the machine's "
+        "limit pure Python reaches):",
         "",
         *_ratios(records, "max-rate", "deliveries_per_s"),
     ]
@@ -566,9 +605,13 @@ def plot(records: Records, path: Path, *, rate: float) -> None:
         clients = [c for c in _clients(records, "max-rate")
                    if records.median("deliveries_per_s", scenario="max-rate", clients=c,
                                      server=server) is not None]
-        left.plot(clients, [records.median("deliveries_per_s", scenario="max-rate", clients=c,
-                                           server=server) for c in clients],
-                  marker="o", label=server)
+        if clients:
+            limit = server in _LIMIT_NAMES  # a ceiling, not a server: drawn apart
+            left.plot(clients, [records.median("deliveries_per_s", scenario="max-rate",
+                                               clients=c, server=server) for c in clients],
+                      marker="^" if limit else "o", linestyle=":" if limit else "-",
+                      color=("0.35" if server == "python-limit" else "0.6") if limit else None,
+                      label=server)
         if server == _SUBJECT:
             match = {"scenario": "sse", "server": server, "transport": "sse"}
             clients = [c for c in _clients(records, "sse")
@@ -580,6 +623,8 @@ def plot(records: Records, path: Path, *, rate: float) -> None:
         clients = [c for c in _clients(records, "fixed-rate")
                    if records.median("latency_p99_ms", scenario="fixed-rate", clients=c,
                                      server=server) is not None]
+        if not clients:  # the limits take part in the full-speed scenario only
+            continue
         right.plot(clients, [records.median("latency_p99_ms", scenario="fixed-rate",
                                             clients=c, server=server) for c in clients],
                    marker="o", label=server)

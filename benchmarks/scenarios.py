@@ -68,6 +68,9 @@ class Settings:
     """Seconds of load before a window opens (connections and caches settle)."""
     window: float = 3.0
     max_rate_clients: tuple[int, ...] = (1, 10, 100, 500, 1000)
+    limit_clients: tuple[int, ...] | None = None
+    """The C of ``max-rate`` at which the limits (``python-limit``, ``c-limit``) are
+    measured too; ``None``: every C of ``max_rate_clients``."""
     sse_clients: tuple[int, ...] = (100, 500)
     """C of the ``sse`` scenario (WebSocket and SSE, each at C observers)."""
     fixed_rate: float = 100.0

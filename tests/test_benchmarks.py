@@ -7,21 +7,26 @@ Rules: loopback only, tiny sizes, every process ended by the harness itself.
 
 from __future__ import annotations
 
+import datetime
+import io
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import pytest
 
-from benchmarks import rawsse, rawws
-from benchmarks.fanout import main
+from benchmarks import rawsse, rawws, report
+from benchmarks.fanout import main, run
 from benchmarks.loadgen import SSE, LoadGenerator, OpenError
 from benchmarks.messages import EVENT, PROPERTY, reference_notification, sent_at
 from benchmarks.procs import start_server
 from benchmarks.scenarios import HOST, Bench, Settings
+from benchmarks.servers import c_limit, python_limit
 from benchmarks.summary import Records, paired_ratio, percentile
-from benchmarks.targets import TARGETS, TRIO_THINGS, Target
+from benchmarks.targets import C_LIMIT, LIMITS, TARGETS, TRIO_THINGS, Target
 
 pytest.importorskip("websockets", reason="the bench extra is not installed")
 pytest.importorskip("matplotlib", reason="the bench extra is not installed")
@@ -156,7 +161,10 @@ def loadgen() -> Iterator[LoadGenerator]:
         yield generator
 
 
-@pytest.mark.parametrize("target", TARGETS.values(), ids=list(TARGETS))
+EVENT_TARGETS = [t for t in TARGETS.values() if t.takes_part("events")]
+
+
+@pytest.mark.parametrize("target", EVENT_TARGETS, ids=[t.name for t in EVENT_TARGETS])
 def test_load_generator_counts_every_event_sent(loadgen: LoadGenerator, target: Target) -> None:
     """Events are lossless in every server here (the references never drop), so the
     count the load generator reports must be exactly clients x events."""
@@ -207,10 +215,11 @@ def test_quick_path_writes_records_page_and_plot(tmp_path: Path,
     records = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert not [r for r in records if "error" in r]
     seen = {(r["scenario"], r["server"], r.get("stalled")) for r in records}
-    for server in TARGETS:
+    for server, target in TARGETS.items():
         for scenario in ("max-rate", "fixed-rate", "events", "memory"):
-            assert (scenario, server, None) in seen
-        assert ("isolation", server, False) in seen and ("isolation", server, True) in seen
+            assert ((scenario, server, None) in seen) == target.takes_part(scenario)
+        assert (("isolation", server, False) in seen) == target.takes_part("isolation")
+        assert (("isolation", server, True) in seen) == target.takes_part("isolation")
     # SSE beside WebSocket, for the servers that serve an event stream (trio-things only),
     # and the SSE consumers were really sent the updates, not just the current value.
     sse = {r["transport"]: r for r in records if r["scenario"] == "sse"}
@@ -222,6 +231,9 @@ def test_quick_path_writes_records_page_and_plot(tmp_path: Path,
         assert record["miss_max"] < 1.0  # every client was sent some of them
         assert record["closed"] == 0
     for record in records:
+        if "skipped" in record:  # the C limit, with no C compiler here
+            assert record["server"] == C_LIMIT.name and c_limit.unavailable() is not None
+            continue
         assert KEYS[record["scenario"]] <= record.keys(), record["scenario"]
         if record["scenario"] == "events":
             assert record["lost"] == 0
@@ -299,3 +311,203 @@ def test_a_benchmark_keeps_its_section_of_the_page_when_the_fan_out_rewrites_it(
     assert rewritten.startswith("# Fan-out\n\nnew figures\n")
     assert "29 fps" in rewritten
     assert carry_sections(again, again) == again  # nothing doubled
+
+
+# --------------------------------------------------------------------------- the limits
+
+
+def test_python_limit_speaks_the_handshake_and_unmasks_requests() -> None:
+    # RFC 6455 section 1.3.
+    assert python_limit.accept_key(b"dGhlIHNhbXBsZSBub25jZQ==") == b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    for size in (5, 125, 126, 300):
+        payload = os.urandom(size)
+        frame = rawws.masked_frame(rawws.TEXT, payload)
+        assert python_limit.unmask_frame(frame[:-1]) is None
+        assert python_limit.unmask_frame(frame + b"more") == (rawws.TEXT, payload, len(frame))
+        header = python_limit.text_frame_header(size)
+        assert list(rawws.iter_payloads(header + payload)) == [(rawws.TEXT, payload)]
+
+
+LIMIT_RUN = Settings(runs=1, warmup=0.1, window=0.3, max_rate_clients=(3,))
+
+
+@pytest.mark.parametrize("target", LIMITS, ids=[t.name for t in LIMITS])
+def test_limit_servers_deliver_at_full_speed(target: Target) -> None:
+    """Each limit serves the load generator at full speed; the C one is reported as
+    unavailable (a skipped record, not a failure and not a test skip) exactly when no
+    C compiler is found."""
+    progress = io.StringIO()
+    records = run(LIMIT_RUN, scenarios=["max-rate"], targets=[target], workers=1,
+                  progress=progress)
+    [record] = records
+    names = [os.environ["CC"]] if os.environ.get("CC") else list(c_limit.COMPILERS)
+    compiler = next((name for name in names if shutil.which(name)), None)
+    if "skipped" in record:  # only the C limit, only with no compiler (nor a cached build)
+        assert target is C_LIMIT and compiler is None, record
+        assert record["skipped"].startswith("unavailable: no C compiler")
+        assert "skipped: unavailable" in progress.getvalue()
+        return
+    assert "error" not in record, record
+    assert record["updates"] > 0 and record["deliveries"] > 0
+    assert record["miss_max"] < 1.0  # every client was sent some of them
+    assert record["closed"] == 0
+
+
+def test_c_limit_without_a_compiler_is_reported_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(c_limit.Unavailable, match="no C compiler found"):
+        c_limit.build(cache=tmp_path, compilers=["no-such-cc-here"])
+    assert not list(tmp_path.iterdir())
+    # The harness records it as skipped, says so, and the page notes it; no process starts.
+    absent = attrs.evolve(C_LIMIT, unavailable=lambda: "no C compiler found (test)")
+    progress = io.StringIO()
+    records = run(LIMIT_RUN, scenarios=["max-rate"], targets=[absent], workers=1,
+                  progress=progress)
+    assert records == [{"scenario": "max-rate", "server": "c-limit", "clients": 3, "run": 0,
+                        "skipped": "unavailable: no C compiler found (test)"}]
+    assert "c-limit run 1/1: skipped: unavailable" in progress.getvalue()
+    page = _page(records)
+    assert "Skipped: max-rate C = 3 (c-limit, run 1): unavailable: no C compiler" in page
+
+
+def _page(records: list[dict[str, object]]) -> str:
+    return report.markdown(Records(records), machine=report.describe_machine(),
+                           command="python -m benchmarks.fanout", settings=Settings(),
+                           started=datetime.datetime.now(datetime.UTC), elapsed=1.0,
+                           figure=None)
+
+
+def _max_rate(server: str, deliveries: float, run: int = 0) -> dict[str, object]:
+    return {"scenario": "max-rate", "server": server, "clients": 100, "run": run,
+            "deliveries_per_s": deliveries, "server_cpu_per_delivery_us": 1e6 / deliveries}
+
+
+def test_page_reads_trio_things_as_a_fraction_of_each_limit() -> None:
+    both = [_max_rate("trio-things", 80.0), _max_rate("python-limit", 100.0),
+            _max_rate("c-limit", 160.0), _max_rate("trio-things", 90.0, 1),
+            _max_rate("python-limit", 100.0, 1), _max_rate("c-limit", 200.0, 1)]
+    page = _page(both)
+    assert "| fraction of the Python limit | fraction of the C limit |" in page
+    assert "| max-rate deliveries/s, C = 100 | 85.0 | 0.85x | 0.47x |" in page
+    assert "| trio-things / python-limit | trio-things / c-limit | python-limit / c-limit |" in page
+    assert "| 100 | 0.85x | 0.47x | 0.56x |" in page
+    # Records from before the limits existed: the same columns, with "-".
+    page = _page([_max_rate("trio-things", 80.0)])
+    assert "| max-rate deliveries/s, C = 100 | 80.0 | - | - |" in page
+    assert "| 100 | - | - | - |" in page
+
+
+# --------------------------------------------------------------------------- the profile
+
+
+def _raw(*stacks: tuple[str, int]) -> str:
+    root = "0x7f00 (libc.so.6);main (benchmarks/servers/trio_things_server.py:50);" \
+           "unrolled_run (trio/_core/_run.py:2866)"
+    return "\n".join(f"{root};{stack} {count}" if stack else f"{root} {count}"
+                     for stack, count in stacks) + "\n"
+
+
+PUBLISH = ("ObserverSet.publish (trio_things/fanout/observers.py:187);"
+           "ObserverSet._deliver (trio_things/fanout/observers.py:210)")
+WRITE_NOW = (f"{PUBLISH};Outbox.put_latest (trio_things/fanout/outbox.py:214);"
+             "SocketWriter.write_now (trio_things/websockets.py:313)")
+RELAY_SEND = ("relay_notifications_to_websocket (trio_things/websockets.py:276);"
+              "SocketWriter.write (trio_things/websockets.py:335);"
+              "UpgradeStream.send_all_while (trio_things/transport/upgrade.py:419);"
+              "SocketStream.send_all (trio/_highlevel_socket.py:122)")
+
+
+def test_profile_puts_each_sample_in_its_bucket() -> None:
+    from benchmarks import profile_fanout as p
+
+    rules = p.Rules(splice_lines=frozenset({("trio_things/fanout/observers.py", 202),
+                                            ("trio_things/websockets.py", 313)}))
+    raw = _raw(
+        (f"{WRITE_NOW};UpgradeStream.write_nowait (trio_things/transport/upgrade.py:163);"
+         "os_write (libpython3.11.so.1.0);write (libc.so.6)", 50),          # syscall
+        (f"{WRITE_NOW};UpgradeStream.write_nowait (trio_things/transport/upgrade.py:163);"
+         "os_write (libpython3.11.so.1.0)", 4),                              # fast path
+        (f"{WRITE_NOW};UpgradeStream.write_nowait (trio_things/transport/upgrade.py:153);"
+         "_SocketType.fileno (trio/_socket.py:843)", 6),                     # fast path
+        (f"{WRITE_NOW};stringlib_bytes_join (libpython3.11.so.1.0)", 3),     # splicing
+        (f"{WRITE_NOW}", 2),                                # splicing: the join's line
+        ("ObserverSet.publish (trio_things/fanout/observers.py:187);"
+         "ObserverSet._deliver (trio_things/fanout/observers.py:202)", 2),   # splicing
+        (f"{RELAY_SEND};send (libc.so.6)", 7),                               # syscall
+        (f"{RELAY_SEND}", 3),                                                # relay
+        (f"{RELAY_SEND};gc_collect_main (libpython3.11.so.1.0)", 4),         # GC
+        (f"{PUBLISH};Outbox.put_latest (trio_things/fanout/outbox.py:217);"
+         "Outbox._ring (trio_things/fanout/outbox.py:307);"
+         "MemorySendChannel.send_nowait (trio/_channel.py:200)", 2),         # relay
+        ("", 3),                                            # scheduler: unrolled_run
+        ("Runner.reschedule (trio/_core/_run.py:1919);__init__ "
+         "(<attrs generated methods outcome._impl.Value>:15)", 2),           # scheduler
+        ("run (trio/_core/_run.py:2535);EpollIOManager.get_events "
+         "(trio/_core/_io_epoll.py:243);epoll_wait (libc.so.6)", 1),         # syscall
+        ("BenchThing._produce (benchmarks/things.py:80);DataProperty.__set__ "
+         "(trio_things/model/declarations.py:191);DataSchema.validate "
+         "(trio_things/model/schema.py:184)", 4),                            # Thing update
+        ("BenchThing._produce (benchmarks/things.py:80);ThingNotifier._publish_property "
+         "(trio_things/fanout/notifier.py:85);encode_notification "
+         "(trio_things/protocol/wtp.py:160);dumps (orjson.so)", 3),          # encoding
+        ("process_messages_from_websocket (trio_things/websockets.py:150);"
+         "WebSocketConnection.get_message (trio_websocket/_impl.py:900)", 4),  # other
+        ("process_messages_from_websocket (trio_things/websockets.py:150);Runner.reschedule "
+         "(trio/_core/_run.py:1919)", 1),   # scheduler: the leaf is Trio's, whoever called it
+        ("Runner.reschedule (trio/_core/_run.py:1919);UserDict.__contains__ "
+         "(collections/__init__.py:1130)", 1),      # scheduler: a library helper of Trio's
+        ("BenchThing._produce (benchmarks/things.py:80);ThingNotifier.property_changed "
+         "(trio_things/fanout/notifier.py:64);ObserverRegistry.get "
+         "(trio_things/fanout/observers.py:250)", 2),   # Thing update: its helper's caller
+    )
+    stacks = p.parse_raw(raw + "garbage line without a count\n")
+    assert len(stacks) == 19
+    breakdown = p.aggregate(stacks, rules)
+    assert breakdown.samples == 104
+    assert breakdown.buckets == {p.SYSCALLS: 58, p.FAST_PATH: 10, p.SPLICING: 7, p.RELAY: 5,
+                                 p.GC: 4, p.SCHEDULER: 7, p.THING: 6, p.ENCODING: 3,
+                                 p.OTHER: 4}
+    assert breakdown.syscalls == {"write (fast path)": 50, "send (relay)": 7,
+                                  "epoll_wait (scheduler)": 1}
+    assert breakdown.share(p.SYSCALLS) == 58 / 104
+    assert breakdown.other == [("WebSocketConnection.get_message <- "
+                                "process_messages_from_websocket <- unrolled_run", 4)]
+    assert breakdown.lines[0] == ("_SocketType.fileno _socket.py:843", 6)  # nearest Python
+    assert set(p.BUCKETS) >= breakdown.buckets.keys()
+
+
+def test_profile_rules_find_the_splicing_lines_in_the_source() -> None:
+    from benchmarks import profile_fanout as p
+
+    rules = p.Rules.from_source()
+    files = {file for file, _line in rules.splice_lines}
+    assert files == {"trio_things/fanout/observers.py", "trio_things/websockets.py"}
+    # Each rule names a line that really joins or builds a frame.
+    root = Path(__file__).resolve().parents[1]
+    for file, line in rules.splice_lines:
+        text = (root / file).read_text().splitlines()[line - 1]
+        assert any(k in text for k in ('b"".join', "header", "size =", "frame: Frame")), text
+
+
+def test_profile_tables_give_medians_over_runs_and_every_bucket() -> None:
+    from benchmarks import profile_fanout as p
+
+    def one(server: str, syscalls: int, cost: float) -> p.Profile:
+        breakdown = p.Breakdown(samples=100, buckets={p.SYSCALLS: syscalls,
+                                                      p.FAST_PATH: 100 - syscalls},
+                                syscalls={"write (fast path)": syscalls}, other=[],
+                                lines=[("Outbox.put_latest outbox.py:213", 100 - syscalls)])
+        window = {"deliveries_per_s": 1000.0, "server_cpu_share": 1.0,
+                  "server_cpu_per_delivery_us": cost}
+        return p.Profile(server=server, clients=100, breakdown=breakdown, plain=window,
+                         profiled=window)
+
+    page = p.render([one("trio-things", 70, 8.0), one("python-limit", 90, 5.0),
+                     one("trio-things", 80, 6.0), one("python-limit", 94, 5.0),
+                     one("trio-things", 90, 7.0), one("python-limit", 92, 5.0)], "cmd")
+    assert "C = 100, medians of 3 runs:" in page
+    assert "| syscalls | 80.0 % | 92.0 % | 5.60 us | 4.60 us |" in page
+    assert "| GC | 0.0 % | 0.0 % | 0.00 us | 0.00 us |" in page  # shown, with no sample
+    assert "| **total** | 300 samples | 300 samples | **7.00 us** | **5.00 us** |" in page
+    assert "system calls: write (fast path) 80.0 %" in page
+    assert "`Outbox.put_latest outbox.py:213` 20.0 %" in page
+    assert page.rstrip().endswith("```sh\ncmd\n```")
