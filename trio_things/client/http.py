@@ -120,47 +120,29 @@ class _Connection:
 
     async def exchange(self, request: h11.Request, body: bytes, *, limit: int, url: str
                        ) -> HttpResponse:
+        """Send a request with its ``body``, read the whole response (ServerError past
+        ``limit`` bytes of body)."""
+        response = await self.begin(request, body, url=url)
+        chunks: list[bytes] = []
+        size = 0
+        while (piece := await self.body_piece(url=url)) is not None:
+            size += len(piece)
+            if size > limit:
+                raise ServerError(f"{url}: the response is larger than {limit} bytes")
+            chunks.append(piece)
+        return HttpResponse(status=response.status_code, headers=_fields(response.headers),
+                            body=b"".join(chunks), url=url)
+
+    async def begin(self, request: h11.Request, body: bytes = b"", *, url: str
+                    ) -> h11.Response:
+        """Send a request (and its ``body``) and read the response's head (its body is
+        read with :meth:`body_piece`). A reused connection that fails before any byte
+        of the response came raises :class:`_Stale`: the request may be sent again."""
         received_any = False
         try:
             await self.stream.send_all(b"".join(
                 self.protocol.send(event) or b""
                 for event in (request, h11.Data(data=body), h11.EndOfMessage())))
-            response: h11.Response | None = None
-            chunks: list[bytes] = []
-            size = 0
-            while True:
-                event = self.protocol.next_event()
-                if event is h11.NEED_DATA:
-                    data = await self.stream.receive_some(_RECEIVE_BYTES)
-                    received_any = received_any or bool(data)
-                    self.protocol.receive_data(bytes(data))
-                elif isinstance(event, h11.Response):
-                    response = event
-                elif isinstance(event, h11.Data):
-                    size += len(event.data)
-                    if size > limit:
-                        raise ServerError(f"{url}: the response is larger than {limit} bytes")
-                    chunks.append(bytes(event.data))
-                elif isinstance(event, h11.EndOfMessage):
-                    break
-                elif isinstance(event, h11.ConnectionClosed):
-                    raise h11.RemoteProtocolError("the server closed the connection")
-        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError,
-                OSError) as error:
-            if self.reused and not received_any:
-                raise _Stale() from error
-            raise ConnectionLost(f"{url}: the connection broke: {error}") from error
-        assert response is not None
-        return HttpResponse(status=response.status_code, headers=_fields(response.headers),
-                            body=b"".join(chunks), url=url)
-
-    async def begin(self, request: h11.Request, *, url: str) -> h11.Response:
-        """Send a request without a body and read the response's head (its body is
-        read with :meth:`body_piece`)."""
-        received_any = False
-        try:
-            await self.stream.send_all(self.protocol.send(request) or b"")
-            await self.stream.send_all(self.protocol.send(h11.EndOfMessage()) or b"")
             while True:
                 event = self.protocol.next_event()
                 if event is h11.NEED_DATA:
