@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup nodewot browser iproute screenshots serve test lint typecheck pytest docs bench bench-quick bench-fastpath bench-profile bench-mjpeg soak clean
+.PHONY: setup nodewot browser iproute mosquitto bench-mqtt screenshots serve test lint typecheck pytest docs bench bench-quick bench-fastpath bench-profile bench-mjpeg soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ browser:
 iproute:
 	command -v ip >/dev/null || (apt-get update && apt-get install -y iproute2)
 
+## Debian's mosquitto broker and its clients (mosquitto_sub, mosquitto_pub), when
+## missing: the MQTT tests start a broker of their own on a free loopback port.
+mosquitto:
+	test -x /usr/sbin/mosquitto -a -x /usr/bin/mosquitto_sub || (apt-get update && apt-get install -y mosquitto mosquitto-clients)
+
 ## Screenshots of the dashboard for the docs (docs/images/dashboard-*.png).
 screenshots: setup browser
 	$(BIN)/python -m tests.browser.screenshots
@@ -51,7 +56,7 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy --strict trio_things
 
-pytest: setup nodewot browser iproute
+pytest: setup nodewot browser iproute mosquitto
 	$(BIN)/pytest -q
 
 docs: setup
@@ -84,6 +89,13 @@ bench-profile: setup
 ## section of docs/benchmarks.md.
 bench-mjpeg: setup
 	$(BIN)/python -m benchmarks.mjpeg --write docs/benchmarks.md $(ARGS)
+
+## MQTT fan-out: property changes at 10 Hz published once through a Mosquitto of its own
+## to 100, 1,000 and 5,000 subscribers, beside the server's own WebSocket fan-out to as
+## many observers (server CPU per update, deliveries/s; about 3 minutes); writes its
+## section of docs/benchmarks.md.
+bench-mqtt: setup mosquitto
+	$(BIN)/python -m benchmarks.mqtt --write docs/benchmarks.md $(ARGS)
 
 ## Soak: thousands of connect/disconnect cycles on loopback, then check that they
 ## left no memory, object, task or observer behind (a few minutes at most).

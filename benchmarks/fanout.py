@@ -37,7 +37,7 @@ import orjson
 from benchmarks import report
 from benchmarks.loadgen import LoadGenerator
 from benchmarks.page import carry_sections
-from benchmarks.scenarios import SCENARIOS, Bench, Settings
+from benchmarks.scenarios import SCENARIOS, Bench, Settings, TooFewOpenFiles
 from benchmarks.summary import Records
 from benchmarks.targets import TARGETS, Target
 
@@ -49,7 +49,7 @@ QUICK: Final = Settings(
     runs=1, warmup=0.3, window=1.0, max_rate_clients=(1, 10, 100), limit_clients=(100,),
     sse_clients=(100,),
     fixed_rate_clients=(100,), event_count=300, isolation_window=2.5, isolation_write_timeout=1.0,
-    memory_clients=(1000,))
+    memory_clients=(1000,), admission_clients=(500,))
 
 Record = dict[str, Any]
 
@@ -79,6 +79,8 @@ class Step:
                         bench.isolation(target, self.clients, run, stalled=True)]
             case "memory":
                 return [bench.memory(target, self.clients, run)]
+            case "admission":
+                return [bench.admission(target, self.clients, run)]
         raise ValueError(f"unknown scenario {self.scenario!r}")
 
 
@@ -90,6 +92,7 @@ def _steps(settings: Settings, scenarios: Sequence[str]) -> list[Step]:
         "events": (settings.event_clients,),
         "isolation": (settings.isolation_clients,),
         "memory": settings.memory_clients,
+        "admission": settings.admission_clients,
     }
     return [Step(scenario=scenario, clients=clients)
             for scenario in SCENARIOS if scenario in scenarios
@@ -127,6 +130,11 @@ def _brief(record: Record) -> str:
     scenario = record["scenario"]
     if scenario == "memory":
         return f"{record['kib_per_connection']:.1f} KiB per connection"
+    if scenario == "admission":
+        return (f"{record['clients']} connected in {record['connect_s']:.2f} s, "
+                f"{record['updates_per_s']:,.0f} updates/s meanwhile, server CPU "
+                f"{record['server_cpu_share'] * 100:.0f} %, load gen "
+                f"{record['loadgen_cpu_share'] * 100:.0f} %")
     parts = [f"{record['deliveries_per_s']:,.0f} deliveries/s"]
     if scenario == "fixed-rate" and record.get("latency_p99_ms") is not None:
         parts.append(f"p99 {record['latency_p99_ms']:.2f} ms")
@@ -174,6 +182,10 @@ def run(settings: Settings, *, scenarios: Sequence[str], targets: Sequence[Targe
                                  "skipped": f"unavailable: {reasons[target.name]}"}]
                 else:
                     measured = step.measure(bench, target, run_index)
+            except TooFewOpenFiles as error:  # this machine cannot hold C connections
+                measured = [{"scenario": step.scenario, "server": target.name,
+                             "clients": step.clients, "run": run_index,
+                             "skipped": str(error)}]
             except Exception as error:
                 measured = [{"scenario": step.scenario, "server": target.name,
                              "clients": step.clients, "run": run_index,
@@ -238,6 +250,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--isolation-clients", type=int)
     parser.add_argument("--isolation-window", type=float)
     parser.add_argument("--memory-clients", type=_csv_ints)
+    parser.add_argument("--admission-clients", type=_csv_ints,
+                        help="C values for the admission scenario (clients connecting "
+                             "while the producer runs flat out)")
     parser.add_argument("--warmup", type=float, help="seconds of load before a window")
     parser.add_argument("--window", type=float, help="seconds each window lasts")
     parser.add_argument("--out", type=Path,
@@ -259,6 +274,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "event_clients": args.event_clients, "event_count": args.event_count,
         "isolation_clients": args.isolation_clients,
         "isolation_window": args.isolation_window, "memory_clients": args.memory_clients,
+        "admission_clients": args.admission_clients,
         "warmup": args.warmup, "window": args.window,
     }
     settings = attrs.evolve(settings, **{k: v for k, v in overrides.items() if v is not None})

@@ -51,15 +51,10 @@ import argparse
 import errno
 import math
 import multiprocessing.connection
-import os
 import select
-import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Final, Literal
 
 import attrs
@@ -67,6 +62,7 @@ import attrs
 from benchmarks import rawsse, rawws
 from benchmarks.messages import PROPERTY, Kind, sent_at, subscribe_request
 from benchmarks.servers.control import raise_open_files_limit
+from benchmarks.workers import WorkerPool
 
 __all__ = ["SSE", "WEBSOCKET", "LoadGenerator", "Mark", "OpenError", "Protocol", "deltas",
            "open_stalled_client"]
@@ -451,7 +447,7 @@ class Mark:
         return sum(code is not None for code in self.close_codes)
 
 
-class LoadGenerator:
+class LoadGenerator(WorkerPool):
     """``workers`` worker processes, for the harness to spread clients over.
 
     Resource handling: a context manager; leaving it ends every worker (by asking, then
@@ -459,52 +455,8 @@ class LoadGenerator:
     sees a consistent snapshot.
     """
 
-    def __init__(self, workers: int) -> None:
-        if workers < 1:
-            raise ValueError("a load generator needs at least one worker process")
-        self._pipes: list[multiprocessing.connection.Connection] = []
-        self._processes: list[subprocess.Popen[bytes]] = []
-        root = Path(__file__).resolve().parents[1]
-        env = os.environ | {"PYTHONPATH": os.pathsep.join(
-            filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
-        try:
-            for _ in range(workers):
-                ours, theirs = socket.socketpair()
-                with theirs:
-                    process = subprocess.Popen(
-                        [sys.executable, "-m", "benchmarks.loadgen",
-                         "--control-fd", str(theirs.fileno())],
-                        pass_fds=[theirs.fileno()], cwd=root, env=env)
-                self._processes.append(process)
-                self._pipes.append(multiprocessing.connection.Connection(ours.detach()))
-        except BaseException:
-            self.close()
-            raise
-
-    @property
-    def workers(self) -> int:
-        return len(self._processes)
-
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self._processes]
-
-    def __enter__(self) -> LoadGenerator:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def _all(self, command: tuple[Any, ...], timeout: float = 30.0) -> list[Any]:
-        for pipe in self._pipes:
-            pipe.send(command)
-        replies = []
-        for pipe, process in zip(self._pipes, self._processes, strict=True):
-            if not pipe.poll(timeout):
-                raise RuntimeError(f"load generator worker {process.pid} did not answer "
-                                   f"{command[0]!r} within {timeout:.0f} s")
-            replies.append(pipe.recv())
-        return replies
+    module = "benchmarks.loadgen"
+    what = "load generator"
 
     def open(self, *, host: str, port: int, path: str, kind: Kind, clients: int,
              sample_every: int = 0, rcvlowat: int = 0,
@@ -559,26 +511,6 @@ class LoadGenerator:
         """Close every client (the server sees them leave)."""
         self._all(("close",))
 
-    def close(self) -> None:
-        """End every worker: ask, then SIGTERM, then SIGKILL (by PID), each bounded."""
-        for pipe in self._pipes:
-            try:
-                pipe.send(("exit",))
-            except OSError:
-                pass
-        for process in self._processes:
-            for step in (None, signal.SIGTERM, signal.SIGKILL):
-                if process.poll() is not None:
-                    break
-                if step is not None:
-                    process.send_signal(step)
-                try:
-                    process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    continue
-        for pipe in self._pipes:
-            pipe.close()
-        self._pipes, self._processes = [], []
 
 
 def deltas(before: Sequence[int], after: Sequence[int]) -> list[int]:

@@ -103,6 +103,10 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.0f} %"
 
 
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"
+
+
 def _us(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} us"
 
@@ -189,6 +193,9 @@ def _headline(records: Records, settings: Settings) -> list[str]:
     for clients in _clients(records, "memory"):
         row(f"RSS per idle observer, C = {clients}", "kib_per_connection", "memory", clients,
             lambda v: "-" if v is None else f"{v:.1f} KiB")
+    for clients in _clients(records, "admission"):
+        row(f"seconds for {clients:,} clients to connect and observe, producer at full "
+            "speed", "connect_s", "admission", clients, _seconds)
     return _table(header, rows)
 
 
@@ -384,6 +391,29 @@ def _memory(records: Records) -> list[str]:
                        records, "memory")
 
 
+def _admission(records: Records) -> list[str]:
+    rows = []
+    for clients in _clients(records, "admission"):
+        for server in _servers(records):
+            match = {"scenario": "admission", "clients": clients, "server": server}
+            if not records.count(**match):
+                continue
+            times = [r.get("connect_s") for r in select(records.all, **match)]
+            rows.append([
+                str(clients), server,
+                _seconds(records.median("connect_s", **match)),
+                ", ".join(_seconds(t) for t in times),
+                _rate(records.median("connections_per_s", **match)),
+                _rate(records.median("updates_per_s", **match)),
+                _percent(records.median("server_cpu_share", **match)),
+                _percent(records.median("loadgen_cpu_share", **match)),
+                _flags(records, **match),
+            ])
+    return _table(["C", "server", "seconds to connect all", "each run", "connections/s",
+                   "updates/s meanwhile", "server CPU", "load gen CPU", "notes"], rows) + (
+                       _skipped(records, "admission"))
+
+
 def _workers(records: Records) -> str:
     counts = {r["loadgen_workers"] for r in records.all if "loadgen_workers" in r}
     return ", ".join(str(n) for n in sorted(counts)) or "-"
@@ -439,8 +469,8 @@ def markdown(records: Records, *, machine: dict[str, Any], command: str, setting
         "## Headline",
         "",
         "Medians over runs; the last columns are trio-things' figure over the reference's, "
-        "paired by run. Above 1 is better for deliveries/s and worse for CPU, latency and "
-        "memory. The two *fraction of the limit* columns read trio-things' deliveries/s "
+        "paired by run. Above 1 is better for deliveries/s and worse for CPU, latency, "
+        "memory and time. The two *fraction of the limit* columns read trio-things' deliveries/s "
         "against the fastest fan-out pure Python can do and against the same in C (see "
         "[Property at full speed](#property-at-full-speed)); `-` where a limit was not "
         "measured.",
@@ -554,6 +584,23 @@ def markdown(records: Records, *, machine: dict[str, Any], command: str, setting
         "C clients have observed the property (nothing is published), over C.",
         "",
         *_memory(records),
+    ]
+    if records.count(scenario="admission"):
+        lines += [
+            "## Connecting while the producer runs flat out",
+            "",
+            "The producer updates the property as fast as the server accepts, from before the "
+            "first client connects; then C clients connect and observe it, at most 32 "
+            "handshakes in flight per load-generator process (as in every scenario). The time "
+            "is from the first connection attempt until every client has its "
+            "acknowledgement. Each client observes from then on, so the later ones are "
+            "admitted while the server fans every update out to hundreds of others: a server "
+            "that admits connections only between two fan-outs is slow here, one that does "
+            "not let the producer run in between makes few *updates meanwhile*.",
+            "",
+            *_admission(records),
+        ]
+    lines += [
         "## Machine",
         "",
         *_machine(machine)[:-1],

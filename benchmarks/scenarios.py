@@ -11,6 +11,10 @@ one record (a JSON-ready dict; :mod:`benchmarks.summary` takes medians and ratio
 ``isolation``   ``max-rate`` with one more client that never reads, against the same
                 run without it
 ``memory``      C idle observers; the server's resident memory before and after
+``admission``   C clients connect and observe while the producer already runs flat out:
+                the seconds until every one is acknowledged, and the updates the producer
+                made meanwhile (admission must not starve behind the fan-out, nor the
+                fan-out behind admission)
 =============== ===========================================================================
 
 What every record says about CPU, and why: the machine is shared and small, so a figure
@@ -48,10 +52,11 @@ from benchmarks.servers.control import Plan
 from benchmarks.summary import percentile
 from benchmarks.targets import Target
 
-__all__ = ["SCENARIOS", "Bench", "Settings"]
+__all__ = ["SCENARIOS", "Bench", "Settings", "TooFewOpenFiles"]
 
 HOST: Final = "127.0.0.1"
-SCENARIOS: Final = ("max-rate", "sse", "fixed-rate", "events", "isolation", "memory")
+SCENARIOS: Final = ("max-rate", "sse", "fixed-rate", "events", "isolation", "memory",
+                     "admission")
 #: A worker (or the server) at this share of a core or more counts as saturated.
 SATURATED: Final = 0.9
 _CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
@@ -67,7 +72,7 @@ class Settings:
     warmup: float = 1.0
     """Seconds of load before a window opens (connections and caches settle)."""
     window: float = 3.0
-    max_rate_clients: tuple[int, ...] = (1, 10, 100, 500, 1000)
+    max_rate_clients: tuple[int, ...] = (1, 10, 100, 500, 1000, 10_000)
     limit_clients: tuple[int, ...] | None = None
     """The C of ``max-rate`` at which the limits (``python-limit``, ``c-limit``) are
     measured too; ``None``: every C of ``max_rate_clients``."""
@@ -83,7 +88,9 @@ class Settings:
     isolation_write_timeout: float = 2.0
     """trio-things' ``write_timeout`` in the isolation scenario (its default is 10 s),
     so the stalled client is dropped well within the window. The references have none."""
-    memory_clients: tuple[int, ...] = (1000, 5000)
+    memory_clients: tuple[int, ...] = (1000, 5000, 10_000)
+    admission_clients: tuple[int, ...] = (1000,)
+    """C of the ``admission`` scenario: clients connecting while the producer runs."""
     rcvlowat: int = 4096
     """``SO_RCVLOWAT`` of the load generator's sockets where no latency is measured
     (see :meth:`benchmarks.loadgen.LoadGenerator.open`)."""
@@ -161,6 +168,21 @@ def _throughput(first: Snapshot, last: Snapshot) -> Record:
     }
 
 
+class TooFewOpenFiles(RuntimeError):
+    """The open-files hard limit is too low for a scenario's C connections."""
+
+
+def _check_open_files(clients: int) -> None:
+    """Raise :class:`TooFewOpenFiles` if the hard limit on open files (which the server
+    and each load-generator process raise their soft limit to) is below what
+    ``clients`` connections need, with a reserve for everything else."""
+    needed = clients + 64
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise TooFewOpenFiles(f"the open-files hard limit is {hard}; {clients} "
+                              f"connections need about {needed}")
+
+
 class Bench:
     """Runs scenarios against servers, with one load generator for the whole invocation."""
 
@@ -184,6 +206,7 @@ class Bench:
                  rcvlowat: int = 0, write_timeout: float | None = None,
                  transport: Protocol = WEBSOCKET) -> Iterator[ServerProcess]:
         """A server with ``clients`` acknowledged observers; all closed on exit."""
+        _check_open_files(clients)
         path = target.path
         if transport == SSE:
             if target.sse_path is None:
@@ -331,14 +354,52 @@ class Bench:
             "server_log": log[:3],
         }
 
+    def admission(self, target: Target, clients: int, run: int) -> Record:
+        """C clients connect and observe while the producer updates the property as fast
+        as the server accepts (from before the first connects): the seconds until every
+        one is acknowledged, and what the producer and the server did meanwhile.
+
+        Every observer acknowledged joins the fan-out at once, so the later ones are
+        admitted while the server fans each update out to hundreds of others: a server
+        that accepts or completes handshakes only between two fan-outs (one per scheduler
+        round) admits slowly, one that does not take turns starves the producer."""
+        _check_open_files(clients)
+        with self._start(target) as server:
+            server.request({"op": "start", "plan": Plan(kind=PROPERTY).to_json()})
+            try:
+                time.sleep(0.2)  # the producer is running (no observer yet: cheap)
+                first = _snapshot(server, self.loadgen)
+                started = time.monotonic()
+                self.loadgen.open(host=HOST, port=server.port, path=target.path,
+                                  kind=PROPERTY, clients=clients, rcvlowat=self.settings.rcvlowat,
+                                  timeout=max(60.0, clients / 20))
+                connect_s = time.monotonic() - started
+                last = _snapshot(server, self.loadgen)
+                server.request({"op": "stop"})
+            finally:
+                self.loadgen.close_clients()
+        window = last.mark.time - first.mark.time
+        server_cpu = last.stats["cpu"] - first.stats["cpu"]
+        workers_cpu = [b - a for a, b in zip(first.mark.cpu, last.mark.cpu, strict=True)]
+        return self._base("admission", target, clients, run) | {
+            "connect_s": connect_s,
+            "connections_per_s": clients / connect_s,
+            "updates": last.stats["updates"] - first.stats["updates"],
+            "updates_per_s": (last.stats["updates"] - first.stats["updates"]) / window,
+            "deliveries": sum(last.mark.counts),
+            "server_cpu_share": server_cpu / window,
+            "loadgen_workers": len(workers_cpu),
+            "loadgen_cpu_share": max(workers_cpu) / window,
+            "other_cpu_share": max(0.0, last.machine_busy - first.machine_busy - server_cpu
+                                   - math.fsum(workers_cpu)) / window,
+        }
+
     def memory(self, target: Target, clients: int, run: int) -> Record:
         """Resident memory per idle observing connection (nothing is published)."""
-        needed = clients + 64
-        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if hard != resource.RLIM_INFINITY and hard < needed:
-            return self._base("memory", target, clients, run) | {
-                "skipped": f"the open-files hard limit is {hard}; "
-                           f"{clients} connections need about {needed}"}
+        try:
+            _check_open_files(clients)
+        except TooFewOpenFiles as error:
+            return self._base("memory", target, clients, run) | {"skipped": str(error)}
         with self._start(target) as server:
             time.sleep(0.3)
             before = server.rss_kib()

@@ -2,13 +2,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import jsonschema
 import pytest
 import trio
 
+from benchmarks.broker import Mosquitto
 from tests.helpers import servers
 from tests.helpers.httpclient import HttpClient
 from trio_things.server import ThingServer
@@ -46,3 +47,10 @@ def td_validator() -> jsonschema.Draft7Validator:
         pytest.fail(f"the TD 1.1 schema is missing at {path} (set TD_SCHEMA)")
     schema = json.loads(path.read_text())
     return jsonschema.Draft7Validator(schema, format_checker=jsonschema.FormatChecker())
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A real Mosquitto broker on a free loopback port, stopped after the test."""
+    with Mosquitto(tmp_path) as broker:
+        yield broker

@@ -189,8 +189,8 @@ def test_sse_clients_report_a_refused_stream(loadgen: LoadGenerator) -> None:
 
 QUICK_ARGS = ["--quick", "--workers", "1", "--clients", "2", "--sse-clients", "2",
               "--event-clients", "2", "--event-count", "50", "--isolation-clients", "2",
-              "--isolation-window", "0.6", "--memory-clients", "2", "--window", "0.3",
-              "--warmup", "0.1"]
+              "--isolation-window", "0.6", "--memory-clients", "2", "--admission-clients",
+              "3", "--window", "0.3", "--warmup", "0.1"]
 
 COMMON_KEYS = {"scenario", "server", "clients", "run", "time"}
 THROUGHPUT_KEYS = {"deliveries", "deliveries_per_s", "updates", "updates_per_s", "miss_mean",
@@ -205,6 +205,8 @@ KEYS = {
     "isolation": COMMON_KEYS | THROUGHPUT_KEYS | {"stalled", "stalled_closed_after_s",
                                                   "timeline"},
     "memory": COMMON_KEYS | {"rss_before_kib", "rss_after_kib", "kib_per_connection"},
+    "admission": COMMON_KEYS | {"connect_s", "connections_per_s", "updates", "updates_per_s",
+                                "server_cpu_share", "loadgen_cpu_share"},
 }
 
 
@@ -216,7 +218,7 @@ def test_quick_path_writes_records_page_and_plot(tmp_path: Path,
     assert not [r for r in records if "error" in r]
     seen = {(r["scenario"], r["server"], r.get("stalled")) for r in records}
     for server, target in TARGETS.items():
-        for scenario in ("max-rate", "fixed-rate", "events", "memory"):
+        for scenario in ("max-rate", "fixed-rate", "events", "memory", "admission"):
             assert ((scenario, server, None) in seen) == target.takes_part(scenario)
         assert (("isolation", server, False) in seen) == target.takes_part("isolation")
         assert (("isolation", server, True) in seen) == target.takes_part("isolation")
@@ -239,9 +241,13 @@ def test_quick_path_writes_records_page_and_plot(tmp_path: Path,
             assert record["lost"] == 0
         if record["scenario"] == "fixed-rate":
             assert record["latency_samples"] > 0
+        if record["scenario"] == "admission":  # connected while the producer ran
+            assert record["connect_s"] > 0 and record["updates"] > 0
     page = (tmp_path / "benchmarks.md").read_text()
     assert page.startswith("# Fan-out benchmarks")
     assert "## Server-Sent Events" in page and "| 2 | SSE |" in page
+    assert "## Connecting while the producer runs flat out" in page
+    assert "| seconds for 3 clients to connect and observe, producer at full speed |" in page
     assert "python -m benchmarks.fanout --quick" in page
     assert "![" in page
     assert (tmp_path / "benchmarks.png").read_bytes().startswith(b"\x89PNG")
@@ -311,6 +317,81 @@ def test_a_benchmark_keeps_its_section_of_the_page_when_the_fan_out_rewrites_it(
     assert rewritten.startswith("# Fan-out\n\nnew figures\n")
     assert "29 fps" in rewritten
     assert carry_sections(again, again) == again  # nothing doubled
+
+
+# --------------------------------------------------------------------------- MQTT
+
+
+def _mqtt_publish(topic: bytes, payload: bytes, packet_id: int | None = None) -> bytes:
+    body = len(topic).to_bytes(2, "big") + topic
+    if packet_id is not None:
+        body += packet_id.to_bytes(2, "big")
+    body += payload
+    head = 0x32 if packet_id is not None else 0x30
+    length = len(body)
+    encoded = bytearray()
+    while True:
+        byte, length = length & 0x7F, length >> 7
+        encoded.append(byte | (0x80 if length else 0))
+        if not length:
+            break
+    return bytes((head,)) + bytes(encoded) + body
+
+
+def test_mqtt_subscribers_count_each_publish_once_at_any_split() -> None:
+    """The MQTT load generator walks fixed headers only: every PUBLISH is counted once,
+    a QoS 1 one gives its packet id to acknowledge, and a packet cut anywhere (in its
+    remaining length too: a 300-byte payload takes two bytes of it) waits for its rest."""
+    from benchmarks.mqttload import connect_packet, scan, subscribe_packet
+
+    connect = connect_packet("sub-1")
+    assert connect[0] == 0x10 and connect[1] == len(connect) - 2
+    assert b"\x00\x04MQTT\x04\x02\x00\x00\x00\x05sub-1" in connect
+    assert subscribe_packet("a/b", qos=1) == b"\x82\x08\x00\x01\x00\x03a/b\x01"
+    stream = (b"\x20\x02\x00\x00"  # CONNACK, accepted
+              + b"\x90\x03\x00\x01\x00"  # SUBACK, QoS 0 granted
+              + _mqtt_publish(b"things/bench/properties/tick", b'{"n":0,"t":1.5}')
+              + _mqtt_publish(b"t", bytes(300), packet_id=7)
+              + _mqtt_publish(b"t", b"x", packet_id=8))
+    whole = scan(stream)
+    assert (whole.publishes, whole.acknowledge, whole.consumed) == (3, [7, 8], len(stream))
+    assert [head for head, _ in whole.control] == [0x20, 0x90]
+    for cut in range(len(stream) + 1):
+        first = scan(stream[:cut])
+        second = scan(stream[first.consumed:])
+        assert first.publishes + second.publishes == 3, cut
+        assert first.acknowledge + second.acknowledge == [7, 8], cut
+        assert first.consumed + second.consumed == len(stream), cut
+
+
+def test_mqtt_benchmark_delivers_every_update_on_both_paths(tmp_path: Path) -> None:
+    """``benchmarks.mqtt --quick``, tiny: a real Mosquitto, a server per path, 10
+    subscribers over MQTT and 10 observers over WebSocket for a 1 s window. Every update
+    reaches every subscriber on both paths, and the figures are sane; none is compared
+    with a speed (the machine is noisy)."""
+    import math
+
+    from benchmarks import mqtt
+
+    jsonl = tmp_path / "mqtt.jsonl"
+    assert mqtt.main(["--quick", "--workers", "1", "--jsonl", str(jsonl)]) == 0
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert sorted(r["path"] for r in records) == ["mqtt", "websocket"]
+    for record in records:
+        assert record["subscribers"] == 10
+        assert record["updates"] > 0 and record["deliveries"] > 0
+        assert record["expected"] > 0
+        assert record["received"] == record["expected"], record  # lossless at this size
+        assert record["lost"] == record["coalesced"] == record["closed"] == 0
+        assert record["server_cpu_s"] > 0
+        assert 0 < record["cpu_per_update_us"] < 1e6 and math.isfinite(
+            record["cpu_per_update_us"])
+        assert (record["broker_cpu_s"] is not None) == (record["path"] == "mqtt")
+    rows = mqtt.summarize([mqtt.Measurement(**{
+        k: v for k, v in r.items() if k not in ("cpu_per_update_us", "deliveries_per_s",
+                                                 "lost")}) for r in records])
+    assert [row.subscribers for row in rows] == [10]
+    assert rows[0].mqtt_ratio == rows[0].websocket_ratio == 1.0
 
 
 # --------------------------------------------------------------------------- the limits
@@ -511,3 +592,21 @@ def test_profile_tables_give_medians_over_runs_and_every_bucket() -> None:
     assert "system calls: write (fast path) 80.0 %" in page
     assert "`Outbox.put_latest outbox.py:213` 20.0 %" in page
     assert page.rstrip().endswith("```sh\ncmd\n```")
+
+
+def test_idle_memory_attributes_what_idle_observers_hold_to_their_parts() -> None:
+    """``benchmarks.idle_memory``, tiny: the server in this process, 30 observers in a
+    load-generator process; every part of a connection is found, and the table adds up
+    (no figure is compared with a bound here: tests/test_idle_memory.py does that)."""
+    from benchmarks import idle_memory
+
+    rss, breakdown = idle_memory.measure(connections=30)
+    assert rss > 0
+    assert {"task: relay", "task: trio-websocket's reader",
+            "task: the connection's (HTTP, handshake, processor)",
+            "wsproto connection (frame parser)", "UpgradeStream, frame guard",
+            "Outbox, writer, doorbell"} <= breakdown.parts.keys()
+    assert breakdown.total == sum(breakdown.parts.values())
+    lines = breakdown.lines(types=2)
+    assert lines[0].startswith("| part |") and lines[-1].startswith("| **all** |")
+    assert len(lines) == len(breakdown.parts) + 3

@@ -140,3 +140,34 @@ def test_a_module_that_fails_to_import_says_why(tmp_path: Path,
         ThingConfig(name="x", class_path="broken_devices:Stage").create()
     assert str(info.value) == ("thing 'x': importing 'broken_devices' failed: "
                                "ModuleNotFoundError: No module named 'no_such_dependency'")
+
+
+def test_the_mqtt_table(tmp_path: Path) -> None:
+    path = tmp_path / "things.toml"
+    path.write_text('[server.mqtt]\nbroker = "mqtts://broker.lab"\ntopic_prefix = "lab3"\n'
+                    'qos = 0\nca_certificates = "ca.pem"\nusername = "bench"\n')
+    mqtt = load_config(path).mqtt
+    assert mqtt is not None
+    assert (str(mqtt.broker_url), mqtt.topic_prefix, mqtt.qos) == ("mqtts://broker.lab:8883",
+                                                                  "lab3", 0)
+    assert mqtt.ca_certificates == tmp_path / "ca.pem"  # beside the file, as TLS's
+    assert load_config(_write(tmp_path, "[server]\nport = 1\n")).mqtt is None
+
+
+def _write(folder: Path, text: str) -> Path:
+    path = folder / "other.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ("", "needs broker"),
+    ('broker = "http://x"', "mqtt:// or mqtts://"),
+    ('broker = "mqtt://x"\nqos = 3', "qos"),
+    ('broker = "mqtt://x"\nbrokers = 1', "brokers"),
+    ('broker = "mqtt://x"\ntopic_prefix = "a/#"', "topic_prefix"),
+])
+def test_mqtt_table_errors_are_one_line(tmp_path: Path, table: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_config(_write(tmp_path, f"[server.mqtt]\n{table}\n"))
+    assert "[server.mqtt]" in str(caught.value) and "\n" not in str(caught.value)

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -34,6 +35,15 @@ print("stopped", flush=True)
 """
 
 
+def _listening_line(stdout: IO[str]) -> str:
+    """The server's "listening on" log line, past the lines it logs before (the open-file
+    limit raised, say); "" if the process ends first."""
+    while line := stdout.readline():
+        if line.startswith("listening on "):
+            return line
+    return ""
+
+
 def interrupted(tmp_path: Path, run: str, signum: signal.Signals) -> tuple[int, str, str]:
     script = tmp_path / "serve.py"
     script.write_text(SCRIPT.format(run=run))
@@ -42,7 +52,7 @@ def interrupted(tmp_path: Path, run: str, signum: signal.Signals) -> tuple[int, 
     try:
         assert process.stdout is not None and process.stderr is not None
         assert process.stdout.readline() == "starting\n"
-        listening = process.stdout.readline()  # the server's log line, once it listens
+        listening = _listening_line(process.stdout)  # once it listens
         assert listening.startswith("listening on http://127.0.0.1:"), listening
         port = int(listening.rsplit(":", 1)[1].strip(" /\n"))
         with socket.create_connection(("127.0.0.1", port), timeout=10):
@@ -107,7 +117,7 @@ def test_a_second_ctrl_c_ends_run_at_once_while_an_action_holds_the_shutdown(
                                stderr=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None and process.stderr is not None
-        listening = process.stdout.readline()
+        listening = _listening_line(process.stdout)
         assert listening.startswith("listening on http://127.0.0.1:"), listening
         port = int(listening.rsplit(":", 1)[1].strip(" /\n"))
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)

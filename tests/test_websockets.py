@@ -5,8 +5,10 @@ in-memory streams (lockstep for a client that reads slowly), every wait under fa
 from __future__ import annotations
 
 import datetime
+import gc
 from collections.abc import AsyncIterator
 
+import h11
 import pytest
 import trio
 import trio.testing
@@ -19,6 +21,7 @@ from hypothesis import strategies as st
 import trio_things as tt
 from tests.helpers.servers import observer_count, serve_on_loopback
 from tests.helpers.wsclient import open_raw_ws, open_ws, receive, request, send
+from trio_things.bindings.websocket import _SPENT_HANDSHAKE
 from trio_things.config import ServerConfig
 from trio_things.demo import Counter, Reading, Thermometer
 from trio_things.model.description import thing_id
@@ -804,3 +807,49 @@ async def test_a_subscription_coming_back_is_sent_a_replay_larger_than_its_outbo
                 thermometer.overheated.emit(Reading(temperature=150.0, time=TIME))
                 assert (await receive(ws))["data"]["temperature"] == 150.0
                 assert ws.closed is None
+
+
+# --------------------------------------------------------------------------- an idle connection
+
+
+def server_connections() -> list[trio_websocket.WebSocketConnection]:
+    return [obj for obj in gc.get_objects()
+            if isinstance(obj, trio_websocket.WebSocketConnection) and obj.is_server
+            and obj.closed is None]
+
+
+async def test_an_open_connection_keeps_no_handshake_state(server: ThingServer) -> None:
+    """wsproto keeps the opening handshake's h11 connection, request and event queue
+    for the connection's life (about 2 KiB); the server lets go of them once the
+    connection is open, and the connection works on: messages both ways, pings, close."""
+    counter = server.things["counter"]
+    with trio.fail_after(5):
+        async with open_ws(server, "/counter/ws", WTP) as ws:
+            await request(ws, "observeproperty", name="count")
+            assert (await receive(ws))["value"] == 0
+            [connection] = server_connections()
+            handshake = connection._wsproto.handshake
+            assert handshake is _SPENT_HANDSHAKE  # shared by every connection: nothing each
+            assert handshake._h11_connection.their_state is h11.IDLE  # never fed a byte
+            counter.count = 5  # type: ignore[attr-defined]
+            assert (await receive(ws))["value"] == 5
+            await ws.ping(b"still here")
+            assert (await request(ws, "readproperty", name="count"))["value"] == 5
+        assert ws.closed is not None and ws.closed.code == 1000
+
+
+async def test_an_idle_connection_holds_no_request_it_served(server: ThingServer) -> None:
+    """Between two messages, the processor's frame holds none of the last one (the
+    message, its commands, their replies): an idle connection would keep them for as
+    long as it stays open."""
+    with trio.fail_after(5):
+        async with open_ws(server, "/counter/ws", WTP) as ws:
+            await request(ws, "observeproperty", name="count")
+            await receive(ws)  # the current value
+            await trio.testing.wait_all_tasks_blocked()
+            [processor] = [frame for obj in gc.get_objects()
+                           if type(obj).__name__ == "coroutine"
+                           and obj.__qualname__ == "process_messages_from_websocket"
+                           and (frame := obj.cr_frame) is not None]
+            assert not {"message", "requests", "request", "reply", "body",
+                        "observer"} & processor.f_locals.keys()

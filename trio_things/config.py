@@ -29,6 +29,10 @@ TOML (the native format)::
     certificate = "server.pem"     # PEM, the chain after the server's own; relative
     key = "server.key"             # paths are relative to the configuration file
 
+    [server.mqtt]                  # publish through an MQTT broker (docs/scaling-out.md)
+    broker = "mqtt://127.0.0.1:1883"   # or mqtts://; the password: TRIO_THINGS_MQTT_PASSWORD
+    topic_prefix = "things"
+
     [server.discovery]             # DNS-SD (multicast DNS) announcement as _wot._tcp
     dns_sd = true                  # default: on unless the server listens on loopback only
     name = "Lab bench 3"           # the instance name; default: the host name
@@ -67,6 +71,7 @@ from trio_things.model.thing import Thing
 from trio_things.protocol.access import AccessPolicy
 from trio_things.protocol.dns_sd import DiscoveryConfig
 from trio_things.protocol.limits import HttpLimits, WebSocketLimits
+from trio_things.protocol.mqtt import MqttConfig
 from trio_things.runtime.blobs import DEFAULT_MEMORY_BYTES, DEFAULT_SPILL_BYTES
 
 __all__ = [
@@ -187,6 +192,9 @@ class ServerConfig:
     """With it, the server speaks ``https`` and ``wss`` only (see :class:`TlsConfig`)."""
     discovery: DiscoveryConfig = attrs.field(factory=DiscoveryConfig)
     """``[server.discovery]``: the DNS-SD announcement (``docs/configuration.md``)."""
+    mqtt: MqttConfig | None = None
+    """``[server.mqtt]``: publish the Things through an MQTT broker, and take commands
+    from it (``docs/scaling-out.md``); None: no MQTT."""
     #: Seconds an ended invocation stays queryable before it is forgotten.
     invocation_retention: float = attrs.field(default=300.0, validator=attrs.validators.gt(0))
     #: Seconds an HTTP long-poll (the next change of a property, the next event) waits
@@ -316,13 +324,15 @@ def _from_toml(data: dict[str, Any], *, folder: Path = Path(".")) -> ServerConfi
     access = _table(server, "access")
     tls = _table(server, "tls") if "tls" in server else None
     discovery = _table(server, "discovery")
-    for table in ("http", "websocket", "access", "tls", "discovery"):
+    mqtt = dict(_table(server, "mqtt")) if "mqtt" in server else None
+    for table in ("http", "websocket", "access", "tls", "discovery", "mqtt"):
         server.pop(table, None)
     tables: tuple[tuple[str, Mapping[str, Any], type], ...] = (
         ("[server]", server, ServerConfig), ("[server.http]", http, HttpLimits),
         ("[server.websocket]", websocket, WebSocketLimits),
         ("[server.access]", access, AccessPolicy), ("[server.tls]", tls or {}, TlsConfig),
-        ("[server.discovery]", discovery, DiscoveryConfig))
+        ("[server.discovery]", discovery, DiscoveryConfig),
+        ("[server.mqtt]", mqtt or {}, MqttConfig))
     for name, table, cls in tables:
         known = {field.alias or field.name for field in attrs.fields(cls)} - {"things"}
         message = unknown_names(table, known)
@@ -340,12 +350,22 @@ def _from_toml(data: dict[str, Any], *, folder: Path = Path(".")) -> ServerConfi
         discovery_config = DiscoveryConfig(**discovery)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"[server.discovery]: {error}") from None
+    mqtt_config = None
+    if mqtt is not None:
+        if "broker" not in mqtt:
+            raise ConfigError('[server.mqtt]: needs broker = "mqtt://host:1883"')
+        if isinstance(mqtt.get("ca_certificates"), str):
+            mqtt["ca_certificates"] = folder / mqtt["ca_certificates"]
+        try:
+            mqtt_config = MqttConfig(**mqtt)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"[server.mqtt]: {error}") from None
     try:
         return ServerConfig(things=tuple(things), http=HttpLimits(**http),
                             websocket=WebSocketLimits(**websocket),
                             access=AccessPolicy(**access),
                             tls=None if tls is None else TlsConfig(**tls).resolved(folder),
-                            discovery=discovery_config, **server)
+                            discovery=discovery_config, mqtt=mqtt_config, **server)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"[server]: {error}") from None
 

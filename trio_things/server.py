@@ -29,6 +29,7 @@ from typing import NoReturn
 import trio
 
 from trio_things.bindings.http import HttpBinding, handle_http_request
+from trio_things.bindings.mqtt import MqttBinding, MqttBridge, serve_mqtt
 from trio_things.bindings.websocket import (
     WebSocketBinding,
     WebSocketDialects,
@@ -41,6 +42,7 @@ from trio_things.fanout.history import History
 from trio_things.fanout.notifier import ThingNotifier, publish_action_status
 from trio_things.fanout.observers import ObserverRegistry
 from trio_things.model.affordances import Affordances
+from trio_things.model.description import Binding
 from trio_things.model.thing import Thing
 from trio_things.runtime.actions import open_action_runner
 from trio_things.runtime.blobs import BlobStore
@@ -49,9 +51,14 @@ from trio_things.runtime.settings import SettingsStore, settings_of
 from trio_things.transport.dns_sd import announce_server
 from trio_things.transport.http import HttpRequest, HttpResponse, serve_http_connection
 from trio_things.transport.listeners import (
+    ServedStream,
+    _Acceptor,
+    _Door,
+    _raise_open_file_limit,
+)
+from trio_things.transport.listeners import (
     _connection_limit as _connection_limit,  # importable here still, as before it moved
 )
-from trio_things.transport.listeners import _Door, _PatientListener
 from trio_things.transport.upgrade import UpgradeStream
 
 __all__ = ["ThingServer"]
@@ -74,6 +81,8 @@ class ThingServer:
         self._things: dict[str, Thing] = {}
         self._dispatcher: Dispatcher | None = None
         self._settings: dict[str, SettingsStore] = {}  # while running: each Thing's
+        self.mqtt: MqttBridge | None = None
+        """While running with ``config.mqtt``: the MQTT binding's broker side."""
         self._affordances: dict[str, Affordances] = {}
         self._ssl_context = None if self.config.tls is None else self.config.tls.ssl_context()
         self._dialects = WebSocketDialects(
@@ -156,18 +165,26 @@ class ThingServer:
                 thing._tt_set_notifier(ThingNotifier(
                     name, bridge, history, observers,
                     on_setting=None if settings is None else settings.changed))
+            bindings: list[Binding] = [HttpBinding(), WebSocketBinding()]
+            if self.config.mqtt is not None:
+                bindings.append(MqttBinding(self.config.mqtt))
             self._dispatcher = Dispatcher(
                 things=self._things,
                 invocations=invocations,
                 history=history,
                 observers=observers,
-                bindings=[HttpBinding(), WebSocketBinding()],
+                bindings=bindings,
                 security_definitions=self.config.access.security_definitions(),
             )
+            if self.config.mqtt is not None:
+                self.mqtt = await nursery.start(
+                    serve_mqtt, self.config.mqtt.with_environment(), self._dispatcher,
+                    self._affordances, name="MQTT binding")
             try:
                 yield self
             finally:
                 self._dispatcher = None
+                self.mqtt = None
                 for thing in self._things.values():
                     thing._tt_set_notifier(None)
                 nursery.cancel_scope.cancel()
@@ -270,6 +287,10 @@ class ThingServer:
         With ``config.tls``, every connection speaks TLS first (``https`` and ``wss`` on
         the one port); a client that does not is closed when its handshake fails.
 
+        Each connection takes a file descriptor: first the process's open-file soft
+        limit is raised to its hard limit (logged at INFO), and ``max_connections`` is
+        kept below what it allows (see ``transport/listeners.py``).
+
         Returns:
             Never, unless cancelled. ``task_status.started()`` receives the TCP
             listeners (with ``port = 0`` in the config, read the real port from them).
@@ -297,21 +318,19 @@ class ThingServer:
                 "serving on %s without authentication: anyone who can reach this address "
                 "can read and control these Things; set tokens in [server.access] or "
                 "TRIO_THINGS_TOKENS", self.config.host or "every interface")
+        _raise_open_file_limit()  # before the door reads it: a descriptor per connection
         async with self.running():
             listeners = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
             async with trio.open_nursery() as nursery:
                 door = _Door(self.config, nursery)
                 handler = functools.partial(self._handle_socket, door)
-                # Patient listeners: trio.serve_listeners would log a traceback at each
-                # accept() that fails for want of descriptors, ten a second.
-                if self._ssl_context is None:
-                    nursery.start_soon(trio.serve_listeners, handler, [
-                        _PatientListener(listener) for listener in listeners])
-                else:
-                    nursery.start_soon(trio.serve_listeners, handler, [
-                        _PatientListener(trio.SSLListener(listener, self._ssl_context,
-                                                          https_compatible=True))
-                        for listener in listeners])
+                # Not trio.serve_listeners: it accepts one connection per scheduler round
+                # (each round may carry a fan-out to every observer), and logs a traceback
+                # at each accept() that fails for want of descriptors, ten a second.
+                for listener in listeners:
+                    acceptor = _Acceptor(listener, ssl_context=self._ssl_context)
+                    nursery.start_soon(acceptor.serve, handler, nursery,
+                                       name=f"accepting on {listener.socket.getsockname()}")
                 for listener in listeners:
                     host, port = listener.socket.getsockname()[:2]
                     host = f"[{host}]" if ":" in host else host
@@ -322,42 +341,39 @@ class ThingServer:
                                        self.scheme, name="DNS-SD announcement")
                 task_status.started(listeners)
 
-    async def _handle_socket(
-            self, door: _Door,
-            stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]) -> None:
-        """:meth:`handle_connection`, if the peer's address is within its connection
-        limit (else 429) and the server within its own (else 503).
+    async def _handle_socket(self, door: _Door, stream: ServedStream, address: str) -> None:
+        """:meth:`handle_connection`, if the peer's ``address`` is within its connection
+        limit (else 429) and the server within its own (else 503); closes ``stream``.
 
         The address is checked first: a client refused for the server's limit holds
         one of its own connections while it is answered, not one of the server's.
+        One coroutine, the root of the connection's task: it lives as long as the
+        connection, and each frame costs every idle connection its memory.
         """
-        sock = stream.socket if isinstance(stream, trio.SocketStream) else (
-            stream.transport_stream.socket)
-        try:
-            address = str(sock.getpeername()[0])
-        except OSError:  # the peer left between accept() and now
-            await trio.aclose_forcefully(stream)
-            return
         clients = door.clients
-        if not clients.admit(address):
-            logger.debug("refused a connection: %s has %d open", address, clients[address])
-            await door.refuse(stream, TooManyRequests(
-                f"This address has {clients.limit} connections open, the most one client "
-                "may have; close one before opening another."))
-            return
         try:
-            if not door.cap.admit():
-                door.note_full()
-                await door.refuse(stream, RemoteProtocolError(
-                    f"The server has {door.cap.limit} connections open, the most it serves "
-                    "at once; try again later.", status=503))
+            if not clients.admit(address):
+                logger.debug("refused a connection: %s has %d open", address,
+                             clients[address])
+                await door.refuse(stream, TooManyRequests(
+                    f"This address has {clients.limit} connections open, the most one "
+                    "client may have; close one before opening another."))
                 return
             try:
-                await self._serve_http(stream)
+                if not door.cap.admit():
+                    door.note_full()
+                    await door.refuse(stream, RemoteProtocolError(
+                        f"The server has {door.cap.limit} connections open, the most it "
+                        "serves at once; try again later.", status=503))
+                    return
+                try:
+                    await self._serve_http(stream)
+                finally:
+                    door.cap.release()
             finally:
-                door.cap.release()
-        finally:
-            clients.release(address)
+                clients.release(address)
+        finally:  # closed already but for a bug: never leave a descriptor behind
+            await trio.aclose_forcefully(stream)
 
 
 def _exit_at_once(received: signal.Signals) -> NoReturn:

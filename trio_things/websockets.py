@@ -144,8 +144,6 @@ async def process_messages_from_websocket(
         that sends ``limits.request_burst`` of them in a row is closed with 1008.
     """
     rate = RequestRate(rate=limits.max_requests_per_second, burst=limits.request_burst)
-    too_many = ProblemDetails.from_status(
-        429, f"more than {limits.max_requests_per_second:g} messages per second; slow down")
     while True:
         try:
             message = await websocket.get_message()
@@ -158,40 +156,58 @@ async def process_messages_from_websocket(
                 # 1008, a policy violation: a flood of messages after 429 answers.
                 outbox.request_close(POLICY_CLOSE_CODE, "request rate limit exceeded")
             else:
-                _put(outbox, dialect.encode_error(_context(dialect, message), too_many))
+                _put(outbox, dialect.encode_error(_context(dialect, message),
+                                                  _too_many(limits)))
             continue
+        await _serve_message(message, outbox, dialect, dispatcher, caller)
+        # Not kept while waiting for the next one: an idle connection holds no request.
+        del message
+
+
+async def _serve_message(message: str | bytes, outbox: Outbox, dialect: Dialect,
+                         dispatcher: Dispatcher, caller: Caller) -> None:
+    """Run the commands of one message and queue their replies. A coroutine of its own,
+    so that what it held (the message, its commands, their replies) is freed when it
+    returns, not kept by the processor's frame for as long as the connection stays idle."""
+    try:
+        requests = dialect.decode(message)
+    except MessageError as error:
+        _put(outbox, dialect.encode_error(error.context, ProblemDetails.from_error(error)))
+        return
+    for request in requests:
+        observer = Observer(outbox=outbox, encoder=dialect.encode_notification,
+                            tail=request.tail)
         try:
-            requests = dialect.decode(message)
-        except MessageError as error:
-            _put(outbox, dialect.encode_error(error.context, ProblemDetails.from_error(error)))
-            continue
-        for request in requests:
-            observer = Observer(outbox=outbox, encoder=dialect.encode_notification,
-                                tail=request.tail)
-            try:
-                check_role(caller.role, request.command)
-                reply = await dispatcher.run(request.command, observer, caller=caller)
-                body = dialect.encode_reply(request, reply)
-            except RemoteProtocolError as error:
-                body = dialect.encode_error(request.context, ProblemDetails.from_error(error))
-            except Exception:
-                logger.exception("a WebSocket request (%s) failed; the connection goes on",
-                                 type(request.command).__name__)
-                body = dialect.encode_error(request.context, ProblemDetails.internal_error())
-            else:
-                if isinstance(reply, SubscribedReply):
-                    if body is not None:
-                        _put(outbox, body)
-                        body = None
-                    _push_initial(dispatcher, observer, reply.initial)
-                    if reply.missed:
-                        # What it missed while away, oldest first, as one frame: bounded
-                        # by the replay ring, not by the Outbox, which it must not
-                        # overflow (see bindings/sse.py).
-                        outbox.put((b"".join(part for missed in reply.missed
-                                             for part in observer.frame(missed)),))
-            if body is not None:
-                _put(outbox, body)
+            check_role(caller.role, request.command)
+            reply = await dispatcher.run(request.command, observer, caller=caller)
+            body = dialect.encode_reply(request, reply)
+        except RemoteProtocolError as error:
+            body = dialect.encode_error(request.context, ProblemDetails.from_error(error))
+        except Exception:
+            logger.exception("a WebSocket request (%s) failed; the connection goes on",
+                             type(request.command).__name__)
+            body = dialect.encode_error(request.context, ProblemDetails.internal_error())
+        else:
+            if isinstance(reply, SubscribedReply):
+                if body is not None:
+                    _put(outbox, body)
+                    body = None
+                _push_initial(dispatcher, observer, reply.initial)
+                if reply.missed:
+                    # What it missed while away, oldest first, as one frame: bounded
+                    # by the replay ring, not by the Outbox, which it must not
+                    # overflow (see bindings/sse.py).
+                    outbox.put((b"".join(part for missed in reply.missed
+                                         for part in observer.frame(missed)),))
+        if body is not None:
+            _put(outbox, body)
+
+
+def _too_many(limits: WebSocketLimits) -> ProblemDetails:
+    """The 429 a message over the rate limit gets (made when needed: rarely, and an idle
+    connection need not hold one)."""
+    return ProblemDetails.from_status(
+        429, f"more than {limits.max_requests_per_second:g} messages per second; slow down")
 
 
 def _context(dialect: Dialect, message: str | bytes) -> Any:

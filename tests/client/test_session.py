@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 
+import attrs
 import pytest
 import trio
 from trio.testing import MockClock
@@ -145,3 +146,48 @@ async def test_a_refused_handshake_is_an_error(autojump_clock: MockClock,
                 async with lab.observe("level"):
                     pass  # pragma: no cover
     assert info.value.status == 404
+
+
+class _Muted(trio.abc.Stream):
+    """A client's end of a connection that, once muted, hears nothing more from the
+    server (a peer that vanished without a FIN: no pong ever comes back)."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.muted = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self.muted:
+            await trio.sleep_forever()
+        return await self.stream.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+async def test_the_first_connection_going_silent_is_reconnected_not_fatal(
+        autojump_clock: MockClock, server: ThingServer, network: MemoryNetwork) -> None:
+    """A ping that gets no answer on the first connection the session made is a lost
+    connection like any other: the observations are restored, nothing raises."""
+    streams: list[_Muted] = []
+
+    async def open_stream(host: str, port: int, *, tls: bool) -> trio.abc.Stream:
+        streams.append(_Muted(await network(host, port, tls=tls)))
+        return streams[-1]
+
+    options = attrs.evolve(FAST, keepalive_interval=1.0, timeout=1.0)
+    with trio.fail_after(30):
+        async with connect(LAB, open_stream=open_stream, options=options) as lab:
+            async with lab.observe("level", int) as levels:
+                assert await levels.__anext__() == 0
+                for stream in streams:
+                    stream.muted = True
+                lab_of(server).level = 4
+                assert await levels.__anext__() == 4  # over a new connection
+    assert len(streams) >= 2

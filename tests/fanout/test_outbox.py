@@ -1,13 +1,17 @@
 """The Outbox policy, without a relay: coalescing, ordering, overflow and the doorbell.
 
-Memory channels work outside ``trio.run``, so these are plain functions.
+The doorbell, like a memory channel, works outside ``trio.run`` (but for waiting on it),
+so most of these are plain functions.
 """
 
 from __future__ import annotations
 
+import sys
+
 import attrs
 import pytest
 import trio
+import trio.testing
 
 from trio_things.errors import LocalProtocolError
 from trio_things.fanout.outbox import (
@@ -313,3 +317,94 @@ def test_attribute_writes_on_the_fan_out_path_are_plain() -> None:
     assert "__setattr__" not in vars(Outbox)
     with pytest.raises(ValueError, match="size"):
         Outbox(0)
+
+
+# ------------------------------------------------------------------ the doorbell, waited on
+
+
+async def test_a_relay_waiting_on_the_doorbell_wakes_at_the_first_put() -> None:
+    outbox = Outbox(10)
+    woke: list[str] = []
+
+    async def relay() -> None:
+        await outbox.receive_channel.receive()
+        woke.append("rung")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(relay)
+        await trio.testing.wait_all_tasks_blocked()
+        assert woke == []  # nothing pending: it waits
+        outbox.put(frame("a"))
+        outbox.put(frame("b"))  # the same ring
+        await trio.testing.wait_all_tasks_blocked()
+        assert woke == ["rung"]
+    assert rings(outbox) == 0 and outbox.take() == [frame("a"), frame("b")]
+
+
+async def test_closing_wakes_the_relay_with_end_of_channel_after_a_ring_left_before() -> None:
+    outbox = Outbox(10)
+    outcomes: list[str] = []
+
+    async def relay() -> None:
+        while True:
+            try:
+                await outbox.receive_channel.receive()
+            except trio.EndOfChannel:
+                outcomes.append("ended")
+                return
+            outcomes.append("rung")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(relay)
+        await trio.testing.wait_all_tasks_blocked()
+        outbox.close()
+    assert outcomes == ["ended"]
+
+    outbox = Outbox(10)
+    outcomes.clear()
+    outbox.put(frame("a"))
+    outbox.close()  # the ring was left before: received first, then the end
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(relay)
+    assert outcomes == ["rung", "ended"]
+
+
+async def test_a_cancelled_wait_takes_no_ring_and_leaves_no_waiter() -> None:
+    outbox = Outbox(10)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(outbox.receive_channel.receive)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()  # while it waits
+    outbox.put(frame("a"))
+    with trio.fail_after(1):
+        await outbox.receive_channel.receive()  # the ring is kept for the next wait
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        outbox.put(frame("b"))  # no ring: one is rung only after take()
+        outbox.take()
+        outbox.put(frame("c"))
+        await outbox.receive_channel.receive()  # cancelled before it takes the ring
+    assert rings(outbox) == 1
+
+
+async def test_one_relay_waits_on_a_doorbell_at_a_time() -> None:
+    outbox = Outbox(10)
+
+    async def relay() -> None:
+        with pytest.raises(trio.EndOfChannel):
+            await outbox.receive_channel.receive()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(relay)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.BusyResourceError):
+            await outbox.receive_channel.receive()
+        outbox.close()
+
+
+def test_a_doorbell_is_a_few_dozen_bytes() -> None:
+    """What an idle connection's Outbox holds to wake its relay: no memory channel (two
+    ends, their shared state, a deque, sets and dicts of tasks: about 2 KiB)."""
+    doorbell = Outbox(10).receive_channel
+    assert not hasattr(doorbell, "__dict__")
+    assert sys.getsizeof(doorbell) <= 80

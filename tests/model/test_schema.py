@@ -5,10 +5,12 @@ import enum
 from typing import Annotated, Literal
 
 import attrs
+import hypothesis.strategies as st
 import pytest
+from hypothesis import given
 
 from trio_things.errors import InvalidValue, ThingDefinitionError
-from trio_things.model.schema import Schema, SchemaTerms, schema_for
+from trio_things.model.schema import DataSchema, Schema, SchemaTerms, schema_for
 
 
 class Colour(enum.Enum):
@@ -148,3 +150,58 @@ def test_schema_terms_are_the_fields_of_schema() -> None:
     """``tt.property(**terms)`` and ``Schema(**terms)`` take the same terms: the TypedDict
     that types the first must list exactly the fields of the second."""
     assert set(SchemaTerms.__annotations__) == {field.name for field in attrs.fields(Schema)}
+
+
+# --------------------------------------------------------------------- the quick check
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True) | st.text(max_size=5),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.sampled_from(["a", "b", "c"]), children, max_size=3),
+    max_leaves=10)
+
+_BOUND = st.none() | st.integers(-5, 5) | st.floats(-5, 5)
+
+
+def _schemas() -> st.SearchStrategy[DataSchema]:
+    scalar = st.one_of(
+        st.builds(DataSchema, type=st.sampled_from(["number", "integer"]), minimum=_BOUND,
+                  maximum=_BOUND, exclusive_minimum=_BOUND, exclusive_maximum=_BOUND,
+                  multiple_of=st.none() | st.just(2)),
+        st.builds(DataSchema, type=st.just("string"), min_length=st.none() | st.integers(0, 3),
+                  max_length=st.none() | st.integers(0, 3),
+                  pattern=st.none() | st.just("^a")),
+        st.builds(DataSchema, type=st.sampled_from(["boolean", "null"])),
+        st.builds(DataSchema, enum=st.none() | st.just((1, "a", True))),
+    )
+    return st.recursive(scalar, lambda inner: st.one_of(
+        st.builds(DataSchema, type=st.just("array"), items=st.none() | inner,
+                  min_items=st.none() | st.integers(0, 2),
+                  max_items=st.none() | st.integers(0, 3)),
+        st.builds(DataSchema, type=st.just("object"),
+                  properties=st.none() | st.lists(
+                      st.tuples(st.sampled_from(["a", "b", "c"]), inner), max_size=3,
+                      unique_by=lambda pair: pair[0]).map(tuple),
+                  required=st.lists(st.sampled_from(["a", "b"]), max_size=2,
+                                    unique=True).map(tuple),
+                  items=st.none() | inner),
+        st.builds(DataSchema, one_of=st.lists(inner, min_size=1, max_size=3).map(tuple)),
+    ), max_leaves=6)
+
+
+@given(schema=_schemas(), value=_JSON)
+def test_the_quick_check_never_accepts_what_the_full_check_refuses(
+        schema: DataSchema, value: object) -> None:
+    if schema._accepts(value):
+        schema._check(value, "x")  # raises if the quick check was wrong
+
+
+def test_the_quick_check_takes_the_common_shapes() -> None:
+    """It would be no use if it sent everything to the full check."""
+    point = schema_for(Point)
+    assert point._accepts({"x": 1.5, "y": 2})
+    assert schema_for(list[int])._accepts([1, 2, 3])
+    assert schema_for(str, Schema(max_length=3))._accepts("abc")
+    assert schema_for(int | None)._accepts(None)
+    assert not point._accepts({"x": 1.5, "y": -1})  # the full check says why

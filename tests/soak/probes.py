@@ -228,10 +228,10 @@ class SoakFigures:
 
 
 def connection_tasks(serve_task: trio.lowlevel.Task) -> int:
-    """Connections the server is serving: ``trio.serve_listeners`` runs each in a task
-    of its own (``_run_handler``), below the task running ``ThingServer.serve``."""
+    """Connections the server is serving: its accept loop runs each in a task of its own
+    (``ThingServer._handle_socket``), below the task running ``ThingServer.serve``."""
     return sum(1 for task in descendant_tasks(serve_task)
-               if task.name.endswith("serve_listeners._run_handler"))
+               if task.name.endswith("ThingServer._handle_socket"))
 
 
 async def settle(serve_task: trio.lowlevel.Task, live: int) -> None:

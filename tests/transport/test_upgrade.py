@@ -9,6 +9,7 @@ The server side shows the intended use: ``wrap_server_stream`` on the UpgradeStr
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -19,7 +20,7 @@ from wsproto.frame_protocol import FrameProtocol
 
 from trio_things.fanout.outbox import Written
 from trio_things.transport.http import HttpRequest, HttpResponse, serve_http_connection
-from trio_things.transport.upgrade import UpgradeStream, UpgradeStreamStatistics
+from trio_things.transport.upgrade import UpgradeStream, UpgradeStreamStatistics, socket_receive
 
 SUBPROTOCOLS = ["webthingprotocol", "labthings"]
 
@@ -274,3 +275,145 @@ async def test_write_nowait_to_a_vanished_peer_breaks_the_stream() -> None:
         assert answers[-1] is Written.PART  # the relay is woken to notice
         with pytest.raises(trio.BrokenResourceError):
             await stream.send_all(b"more")
+
+
+# --------------------------------------------------------------------------- the socket, read
+# and written without a task switch where it can be
+
+
+class Steps(trio.abc.Instrument):
+    """Counts the scheduler steps of one task: a step more means it yielded."""
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.steps += 1
+
+
+def frames_of(task: trio.lowlevel.Task) -> list[str]:
+    """The qualified names of the coroutines (and generators) ``task`` waits in."""
+    names = []
+    awaited: object = task.coro
+    while awaited is not None:
+        code = getattr(awaited, "cr_code", None) or getattr(awaited, "gi_code", None)
+        if code is None:
+            break
+        names.append(code.co_qualname)
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return names
+
+
+async def test_a_socket_is_read_directly_and_an_idle_reader_waits_on_it_alone() -> None:
+    """Over a socket, UpgradeStream reads the descriptor itself: an idle reader (every
+    idle WebSocket connection has one) waits in receive_some and Trio's wait for a
+    readable socket, not in five more coroutines of SocketStream's (about 1 KiB)."""
+    ours, peer = await socket_pair()
+    stream = UpgradeStream(ours, b"")
+    received: list[bytes] = []
+
+    async def read() -> None:
+        while data := await stream.receive_some(4096):
+            received.append(data)
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            await trio.testing.wait_all_tasks_blocked()
+            [reader] = nursery.child_tasks
+            waiting = frames_of(reader)
+            assert waiting[1] == "UpgradeStream.receive_some"
+            assert not [name for name in waiting if "SocketStream" in name]
+            await peer.send_all(b"hello")
+            await trio.testing.wait_all_tasks_blocked()
+            assert received == [b"hello"]
+            assert stream.bytes_received == 5
+            await peer.aclose()  # end of stream: b"", and the reader returns
+    assert received == [b"hello"]
+
+
+async def test_a_socket_read_raises_what_a_socket_stream_raises() -> None:
+    ours, peer = await socket_pair()
+    stream = UpgradeStream(ours, b"")
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            async def read_until_closed() -> None:
+                with pytest.raises(trio.ClosedResourceError):
+                    await stream.receive_some()
+
+            nursery.start_soon(read_until_closed)
+            await trio.testing.wait_all_tasks_blocked()
+            await stream.aclose()  # closed while a reader waits
+        with pytest.raises(trio.ClosedResourceError):
+            await stream.receive_some()
+    await peer.aclose()
+
+    [listener] = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    client = await trio.open_tcp_stream("127.0.0.1", listener.socket.getsockname()[1])
+    accepted = await listener.accept()
+    stream = UpgradeStream(accepted, b"")
+    client.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_LINGER,
+                      struct.pack("ii", 1, 0))
+    await client.aclose()  # a reset, not an end of stream
+    with trio.fail_after(5), pytest.raises(trio.BrokenResourceError):
+        await stream.receive_some()
+    await stream.aclose()
+    await listener.aclose()
+
+
+async def test_the_replay_and_writes_the_socket_takes_at_once_take_no_task_switch() -> None:
+    """A handshake's steps each waited a scheduler round, which a producer at full speed
+    fills with a fan-out to every observer: the replayed request is read, the write lock
+    taken when free and the answer written when the socket takes it, without one."""
+    ours, peer = await socket_pair()
+    stream = UpgradeStream(ours, b"GET / HTTP/1.1\r\n\r\n")
+    steps = Steps(trio.lowlevel.current_task())
+    trio.lowlevel.add_instrument(steps)
+    try:
+        assert await stream.receive_some() == b"GET / HTTP/1.1\r\n\r\n"
+        await stream.send_all(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+        assert steps.steps == 0
+    finally:
+        trio.lowlevel.remove_instrument(steps)
+    with trio.fail_after(5):
+        assert await read_exactly(peer, 36) == b"HTTP/1.1 101 Switching Protocols\r\n\r\n"
+    assert stream.statistics().writes == 1
+    with trio.CancelScope() as cancelled:  # still where cancellation is delivered
+        cancelled.cancel()
+        await stream.send_all(b"never")
+    assert cancelled.cancelled_caught and stream.statistics().writes == 1
+
+
+def test_an_upgrade_stream_has_no_instance_dictionary() -> None:
+    """Every idle WebSocket connection holds one: slots, not a dict of over 800 bytes."""
+    _client, server = trio.testing.memory_stream_pair()
+    assert not hasattr(UpgradeStream(server, b""), "__dict__")
+
+
+async def test_socket_receive_returns_what_is_there_at_once_and_waits_for_the_rest() -> None:
+    """What the HTTP loop reads a request with: bytes already there come without a task
+    switch; none there, it waits for them (cancellably, consuming nothing)."""
+    ours, peer = await socket_pair()
+    fileno = ours.socket.fileno
+    await peer.send_all(b"GET / HTTP/1.1\r\n\r\n")
+    steps = Steps(trio.lowlevel.current_task())
+    trio.lowlevel.add_instrument(steps)
+    try:
+        assert await socket_receive(fileno, 1024) == b"GET / HTTP/1.1\r\n\r\n"
+        assert steps.steps == 0
+    finally:
+        trio.lowlevel.remove_instrument(steps)
+    with trio.move_on_after(0) as nothing:
+        await socket_receive(fileno, 1024)
+    assert nothing.cancelled_caught
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(peer.send_all, b"later")
+            assert await socket_receive(fileno, 1024) == b"later"
+        await peer.aclose()
+        assert await socket_receive(fileno, 1024) == b""
+    await ours.aclose()
+    with pytest.raises(trio.ClosedResourceError):
+        await socket_receive(fileno, 1024)

@@ -61,7 +61,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import urllib.parse
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final
 
 import attrs
@@ -166,6 +166,10 @@ class HttpBinding:
     observing and subscribing list Server-Sent Events first (one stream, lossless up to
     the replay ring), then long-poll (a request per change).
     """
+
+    @property
+    def context(self) -> Mapping[str, str]:
+        return {}  # the TD context defines the terms it uses
 
     def property_forms(self, thing: str, spec: PropertySpec, base: str) -> Sequence[Form]:
         ops = ("readproperty",) if spec.readonly else ("readproperty", "writeproperty")

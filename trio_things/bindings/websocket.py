@@ -40,6 +40,8 @@ from typing import Final
 import attrs
 import trio
 import trio_websocket
+import wsproto
+import wsproto.handshake
 
 from trio_things.errors import BadRequest, NotFound, RemoteProtocolError
 from trio_things.model.affordances import ActionSpec, Affordances, EventSpec, PropertySpec
@@ -92,6 +94,10 @@ class WebSocketBinding:
     """The Thing Description forms of the WebSocket endpoints: ``ws://host/{thing}/ws``,
     speaking the Web Thing Protocol. Listed after the HTTP forms, so consumers that take
     the first form they understand (node-wot) keep using HTTP."""
+
+    @property
+    def context(self) -> Mapping[str, str]:
+        return {}  # the TD context defines the terms it uses
 
     def property_forms(self, thing: str, spec: PropertySpec, base: str) -> Sequence[Form]:
         ops: tuple[str, ...] = ("readproperty",)
@@ -272,4 +278,28 @@ async def _accept(
         return None
     subprotocol = choose_subprotocol(ws_request.proposed_subprotocols)
     dialect = dialects.dialect(route, subprotocol, request.header("host"))
-    return await ws_request.accept(subprotocol=subprotocol), dialect, caller
+    websocket = await ws_request.accept(subprotocol=subprotocol)
+    _forget_handshake(websocket)
+    return websocket, dialect, caller
+
+
+#: What an open connection's wsproto keeps of its opening handshake once it is over: a
+#: handshake that took no part in any (see :func:`_forget_handshake`). One for all.
+_SPENT_HANDSHAKE: Final = wsproto.handshake.H11Handshake(wsproto.ConnectionType.SERVER)
+
+
+def _forget_handshake(websocket: trio_websocket.WebSocketConnection) -> None:
+    """Let go of the opening handshake's state: wsproto keeps, for the connection's
+    life, the h11 connection that parsed the request, the request, and a queue of the
+    handshake's events, about 3 KiB that an idle connection would hold for nothing.
+
+    Once the connection is established, wsproto's ``WSConnection`` asks its
+    ``handshake`` for nothing but its events (none are left: trio-websocket took the
+    request before it could accept it), so a shared handshake that never saw a byte
+    stands in. trio-websocket keeps its wsproto connection in ``_wsproto``, the one
+    private attribute read here (trio-websocket is pinned to 0.12.x; the test
+    ``test_an_open_connection_keeps_no_handshake_state`` fails if it moves): without
+    it, nothing changes."""
+    protocol = getattr(websocket, "_wsproto", None)
+    if isinstance(protocol, wsproto.WSConnection) and protocol.connection is not None:
+        protocol.handshake = _SPENT_HANDSHAKE

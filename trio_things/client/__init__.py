@@ -18,7 +18,8 @@ client, blocking, running Trio in a thread of its own::
         print(thermo.temperature)
 
 It never imports the server: it speaks to any server whose TD offers forms it
-understands (HTTP, and the Web Thing Protocol over WebSocket). See ``docs/client.md``.
+understands (HTTP, the Web Thing Protocol over WebSocket, and MQTT through a broker;
+``ClientOptions(prefer="mqtt")`` puts one first). See ``docs/client.md``.
 
 Modules, one job each:
 
@@ -38,12 +39,15 @@ Modules, one job each:
 ``blocking_thread``   the Trio thread that runs the blocking client's calls
 ``session``           one shared WebSocket per endpoint; routing; reconnection;
                       resuming event subscriptions from their last ``eventID``
+``mqtt``              one shared connection per MQTT broker: the MQTT forms
+                      (observe, subscribe, read, write, invoke); reconnection
 ``wtp``               Web Thing Protocol messages, sans-IO
-``forms``             choosing forms from a TD, sans-IO
+``forms``             choosing forms (and the binding) from a TD, sans-IO
 ``http``              keep-alive HTTP/1.1 over h11
 ``streams``           URLs, and the seam that opens connections
 ``values``            JSON in, typed values out (cattrs)
-``options``           timeouts and intervals; ``backoff``: reconnection waits
+``options``           timeouts, intervals, the preferred bindings; ``backoff``:
+                      reconnection waits
 ``errors``            the exceptions, each carrying the server's problem details
 ``command_line``      the ``trio-things td/read/write/invoke/observe/subscribe`` CLI
 ``command_arguments`` the CLI's arguments and ``KEY=VALUE`` parsing

@@ -16,11 +16,12 @@
     async with trio_things.client.connect("http://127.0.0.1:8000/", thing="counter") as counter:
         ...
 
-Resource handling: the :class:`Client` owns a nursery (the WebSocket sessions' tasks,
-invocation pollers), its HTTP connections and its WebSockets; leaving the ``async with``
-block closes them all: politely (WebSocket close 1000) on a normal exit, at once when
-the block is cancelled or raised. Several Things consumed through one client share its
-connections: one WebSocket per endpoint, one HTTP pool per origin.
+Resource handling: the :class:`Client` owns a nursery (the WebSocket sessions' and MQTT
+connections' tasks, invocation pollers), its HTTP connections, its WebSockets and its
+broker connections; leaving the ``async with`` block closes them all: politely
+(WebSocket close 1000, MQTT DISCONNECT) on a normal exit, at once when the block is
+cancelled or raised. Several Things consumed through one client share its connections:
+one WebSocket per endpoint, one HTTP pool per origin, one MQTT connection per broker.
 
 Error handling: an exception raised inside the block comes out as itself, not wrapped
 in an exception group by the client's nursery, so ``except NotFound:`` around the
@@ -61,6 +62,7 @@ from trio_things.client.forms import (
     http_form,
 )
 from trio_things.client.http import HttpClient
+from trio_things.client.mqtt import MqttClient
 from trio_things.client.options import ClientOptions
 from trio_things.client.session import Session
 from trio_things.client.streams import Endpoint, OpenStream, open_tcp_stream
@@ -92,6 +94,7 @@ class Client:
                                 max_response_bytes=options.max_response_bytes)
         self._websocket = websocket
         self._sessions: dict[str, Session] = {}
+        self._mqtt = MqttClient(nursery=nursery, options=options)
 
     async def fetch_td(self, url: str) -> tuple[dict[str, Any], str]:
         """The Thing Description at ``url`` and the URL it finally came from.
@@ -177,7 +180,7 @@ class Client:
     def _consumed(self, td: Mapping[str, Any], url: str) -> ConsumedThing:
         return ConsumedThing(td=td, url=url, http=self._http,
                              session_for=self._session_for if self._websocket else None,
-                             spawn=self._spawn, options=self.options)
+                             spawn=self._spawn, options=self.options, mqtt=self._mqtt)
 
     async def explore_directory(self, url: str) -> Directory:
         """The Thing Description Directory (WoT Discovery) at ``url``, or at the
@@ -271,6 +274,7 @@ class Client:
     async def _close_politely(self) -> None:
         for session in self._sessions.values():
             await session.aclose()
+        await self._mqtt.aclose()
 
     async def _close(self) -> None:
         await self._http.aclose()

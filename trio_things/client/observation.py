@@ -50,7 +50,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 import attrs
 import trio
@@ -61,14 +61,28 @@ from trio_things.client.errors import (
     NotificationsMissed,
     problem_from_json,
 )
-from trio_things.client.session import Session
+from trio_things.client.session import Sink
 from trio_things.client.values import JsonValue
 from trio_things.client.wtp import Message
 from trio_things.errors import LocalProtocolError
 
-__all__ = ["Change", "Observation"]
+__all__ = ["Change", "Observation", "Source"]
 
 T = TypeVar("T")
+
+
+class Source(Protocol):
+    """Where an observation is made and ended: a WebSocket
+    :class:`~trio_things.client.session.Session`, or a subscription through an MQTT
+    broker (:class:`~trio_things.client.mqtt.MqttSource`). Either delivers
+    :class:`~trio_things.client.wtp.Message` values to the observation, a
+    :class:`~trio_things.client.session.Sink`."""
+
+    async def attach(self, operation: str, *, thing_id: str | None, name: str,
+                     sink: Sink) -> None: ...
+
+    async def detach(self, operation: str, *, thing_id: str | None, name: str,
+                     sink: Sink) -> None: ...
 
 
 @attrs.frozen(kw_only=True)
@@ -99,7 +113,7 @@ class Observation(Generic[T]):
     that ends nothing: iterating again gives the events after the gap.
     """
 
-    def __init__(self, *, session: Session, operation: str, thing_id: str | None, name: str,
+    def __init__(self, *, session: Source, operation: str, thing_id: str | None, name: str,
                  convert: Callable[[JsonValue], T], buffer: int, coalesce: bool) -> None:
         self.name = name
         self._session = session

@@ -1,8 +1,11 @@
-"""The client's knobs: how long to wait, how often to poll, how to reconnect."""
+"""The client's knobs: how long to wait, how often to poll, how to reconnect, which
+binding to prefer."""
 
 from __future__ import annotations
 
 import attrs
+
+from trio_things.client.forms import Binding, bindings
 
 __all__ = ["ClientOptions"]
 
@@ -40,16 +43,32 @@ class ClientOptions:
     keepalive_interval: float = attrs.field(default=20.0, validator=_positive)
     """Seconds between two pings on an open WebSocket. A server that does not answer
     one within ``timeout`` is taken as gone and reconnected to: without pings a peer
-    that vanished without closing (a cable pulled) would never be noticed."""
+    that vanished without closing (a cable pulled) would never be noticed. It is also
+    the MQTT keepalive (rounded up to whole seconds): a broker silent for one and a
+    half of it is taken as gone."""
     event_buffer: int = attrs.field(default=1024, validator=_positive_int)
     """Events (and property values) one observation holds for a slow reader. Property
     values are coalesced beyond it (the latest wins); events are never dropped: the
     subscription ends with ``FellBehind`` instead."""
+    prefer: tuple[Binding, ...] = attrs.field(default=(), converter=bindings)
+    """Bindings to use first, in this order, wherever the TD offers an operation over
+    several: ``("mqtt",)`` reads, writes, observes, subscribes and invokes through the
+    broker wherever the TD has an MQTT form for it. An operation none of them has a
+    form for is performed as without a preference. A single name will do
+    (``prefer="mqtt"``); the names are ``"http"``, ``"websocket"`` and ``"mqtt"``
+    (:data:`~trio_things.client.forms.BINDINGS`), anything else is a ``ValueError``.
+
+    Default ``()``: the TD's order, as generic WoT consumers choose (the first form
+    whose binding the client speaks), except that between HTTP and WebSocket reads and
+    writes go over HTTP and invocations over WebSocket (``actions_over``), as they did
+    before MQTT. trio-things lists its MQTT forms last, so its Things are used over
+    MQTT only when asked, or when the TD has no other form for the operation."""
     actions_over: str = attrs.field(default="websocket",
                                     validator=attrs.validators.in_(("websocket", "http")))
-    """Which form ``invoke`` prefers when the TD offers both. ``"websocket"``: the
-    status is pushed as it changes. ``"http"``: the invocation is polled, and brings
-    the action's log (its progress) where the server keeps one, as LabThings servers
-    do; ``trio-things invoke`` uses it to show progress."""
+    """Which form ``invoke`` prefers when the TD offers both HTTP and WebSocket (and
+    ``prefer`` does not decide). ``"websocket"``: the status is pushed as it changes.
+    ``"http"``: the invocation is polled, and brings the action's log (its progress)
+    where the server keeps one, as LabThings servers do; ``trio-things invoke`` uses it
+    to show progress."""
     max_response_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=_positive_int)
     """The largest HTTP response body accepted; a larger one is a ``ServerError``."""

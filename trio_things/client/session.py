@@ -85,6 +85,7 @@ from trio_things.client.errors import (
 )
 from trio_things.client.forms import SUBPROTOCOL
 from trio_things.client.options import ClientOptions
+from trio_things.client.shared import join
 from trio_things.client.streams import Endpoint, OpenStream, connect_stream
 from trio_things.client.values import JsonValue
 from trio_things.client.wtp import Message, new_id, parse, request
@@ -290,21 +291,9 @@ class Session:
             await self._unobserving[key].wait()
         subscription = self._subscriptions.get(key)
         if subscription is not None:
-            subscription.sinks.add(sink)
-            if subscription.last is not None:
-                sink.deliver(subscription.last)
-            try:
-                limit = self._options.timeout
-                with trio.move_on_after(limit) as waiting:
-                    await subscription.established.wait()
-                if waiting.cancelled_caught:
-                    raise Timeout(f"{operation} {name!r}: no response from {self.url} "
-                                  f"within {limit:g} s")
-                if subscription.error is not None:
-                    raise subscription.error
-            except BaseException:
-                subscription.sinks.discard(sink)
-                raise
+            limit = self._options.timeout
+            await join(subscription, sink, limit=limit, no_answer=(
+                f"{operation} {name!r}: no response from {self.url} within {limit:g} s"))
             return
         subscription = _Subscription(key=key, correlation_id=new_id())
         subscription.sinks.add(sink)
@@ -415,8 +404,8 @@ class Session:
                 await self._connection(attempt, status, restoring=connected_once)
                 reason = self._close_reason or "the connection closed"
             except ClientError as error:
-                if not connected_once:
-                    raise
+                if not (connected_once or attempt.established):
+                    raise  # the first connection never came up: the caller hears why
                 reason = str(error)
             if self._closing:
                 return

@@ -1,24 +1,34 @@
 """A Thing as its Thing Description offers it: read, write, observe, subscribe, invoke.
 
-Every operation looks its form up in the TD (:mod:`trio_things.client.forms`) and
-uses the first one it can speak. Where both HTTP and WebSocket forms are offered,
-reads and writes go over HTTP (one request, no socket to keep open) and invocations
-over the WebSocket (their status is pushed, nobody polls):
+Every operation looks its forms up in the TD (:mod:`trio_things.client.forms`), picks
+the binding to perform it in (:func:`~trio_things.client.forms.choose_binding`), and
+uses that binding's first form. Without a preference (``ClientOptions.prefer``), the
+binding of the first form in TD order the client speaks wins, except that between
+HTTP and WebSocket the choice stays what it was before MQTT: reads and writes over HTTP
+(one request, no socket to keep open), invocations over WebSocket (their status is
+pushed, nobody polls):
 
 ================== ============================================================
 operation          forms used, in order of preference
 ================== ============================================================
-read, write        HTTP(S); else the Web Thing Protocol over WebSocket
+read, write        HTTP(S); else the Web Thing Protocol over WebSocket; MQTT
+                   where its form comes first in the TD, or is the only one
 read_all           HTTP ``readallproperties``; else WebSocket; else one read
                    per property
-observe, subscribe WebSocket ``webthingprotocol`` only (pushed, one socket for all)
+observe, subscribe WebSocket ``webthingprotocol`` (pushed, one socket for all);
+                   MQTT where its form comes first, or is the only one
 invoke             WebSocket (status pushed as it changes); else HTTP, the
                    LabThings form first (201 with a pollable invocation); the
                    response decides whether it is an invocation or the output.
-                   ``ClientOptions.actions_over="http"`` puts HTTP first.
+                   ``ClientOptions.actions_over="http"`` puts HTTP first. MQTT
+                   where its form comes first, or is the only one
 query, cancel      for a WebSocket invocation, WebSocket; else HTTP forms, else
-                   the invocation's own link
+                   the invocation's own link (an MQTT invocation too)
 ================== ============================================================
+
+``ClientOptions.prefer`` puts bindings first: ``prefer=("mqtt",)`` performs every
+operation the TD has an MQTT form for through the broker
+(:mod:`trio_things.client.mqtt`).
 
 A name the TD does not list raises :class:`~trio_things.client.errors.NotFound`
 before anything is sent, naming what the Thing does have.
@@ -32,9 +42,10 @@ from __future__ import annotations
 import re
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Final, TypeVar, overload
+from typing import Any, Final, Literal, TypeVar, overload
 
 import attrs
+import orjson
 
 from trio_things.client.actions import (
     ActionStatus,
@@ -53,15 +64,20 @@ from trio_things.client.errors import (
     problem_from_json,
 )
 from trio_things.client.forms import (
+    Binding,
     Form,
     Kind,
     affordance_forms,
+    base_url,
+    choose_binding,
+    form_for,
     http_form,
     labthings_invoke_first,
     thing_forms,
     wtp_form,
 )
 from trio_things.client.http import HttpClient, HttpResponse
+from trio_things.client.mqtt import Broker, MqttClient, MqttInvocation, MqttSource
 from trio_things.client.observation import Observation
 from trio_things.client.options import ClientOptions
 from trio_things.client.session import Session
@@ -93,13 +109,14 @@ class ConsumedThing:
 
     def __init__(self, *, td: Mapping[str, Any], url: str, http: HttpClient,
                  session_for: Callable[[str], Session] | None, spawn: Spawn,
-                 options: ClientOptions) -> None:
+                 options: ClientOptions, mqtt: MqttClient | None = None) -> None:
         self._td = td
         self._url = url
         self._http = http
         self._session_for = session_for
         self._spawn = spawn
         self._options = options
+        self._mqtt = mqtt
 
     # ------------------------------------------------------------------ the description
 
@@ -166,16 +183,20 @@ class ConsumedThing:
         """
         forms = self._forms("properties", name)
         what = f"property {name!r}"
-        if (form := http_form(forms, "readproperty")) is not None:
+        chosen = self._choose(forms, "readproperty", established=("http", "websocket"))
+        if chosen is None:
+            raise self._unsupported("readproperty", what)
+        binding, form = chosen
+        if binding == "http":
             response = await self._http.request(form.method_for("readproperty"), form.href)
             self._check(response, "readproperty", what)
             value = response.json()
-        elif (form := self._wtp(forms, "readproperty")) is not None:
+        elif binding == "websocket":
             message = await self._session(form).request(
                 "readproperty", thing_id=self._thing_id, name=name, what=what)
             value = message.body.get("value")
         else:
-            raise self._unsupported("readproperty", what)
+            value = await self._broker(form).read(form, what=what)
         return self._convert(value, type_, what)
 
     async def write(self, name: str, value: object) -> None:
@@ -191,19 +212,23 @@ class ConsumedThing:
         forms = self._forms("properties", name)
         what = f"property {name!r}"
         data = to_json(value)
-        if (form := http_form(forms, "writeproperty")) is not None:
+        chosen = self._choose(forms, "writeproperty", established=("http", "websocket"))
+        if chosen is None:
+            if not any("writeproperty" in f.op for f in forms) or self.properties[name].get(
+                    "readOnly") is True:
+                raise NotWritable(f"{what} of {self.title} is read-only")
+            raise self._unsupported("writeproperty", what)
+        binding, form = chosen
+        if binding == "http":
             response = await self._http.request(form.method_for("writeproperty"), form.href,
                                                 json=data, send_body=True)
             self._check(response, "writeproperty", what)
-        elif (form := self._wtp(forms, "writeproperty")) is not None:
+        elif binding == "websocket":
             await self._session(form).request(
                 "writeproperty", thing_id=self._thing_id, name=name, members={"value": data},
                 what=what)
-        elif not any("writeproperty" in f.op for f in forms) or self.properties[name].get(
-                "readOnly") is True:
-            raise NotWritable(f"{what} of {self.title} is read-only")
         else:
-            raise self._unsupported("writeproperty", what)
+            await self._broker(form).write(form, data, what=what)
 
     async def read_all(self) -> dict[str, JsonValue]:
         """Every readable property's value, by name."""
@@ -239,18 +264,19 @@ class ConsumedThing:
         as ``async with thing.observe(name) as values: async for value in values``.
 
         Raises (here, before anything is sent): NotFound, UnsupportedOperation (the TD
-        has no ``webthingprotocol`` form observing it). Entering may raise what the
-        server answers.
+        has no ``webthingprotocol`` or MQTT form observing it). Entering may raise what
+        the server (or the broker) answers.
         """
         forms = self._forms("properties", name)
         what = f"property {name!r}"
-        form = self._wtp(forms, "observeproperty")
-        if form is None:
+        chosen = self._choose(forms, "observeproperty", established=("websocket",),
+                              pushed=True)
+        if chosen is None:
             if self.properties[name].get("observable") is False:
                 raise UnsupportedOperation(f"{what} of {self.title} is not observable")
             raise self._unsupported("observeproperty", what)
-        return Observation(session=self._session(form), operation="observeproperty",
-                           thing_id=self._thing_id, name=name,
+        return Observation(session=self._source(*chosen, "property"),
+                           operation="observeproperty", thing_id=self._thing_id, name=name,
                            convert=self._converter(type_, what), coalesce=True,
                            buffer=self._options.event_buffer)
 
@@ -264,11 +290,12 @@ class ConsumedThing:
         nothing comes before the next emission); use like :meth:`observe`."""
         forms = self._forms("events", name)
         what = f"event {name!r}"
-        form = self._wtp(forms, "subscribeevent")
-        if form is None:
+        chosen = self._choose(forms, "subscribeevent", established=("websocket",),
+                              pushed=True)
+        if chosen is None:
             raise self._unsupported("subscribeevent", what)
-        return Observation(session=self._session(form), operation="subscribeevent",
-                           thing_id=self._thing_id, name=name,
+        return Observation(session=self._source(*chosen, "event"),
+                           operation="subscribeevent", thing_id=self._thing_id, name=name,
                            convert=self._converter(type_, what), coalesce=False,
                            buffer=self._options.event_buffer)
 
@@ -301,10 +328,17 @@ class ConsumedThing:
             has_input = isinstance(schema, dict) and schema.get("type") == "object"
             data = {} if has_input else None
         candidates = labthings_invoke_first(forms, self._url, name)
-        form = self._wtp(forms, "invokeaction")
-        if form is not None and not (candidates and self._options.actions_over == "http"):
-            return await self._invoke_wtp(name, form, forms, data if has_input else _MISSING)
-        if not candidates:
+        established: tuple[Binding, ...] = (
+            ("http", "websocket") if self._options.actions_over == "http"
+            else ("websocket", "http"))
+        chosen = self._choose(forms, "invokeaction", established=established)
+        if chosen is not None and chosen[0] == "websocket":
+            return await self._invoke_wtp(name, chosen[1], forms,
+                                          data if has_input else _MISSING)
+        if chosen is not None and chosen[0] == "mqtt":
+            return await self._invoke_mqtt(name, chosen[1], forms,
+                                           data if has_input else _MISSING)
+        if chosen is None or not candidates:
             raise self._unsupported("invokeaction", what)
         form = candidates[0]
         response = await self._http.request(form.method_for("invokeaction"), form.href,
@@ -346,6 +380,22 @@ class ConsumedThing:
         invocation.update(attrs.evolve(status, href=channel.query_url(status)))
         return invocation
 
+    async def _invoke_mqtt(self, name: str, form: Form, forms: list[Form],
+                           data: JsonValue) -> Invocation:
+        """Publish the invocation; the server answers 201 (accepted) and 200 (ended) on
+        our response topic (:class:`~trio_things.client.mqtt.MqttInvocation`)."""
+        channel = _ActionChannel(self, name, forms, None)
+        follower = MqttInvocation(self._broker(form), action=name,
+                                  base=base_url(self._td, self._url),
+                                  can_query=channel.can_query)
+        invocation = Invocation(action=name, channel=channel, options=self._options,
+                                spawn=self._spawn, on_end=follower.release,
+                                blob_of=self._blob_of)
+        follower.follow(invocation)
+        payload = b"" if data is _MISSING else orjson.dumps(data)
+        await follower.start(form, payload, what=f"action {name!r}")
+        return invocation
+
     # ------------------------------------------------------------------ blobs
 
     def blob(self, link: object) -> RemoteBlob:
@@ -385,6 +435,34 @@ class ConsumedThing:
 
     def _wtp(self, forms: list[Form], operation: str) -> Form | None:
         return None if self._session_for is None else wtp_form(forms, operation)
+
+    def _choose(self, forms: list[Form], operation: str, *,
+                established: tuple[Binding, ...], pushed: bool = False
+                ) -> tuple[Binding, Form] | None:
+        """The binding to perform ``operation`` in and its form (see the module);
+        ``pushed``: an observation, which plain HTTP does not carry."""
+        speaks: set[Binding] = set() if pushed else {"http"}
+        if self._session_for is not None:
+            speaks.add("websocket")
+        if self._mqtt is not None:
+            speaks.add("mqtt")
+        binding = choose_binding(forms, operation, speaks=speaks, prefer=self._options.prefer,
+                                 established=established)
+        form = None if binding is None else form_for(forms, operation, binding)
+        if binding is None or form is None:
+            return None
+        return binding, form
+
+    def _source(self, binding: Binding, form: Form, kind: Literal["property", "event"]
+                ) -> Session | MqttSource:
+        """Where an observation is made: the WebSocket session, or the broker."""
+        if binding == "mqtt":
+            return MqttSource(self._broker(form), form, kind=kind)
+        return self._session(form)
+
+    def _broker(self, form: Form) -> Broker:
+        assert self._mqtt is not None
+        return self._mqtt.broker(form)
 
     def _session(self, form: Form) -> Session:
         assert self._session_for is not None
@@ -455,6 +533,12 @@ class _ActionChannel:
             "cancelaction", thing_id=self._thing._thing_id, members={"actionID": status.id},
             what=what)
         return None
+
+    def can_query(self, status: ActionStatus) -> bool:
+        """Whether the invocation's status can be asked for (polled, when what pushed
+        it is lost): over HTTP (a ``queryaction`` form, or its own URL) or WebSocket."""
+        return (self._http_url("queryaction", status) is not None
+                or self._thing._wtp(self._forms, "queryaction") is not None)
 
     def query_url(self, status: ActionStatus) -> str | None:
         """The invocation's URL over HTTP, if the TD offers a ``queryaction`` form with

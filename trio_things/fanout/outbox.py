@@ -46,10 +46,10 @@ the relay is woken to write the rest (or to notice that the socket broke). Only 
         NOTHING -> queued, the relay is rung      WHOLE -> done
         PART    -> the relay is rung (it flushes the socket's backlog)
 
-The relay learns of new frames through a :class:`trio.MemoryReceiveChannel`: the first
-put after a :meth:`~Outbox.take` rings it once (capacity 1, so a put never blocks and a
-burst of puts costs the relay one wake-up). Memory per connection is therefore bounded
-by ``size`` frames plus one frame per observed property.
+The relay learns of new frames through a :class:`Doorbell`: the first put after a
+:meth:`~Outbox.take` rings it once (a put never blocks, and a burst of puts costs the
+relay one wake-up). Memory per connection is therefore bounded by ``size`` frames plus
+one frame per observed property.
 
 Which observer sets hold an Outbox is the business of
 :class:`~trio_things.fanout.observers.ObserverRegistry`, not the Outbox's: the Outbox
@@ -72,6 +72,7 @@ from trio_things.errors import LocalProtocolError
 __all__ = [
     "OVERFLOW_CLOSE_CODE",
     "CloseRequest",
+    "Doorbell",
     "Frame",
     "FrameWriter",
     "Outbox",
@@ -118,6 +119,84 @@ class FrameWriter(Protocol):
         """Write ``frame`` without blocking, if the socket takes it now; say how far.
         Runs once per delivery; must never block and never raise for the peer's state."""
         ...
+
+
+class Doorbell:
+    """What a relay waits on: a memory channel of capacity 1 carrying nothing, in a few
+    dozen bytes. :meth:`ring` leaves one ring (a second before it is received is the
+    same ring); :meth:`receive` takes it, or waits for it; :meth:`close` ends it, and
+    once a ring left before is received, :meth:`receive` raises
+    :exc:`trio.EndOfChannel`.
+
+    Why not ``trio.open_memory_channel(1)``, which does the same: its two ends, their
+    state, a deque and the sets and dicts of waiting tasks take about 2 KiB, and every
+    idle connection holds its Outbox's. One task waits at a time (the relay); a second
+    raises :exc:`trio.BusyResourceError`. Like a channel, it works outside ``trio.run``
+    but for :meth:`receive`.
+    """
+
+    __slots__ = ("_closed", "_rung", "_waiter")
+
+    def __init__(self) -> None:
+        self._rung = False
+        self._closed = False
+        self._waiter: trio.lowlevel.Task | None = None
+
+    def ring(self) -> None:
+        """Leave a ring, waking the waiting task if there is one. Never blocks; ignored
+        once closed."""
+        if self._closed:
+            return
+        self._rung = True
+        if self._waiter is not None:
+            task, self._waiter = self._waiter, None
+            trio.lowlevel.reschedule(task)
+
+    def close(self) -> None:
+        """End the doorbell: a ring already left is still received, then
+        :exc:`trio.EndOfChannel`. Idempotent."""
+        self._closed = True
+        if self._waiter is not None:
+            task, self._waiter = self._waiter, None
+            trio.lowlevel.reschedule(task)
+
+    def receive_nowait(self) -> None:
+        """Take the ring; :exc:`trio.WouldBlock` if there is none, or
+        :exc:`trio.EndOfChannel` if there is none and the doorbell is closed."""
+        if self._rung:
+            self._rung = False
+            return
+        if self._closed:
+            raise trio.EndOfChannel
+        raise trio.WouldBlock
+
+    async def receive(self) -> None:
+        """Take the ring, waiting for one if need be; :exc:`trio.EndOfChannel` once the
+        doorbell is closed and no ring is left. A checkpoint, like a channel's; if
+        cancelled, no ring is taken."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            try:
+                self.receive_nowait()
+            except trio.WouldBlock:
+                pass
+            else:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return
+            if self._waiter is not None:
+                raise trio.BusyResourceError("another task waits on this doorbell")
+            self._waiter = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._abort)
+            # Woken by a ring or by close(): receive_nowait() says which.
+            try:
+                self.receive_nowait()
+            except trio.WouldBlock:  # pragma: no cover (woken only by those two)
+                continue
+            return
+
+    def _abort(self, raise_cancel: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+        self._waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
 
 @attrs.frozen(kw_only=True)
@@ -178,14 +257,10 @@ class Outbox:
     _closed: bool = attrs.field(init=False, default=False)
     _relay_claimed: bool = attrs.field(init=False, default=False)
     _written_now: int = attrs.field(init=False, default=0)
-    _doorbell: trio.MemorySendChannel[None] = attrs.field(init=False)
-    receive_channel: trio.MemoryReceiveChannel[None] = attrs.field(init=False)
-    """What the relay waits on: a value arrives when frames are pending, the queue
-    overflowed, or a fast-path write left work; :exc:`trio.EndOfChannel` once the Outbox
-    is closed."""
-
-    def __attrs_post_init__(self) -> None:
-        self._doorbell, self.receive_channel = trio.open_memory_channel[None](1)
+    receive_channel: Doorbell = attrs.field(init=False, factory=Doorbell)
+    """What the relay waits on (``await outbox.receive_channel.receive()``): a ring
+    arrives when frames are pending, the queue overflowed, or a fast-path write left
+    work; :exc:`trio.EndOfChannel` once the Outbox is closed."""
 
     @property
     def overflowed(self) -> bool:
@@ -286,7 +361,7 @@ class Outbox:
         self._closed = True
         self._pending.clear()
         self._queued = 0
-        self._doorbell.close()
+        self.receive_channel.close()
 
     def statistics(self) -> OutboxStatistics:
         """A frozen snapshot of this Outbox."""
@@ -302,9 +377,6 @@ class Outbox:
         )
 
     def _ring(self) -> None:
-        if not self._rung:
+        if not self._rung:  # a ring already waiting for the relay serves this put too
             self._rung = True
-            try:
-                self._doorbell.send_nowait(None)
-            except trio.WouldBlock:
-                pass  # a ring is already waiting for the relay: one wake-up serves both
+            self.receive_channel.ring()

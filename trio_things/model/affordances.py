@@ -11,12 +11,13 @@ these specs, never the declarations.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import attrs
 
 from trio_things.model.schema import DataSchema
+from trio_things.model.values import kept_as_given
 
 __all__ = [
     "ActionContext",
@@ -49,6 +50,13 @@ class PropertySpec:
     title: str | None = None
     description: str | None = None
     setting: bool = False
+    kept_as_given: Callable[[Any], bool] | None = attrs.field(eq=False, repr=False)
+    """Whether a value Thing code assigns may be stored as it is, without a round trip
+    through JSON (:func:`~trio_things.model.values.kept_as_given`)."""
+
+    @kept_as_given.default
+    def _kept_as_given(self) -> Callable[[Any], bool] | None:
+        return kept_as_given(self.value_type)
 
 
 @attrs.frozen(kw_only=True)

@@ -18,7 +18,7 @@ Description"):
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, Protocol
 
 import attrs
@@ -44,6 +44,9 @@ class Form:
     method: str | None = None
     subprotocol: str | None = None
     response_content_type: str | None = None
+    terms: tuple[tuple[str, Any], ...] = ()
+    """A binding's own vocabulary (``("mqv:qos", "1")``...), after the core terms; its
+    prefix is declared by the binding's :attr:`Binding.context`."""
 
     def to_json(self) -> dict[str, Any]:
         """The form as TD JSON."""
@@ -56,6 +59,7 @@ class Form:
             out["subprotocol"] = self.subprotocol
         if self.response_content_type is not None:
             out["response"] = {"contentType": self.response_content_type}
+        out.update(self.terms)
         return out
 
 
@@ -64,8 +68,13 @@ class Binding(Protocol):
 
     ``thing`` is the Thing's name on this server (its first path segment); ``base`` the
     server's root URL as the client addressed it. Hrefs are relative to ``base`` where
-    the scheme allows (a WebSocket binding's cannot be).
+    the scheme allows (a WebSocket binding's cannot be). ``context`` declares the
+    prefixes of the binding's own form terms (``{"mqv": ...}``): added to the TD's
+    ``@context`` when the binding contributes forms.
     """
+
+    @property
+    def context(self) -> Mapping[str, str]: ...
 
     def property_forms(self, thing: str, spec: PropertySpec, base: str) -> Sequence[Form]: ...
     def action_forms(self, thing: str, spec: ActionSpec, base: str) -> Sequence[Form]: ...
@@ -126,6 +135,9 @@ def describe_thing(
     forms = [f for b in bindings for f in b.thing_forms(name, affordances, base)]
     if forms:
         td["forms"] = [form.to_json() for form in forms]
+    extra_context = {prefix: uri for b in bindings for prefix, uri in b.context.items()}
+    if extra_context:
+        td["@context"].append(extra_context)
     if affordances.streams:
         # Frame streams are no TD affordance (no operation type says "watch"): the TD
         # links each, as a live alternate view of the Thing. Served over HTTP only.

@@ -35,6 +35,7 @@ import math
 import re
 import types
 import typing
+from collections.abc import Callable
 from typing import Any, Final, Literal, TypedDict, Union, Unpack
 
 import attrs
@@ -151,6 +152,18 @@ class DataSchema:
     write_only: bool = False
     default: Any = None
     has_default: bool = False
+    _by_name: dict[str, DataSchema] | None = attrs.field(init=False, eq=False, repr=False)
+    """``properties`` as a dict, made once: :meth:`validate` looks each field up in it."""
+    _accepts: Callable[[Any], bool] = attrs.field(init=False, eq=False, repr=False)
+    """A conservative check made once from the terms (:func:`_quick_check`): True only
+    for values the full check would accept, False for "ask the full check". Every
+    change of a property is validated on the fan-out's path, and the full check, which
+    interprets every term each time, costs a few microseconds for a small object."""
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_by_name",
+                           None if self.properties is None else dict(self.properties))
+        object.__setattr__(self, "_accepts", _quick_check(self))
 
     def to_json(self) -> dict[str, Any]:
         """The schema as TD JSON (camelCase terms, unset terms left out)."""
@@ -181,6 +194,12 @@ class DataSchema:
         ``path`` names the value for the message (``setpoint``, ``ramp.rate``,
         ``reading.value``); nested fields are appended with a dot or ``[i]``.
         """
+        if self._accepts(value):
+            return
+        self._check(value, path)
+
+    def _check(self, value: Any, path: str) -> None:
+        """The full check, term by term; it alone says what is wrong."""
         if self.one_of:
             errors = []
             for option in self.one_of:
@@ -248,18 +267,89 @@ class DataSchema:
         for name in self.required:
             if name not in value:
                 raise InvalidValue(f"required field {name!r} is missing", path=path)
-        if self.properties is None:
+        known = self._by_name
+        if known is None:
             if self.items is not None:  # dict[str, T]: every value is a T
                 for key, item in value.items():
                     self.items.validate(item, _join(path, key))
             return
-        known = dict(self.properties)
         for key, item in value.items():
             schema = known.get(key)
             if schema is None:
                 raise InvalidValue(
                     f"unexpected field {key!r} (expected {sorted(known)})", path=path)
             schema.validate(item, _join(path, key))
+
+
+def _never(_value: Any) -> bool:
+    return False
+
+
+def _quick_check(schema: DataSchema) -> Callable[[Any], bool]:
+    """A check of ``schema``'s common terms on exact JSON types, for
+    :attr:`DataSchema._accepts`: never True where :meth:`DataSchema._check` would
+    refuse. Terms it does not handle (``enum``, ``multipleOf``, ``pattern``,
+    ``format``, no ``type``), integral floats for integers, and anything of another
+    Python type give False: the full check decides those."""
+    if schema.one_of:
+        options = tuple(option._accepts for option in schema.one_of)
+        return lambda value: any(accepts(value) for accepts in options)
+    if (schema.type is None or schema.enum is not None or schema.multiple_of is not None
+            or schema.pattern is not None or schema.format is not None):
+        return _never
+    kind = schema.type
+    if kind in ("number", "integer"):
+        integer = kind == "integer"
+        low = -math.inf if schema.minimum is None else schema.minimum
+        high = math.inf if schema.maximum is None else schema.maximum
+        above = -math.inf if schema.exclusive_minimum is None else schema.exclusive_minimum
+        below = math.inf if schema.exclusive_maximum is None else schema.exclusive_maximum
+        if integer:
+            low, high = max(low, _MIN_INTEGER), min(high, _MAX_INTEGER)
+
+        def number(value: Any) -> bool:
+            kind_of = type(value)
+            if kind_of is not int and (integer or kind_of is not float):
+                return False
+            return bool(low <= value <= high and above < value < below)
+        return number
+    if kind == "string":
+        shortest = schema.min_length or 0
+        longest = math.inf if schema.max_length is None else schema.max_length
+        return lambda value: type(value) is str and shortest <= len(value) <= longest
+    if kind == "boolean":
+        return lambda value: type(value) is bool
+    if kind == "null":
+        return lambda value: value is None
+    if kind == "array":
+        fewest = schema.min_items or 0
+        most = math.inf if schema.max_items is None else schema.max_items
+        item = _always if schema.items is None else schema.items._accepts
+        return lambda value: (type(value) is list and fewest <= len(value) <= most
+                              and all(item(entry) for entry in value))
+    required = schema.required
+    if schema._by_name is None:
+        member = _always if schema.items is None else schema.items._accepts
+        return lambda value: (type(value) is dict and all(key in value for key in required)
+                              and all(member(entry) for entry in value.values()))
+    fields = {name: field._accepts for name, field in schema._by_name.items()}
+
+    def closed_object(value: Any) -> bool:
+        if type(value) is not dict:
+            return False
+        for key in required:
+            if key not in value:
+                return False
+        for key, entry in value.items():
+            accepts = fields.get(key)
+            if accepts is None or not accepts(entry):
+                return False
+        return True
+    return closed_object
+
+
+def _always(_value: Any) -> bool:
+    return True
 
 
 _SCALAR_TERMS: Final = (

@@ -178,7 +178,10 @@ class Thing:
         """Validate a value assigned by Thing code, store it and notify observers."""
         json_value = unstructure_as(value, spec.value_type, path=spec.name)
         spec.schema.validate(json_value, spec.name)
-        self._tt_store(spec, structure(json_value, spec.value_type, path=spec.name), json_value)
+        given = spec.kept_as_given
+        if given is None or not given(value):
+            value = structure(json_value, spec.value_type, path=spec.name)
+        self._tt_store(spec, value, json_value)
 
     def _tt_structure_json(self, spec: PropertySpec, json_value: Any) -> Any:
         """Validate a value a client sent and convert it to the property's type, storing

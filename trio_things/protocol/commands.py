@@ -119,10 +119,12 @@ class InvokeAction:
 
 @attrs.frozen(kw_only=True)
 class QueryAction:
-    """TD ``queryaction``. ``output_only``: reply with the bare output."""
+    """TD ``queryaction``. ``output_only``: reply with the bare output. ``wait``: reply
+    once the invocation has ended (the MQTT binding's final reply), not at once."""
 
     invocation_id: str
     output_only: bool = False
+    wait: bool = False
 
 
 @attrs.frozen(kw_only=True)

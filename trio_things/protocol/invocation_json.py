@@ -13,9 +13,10 @@ import datetime
 from typing import Any
 
 from trio_things.model.invocation import Invocation
+from trio_things.protocol.commands import ActionStatusChanged
 from trio_things.protocol.problems import ProblemDetails
 
-__all__ = ["invocation_href", "invocation_json"]
+__all__ = ["invocation_href", "invocation_json", "status_change_json"]
 
 
 def invocation_href(invocation_id: str) -> str:
@@ -55,3 +56,15 @@ def invocation_json(invocation: Invocation) -> dict[str, Any]:
             {"rel": "output", "href": f"{href}/output"},
         ],
     }
+
+
+def status_change_json(notification: ActionStatusChanged) -> dict[str, Any]:
+    """An invocation as a pushed status change carries it (SSE, MQTT): as
+    :func:`invocation_json`, with only the lines logged since the previous change in
+    ``log``, and ``logFrom``, how many came before them."""
+    status = invocation_json(notification.invocation)
+    new_log = notification.new_log
+    status["log"] = [{"timestamp": entry.timestamp, "level": entry.level,
+                      "message": entry.message} for entry in new_log]
+    status["logFrom"] = new_log[0].number - 1 if new_log else notification.invocation.logged
+    return status

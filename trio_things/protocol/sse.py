@@ -37,7 +37,7 @@ import orjson
 
 from trio_things.protocol import commands as c
 from trio_things.protocol.accept import names as accept_names
-from trio_things.protocol.invocation_json import invocation_json
+from trio_things.protocol.invocation_json import status_change_json
 from trio_things.protocol.problems import notifications_missed
 
 __all__ = [
@@ -111,15 +111,6 @@ def _message(event_id: str, data: bytes, event: str | None = None) -> bytes:
     return b"id: %b\nevent: %b\ndata: %b\n\n" % (event_id.encode(), event.encode(), data)
 
 
-def _status(notification: c.ActionStatusChanged) -> dict[str, Any]:
-    status = invocation_json(notification.invocation)
-    new_log = notification.new_log
-    status["log"] = [{"timestamp": entry.timestamp, "level": entry.level,
-                      "message": entry.message} for entry in new_log]
-    status["logFrom"] = new_log[0].number - 1 if new_log else notification.invocation.logged
-    return status
-
-
 def _gap(notification: c.NotificationsMissed) -> bytes:
     return _message(notification.resume_id, _dumps(notifications_missed(
         notification.detail, last_event_id=notification.last_event_id,
@@ -135,7 +126,7 @@ def encode_value(notification: c.Notification) -> bytes:
         case c.EventEmitted(data=data, id=event_id):
             return _message(event_id, _dumps(data))
         case c.ActionStatusChanged(id=event_id):
-            return _message(event_id, _dumps(_status(notification)))
+            return _message(event_id, _dumps(status_change_json(notification)))
         case c.NotificationsMissed():
             return _gap(notification)
         case c.FramePublished():
@@ -153,7 +144,7 @@ def encode_named(notification: c.Notification) -> bytes:
         case c.EventEmitted(name=name, data=data, id=event_id):
             return _message(event_id, _dumps(data), name)
         case c.ActionStatusChanged(invocation=invocation, id=event_id):
-            return _message(event_id, _dumps(_status(notification)), invocation.action)
+            return _message(event_id, _dumps(status_change_json(notification)), invocation.action)
         case c.NotificationsMissed():
             return _gap(notification)
         case c.FramePublished():

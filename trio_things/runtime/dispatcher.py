@@ -150,8 +150,11 @@ class Dispatcher:
                     return InvocationReply(invocation=invocation, created=True)
                 await self._invocations.wait(invocation)
                 return _output(invocation)
-            case c.QueryAction(invocation_id=invocation_id, output_only=output_only):
+            case c.QueryAction(invocation_id=invocation_id, output_only=output_only,
+                               wait=wait):
                 invocation = self._invocations.get(invocation_id)
+                if wait:
+                    await self._invocations.wait(invocation)
                 if output_only:
                     return _output(invocation)
                 return InvocationReply(invocation=invocation)

@@ -51,7 +51,7 @@ import trio
 from trio_things.errors import PayloadTooLarge, RemoteProtocolError
 from trio_things.protocol.limits import HttpLimits
 from trio_things.protocol.problems import PROBLEM_CONTENT_TYPE, ProblemDetails
-from trio_things.transport.upgrade import UpgradeStream
+from trio_things.transport.upgrade import UpgradeStream, socket_receive
 
 __all__ = [
     "HttpRequest",
@@ -340,6 +340,7 @@ class _Connection:
 
     def __init__(self, stream: trio.abc.Stream, limits: HttpLimits) -> None:
         self._stream = stream
+        self._fileno = stream.socket.fileno if isinstance(stream, trio.SocketStream) else None
         self._limits = limits
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
         self._request: h11.Request | None = None
@@ -465,8 +466,14 @@ class _Connection:
             await self._receive()
 
     async def _receive(self) -> None:
-        """Feed h11 the stream's next bytes (b"" at end of file)."""
-        data = await self._stream.receive_some(_RECEIVE_BYTES)
+        """Feed h11 the stream's next bytes (b"" at end of file). Over a plain socket,
+        bytes already there are read without waiting for a scheduler round: each round
+        may carry a fan-out to every observer, and a request would wait one for nothing
+        (:func:`~trio_things.transport.upgrade.socket_receive`)."""
+        if self._fileno is not None:
+            data: bytes | bytearray = await socket_receive(self._fileno, _RECEIVE_BYTES)
+        else:
+            data = await self._stream.receive_some(_RECEIVE_BYTES)
         self._h11.receive_data(bytes(data))  # no copy of bytes, which sockets return
 
     async def _respond(self, request: HttpRequest, handle_request: RequestHandler) -> None:
