@@ -94,3 +94,29 @@ def test_mosquitto_sub_follows_every_property_of_a_thing(served: str) -> None:
             "things/thermometer/properties/temperature"} <= set(topics)
     # Beyond the three retained values, live temperatures (one every 100 ms).
     assert topics.count("things/thermometer/properties/temperature") >= 2
+
+
+def test_the_command_line_writes_through_the_broker_when_asked(served: str) -> None:
+    with urllib.request.urlopen(f"{served}counter/", timeout=TIMEOUT) as response:
+        td = orjson.loads(response.read())
+    write = mqtt_form(td, "properties", "count", "writeproperty")
+    observe = mqtt_form(td, "properties", "count", "observeproperty")
+    port = write["href"].split(":")[2].split("/")[0]
+    # Whoever listens on the write topic sees the command line's write go by; the
+    # property's retained value, first, says that the subscriptions are in place.
+    sub = subprocess.Popen(["mosquitto_sub", "-h", "127.0.0.1", "-p", port, "-v", "-W", "20",
+                            "-t", observe["mqv:filter"], "-t", write["mqv:topic"]],
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        assert sub.stdout is not None
+        deadline = time.monotonic() + TIMEOUT
+        assert read_line(sub.stdout, deadline).split() == [observe["mqv:filter"], "0"]
+        result = subprocess.run([sys.executable, "-m", "trio_things.cli", "write",
+                                 f"{served}counter/", "count", "12", "--prefer", "mqtt"],
+                                capture_output=True, text=True, timeout=TIMEOUT)
+        assert result.returncode == 0, result.stderr
+        while (line := read_line(sub.stdout, deadline).split()) != [write["mqv:topic"], "12"]:
+            assert line == [observe["mqv:filter"], "12"], line  # the change, published
+    finally:
+        sub.kill()
+        sub.wait()

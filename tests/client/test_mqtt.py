@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -474,3 +475,34 @@ async def test_an_unreachable_broker_is_unreachable(served: Served) -> None:
             await trio.to_thread.run_sync(served.broker.stop)
             with pytest.raises(ttc.Unreachable, match=r"MQTT broker mqtt://127\.0\.0\.1"):
                 await counter.read("count")
+
+
+async def test_credentials_for_a_broker_that_wants_them(tmp_path: Path) -> None:
+    passwords = tmp_path / "passwords"
+    await trio.run_process(["mosquitto_passwd", "-c", "-b", str(passwords), "lab", "s3cret"],
+                           capture_stdout=True, capture_stderr=True)
+    passwords.chmod(0o644)
+    with Mosquitto(tmp_path, extra_config=f"password_file {passwords}\n") as broker:
+        broker.config.write_text(broker.config.read_text().replace(
+            "allow_anonymous true\n", "allow_anonymous false\n"))
+        broker.restart()
+        config = ServerConfig(mqtt=MqttConfig(broker=broker.url, client_id="server",
+                                              username="lab", password="s3cret"))
+        server = ThingServer(config)
+        server.add_thing("counter", Counter(start=3))
+        with trio.fail_after(10):
+            async with server.running(), trio.open_nursery() as nursery:
+                assert server.mqtt is not None
+                await server.mqtt.wait_connected()
+                gate = Gate(MemoryNetwork(server=server, nursery=nursery))
+                anonymous = attrs.evolve(OVER_MQTT, timeout=1.0)
+                async with ttc.open_client(open_stream=gate, options=anonymous) as client:
+                    counter = await client.consume(BASE + "counter/")
+                    with pytest.raises(ttc.Unreachable, match=r"refused|authori"):
+                        await counter.read("count")
+                logged_in = attrs.evolve(anonymous, mqtt_username="lab", mqtt_password="s3cret")
+                async with ttc.open_client(open_stream=gate, options=logged_in) as client:
+                    counter = await client.consume(BASE + "counter/")
+                    await gate.shut()
+                    assert await counter.read("count") == 3
+                nursery.cancel_scope.cancel()

@@ -15,6 +15,7 @@ from typing import Final
 
 from trio_things.client.options import ClientOptions
 from trio_things.client.values import JsonValue
+from trio_things.protocol.mqtt import PASSWORD_VARIABLE
 
 __all__ = ["RECONNECT_FOR", "TOKEN_VARIABLE", "add_commands", "parse_arguments",
            "parse_value"]
@@ -34,6 +35,12 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
                             help="seconds any one network wait may take (default %(default)g)")
         parser.add_argument("--token", default=os.environ.get(TOKEN_VARIABLE),
                             help=f"a bearer token (default: ${TOKEN_VARIABLE})")
+        parser.add_argument("--prefer", default="", metavar="BINDING[,BINDING...]",
+                            help="bindings to use first where the TD offers several: "
+                                 "http, websocket, mqtt (default: the TD's order)")
+        parser.add_argument("--mqtt-user", metavar="NAME",
+                            help="the user name for MQTT brokers (the password: "
+                                 f"${PASSWORD_VARIABLE})")
         if json_output:
             parser.add_argument("--json", action="store_true",
                                 help="print JSON lines instead of human-readable ones")

@@ -17,7 +17,10 @@ printed as its link, with a hint on stderr; ``--count N`` stops ``observe``/``su
 after N changes or events; ``--timeout`` bounds every network wait;
 ``--reconnect-for`` bounds how long ``invoke``, ``observe`` and ``subscribe`` keep
 trying to reach a server they lost (saying so on stderr) before they give up with
-status 3; ``--token`` (or ``TRIO_THINGS_TOKEN``) is sent as a bearer token. Ctrl-C
+status 3; ``--token`` (or ``TRIO_THINGS_TOKEN``) is sent as a bearer token;
+``--prefer mqtt`` (or ``http``, ``websocket``, several with commas) uses that binding
+wherever the TD offers it, ``--mqtt-user NAME`` logs in to MQTT brokers with the
+password in ``TRIO_THINGS_MQTT_PASSWORD``. Ctrl-C
 during ``invoke`` asks whether to cancel the invocation on the server (on stderr, when
 stdin is a terminal; without one, it is cancelled).
 
@@ -57,6 +60,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import shlex
 import signal
 import sys
@@ -91,6 +95,7 @@ from trio_things.client.errors import (
 from trio_things.client.options import ClientOptions
 from trio_things.client.things import ConsumedThing
 from trio_things.client.values import JsonValue
+from trio_things.protocol.mqtt import PASSWORD_VARIABLE
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE",
            "add_commands", "exit_status", "run"]
@@ -190,7 +195,11 @@ async def _command(args: argparse.Namespace, interrupts: _Interrupts) -> int:
         raise ValueError("--reconnect-for must be positive")
     if reconnect_for == math.inf:
         reconnect_for = None
-    options = ClientOptions(timeout=args.timeout, reconnect_for=reconnect_for)
+    options = ClientOptions(
+        timeout=args.timeout, reconnect_for=reconnect_for,
+        prefer=tuple(name.strip() for name in args.prefer.split(",") if name.strip()),
+        mqtt_username=args.mqtt_user,
+        mqtt_password=os.environ.get(PASSWORD_VARIABLE) if args.mqtt_user else None)
     with interrupts.cancelling() as scope:
         async with connect(args.url, options=options, token=args.token) as thing:
             return await command(args, thing, interrupts)

@@ -73,9 +73,10 @@ it ends, as a WebSocket invocation does; a TD that offers no way to ask ends the
 handle with :class:`~trio_things.client.errors.InvocationLost` instead of leaving it
 waiting for a reply that may never come.
 
-Credentials: none. Connections are anonymous (the client's ``token`` is an HTTP bearer
-token, no MQTT password); ``mqtts://`` brokers are checked against the system's
-certificate authorities, as ``https`` servers are.
+Credentials: ``ClientOptions.mqtt_username`` and ``mqtt_password``, for every broker
+(the client's ``token`` is an HTTP bearer token, no MQTT password); without them,
+anonymous. ``mqtts://`` brokers are checked against the system's certificate
+authorities, as ``https`` servers are.
 """
 
 from __future__ import annotations
@@ -614,6 +615,7 @@ class Broker:
                 self.url.host, self.url.port, client_id=self.client_id,
                 on_message=self._on_message,
                 tls=_tls_context() if self.url.scheme == "mqtts" else None,
+                username=options.mqtt_username, password=options.mqtt_password,
                 keepalive=max(1, math.ceil(options.keepalive_interval)),
                 connect_timeout=options.timeout) as connection:
             with trio.move_on_after(options.timeout) as waiting:

@@ -70,5 +70,11 @@ class ClientOptions:
     ``"http"``: the invocation is polled, and brings the action's log (its progress)
     where the server keeps one, as LabThings servers do; ``trio-things invoke`` uses it
     to show progress."""
+    mqtt_username: str | None = None
+    """The user name the client gives MQTT brokers (with ``mqtt_password``); None:
+    anonymous. The same for every broker a client reaches."""
+    mqtt_password: str | None = attrs.field(default=None, repr=False)
+    """The broker password. ``trio-things`` reads it from ``TRIO_THINGS_MQTT_PASSWORD``,
+    as the server does, rather than from its command line."""
     max_response_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=_positive_int)
     """The largest HTTP response body accepted; a larger one is a ``ServerError``."""
