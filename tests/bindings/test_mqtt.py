@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,6 +16,7 @@ import jsonschema
 import orjson
 import pytest
 import trio
+import trio.testing
 import trustme
 
 import trio_things as tt
@@ -62,8 +64,9 @@ class Lamp(tt.Thing):
 async def lamp_server(broker: str, **options: Any) -> AsyncIterator[tuple[ThingServer, Lamp]]:
     replay_size = options.pop("replay_size", 1024)
     extra = options.pop("extra", {})
-    mqtt = MqttConfig(broker=broker, client_id="lamp-server", reconnect_delay=0.05,
-                      max_reconnect_delay=0.2, connect_timeout=1.0, **options)
+    mqtt = MqttConfig(broker=broker, **({"client_id": "lamp-server", "reconnect_delay": 0.05,
+                                         "max_reconnect_delay": 0.2, "connect_timeout": 1.0}
+                                        | options))
     server = ThingServer(ServerConfig(port=0, mqtt=mqtt, replay_size=replay_size))
     lamp = Lamp()
     server.add_thing("lamp", lamp)
@@ -425,3 +428,34 @@ async def test_credentials_from_the_environment(
         monkeypatch.setenv("TRIO_THINGS_MQTT_PASSWORD", "s3cret")
         async with lamp_server(broker.url, username="bench") as (server, _):
             await bridge(server).wait_connected()
+
+
+async def test_stopping_never_waits_for_a_broker_that_does_not_answer() -> None:
+    """A broker whose listening socket takes no more connections (its backlog full, as
+    an overloaded or black-holed broker): the connect hangs in its worker thread until
+    ``connect_timeout``; stopping the server meanwhile is prompt all the same."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = []
+        for _ in range(4):  # fill the backlog: later SYNs go unanswered
+            filler = socket.socket()
+            filler.setblocking(False)
+            try:
+                filler.connect(("127.0.0.1", port))
+            except BlockingIOError:
+                pass
+            fillers.append(filler)
+        try:
+            with trio.fail_after(TIMEOUT):
+                async with lamp_server(f"mqtt://127.0.0.1:{port}",
+                                       connect_timeout=30.0) as (server, _lamp):
+                    await trio.testing.wait_all_tasks_blocked()
+                    # Still in its first connect: no attempt has ended.
+                    assert (bridge(server).connected, bridge(server).attempts) == (False, 0)
+                    stopping = trio.current_time()
+            assert trio.current_time() - stopping < 1.0  # not the 30 s connect timeout
+        finally:
+            for filler in fillers:
+                filler.close()
