@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import logging
 import socket
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -459,3 +460,66 @@ async def test_stopping_never_waits_for_a_broker_that_does_not_answer() -> None:
         finally:
             for filler in fillers:
                 filler.close()
+
+
+async def test_the_same_message_twice_at_once_runs_twice(mosquitto: Mosquitto) -> None:
+    """Two identical messages (mosquitto_pub run twice) are two commands, whatever
+    they share: neither is mistaken for the other while both wait or run (here, two
+    writes of a property whose setter runs in a worker thread, so that they overlap)."""
+    hardware = Hardware()
+    with trio.fail_after(TIMEOUT):
+        async with lamp_server(mosquitto.url, extra={"hardware": hardware}) as (server, _), \
+                consumer(mosquitto) as sub:
+            await bridge(server).wait_connected()
+            topic = "things/hardware/properties/gain/writeproperty"
+            for _ in range(2):
+                sub.connection.publish(topic, b"5", qos=1)
+            for _ in range(2):  # a bounded wait: a thread cannot be cancelled
+                assert await trio.to_thread.run_sync(hardware.written.acquire, True, 10)
+            assert hardware.writes == 2 and bridge(server).connected
+            status, _ = await sub.reply(sub.request(topic, b"6"))  # and it lives on
+            assert (status, hardware.writes) == (204, 3)
+
+
+class Hardware(tt.Thing):
+    """A gain set in hardware: the setter blocks, so it runs in a worker thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+        self.written = threading.Semaphore(0)
+        self._gain = 1
+
+    @tt.property
+    def gain(self) -> int:
+        """The gain."""
+        return self._gain
+
+    @gain.setter
+    def gain(self, value: int) -> None:
+        self._gain = value
+        self.writes += 1
+        self.written.release()
+
+
+async def test_a_bug_in_the_binding_restarts_it_and_spares_the_server(
+        mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    relay = MqttBridge._relay
+    calls = 0
+
+    async def failing_once(self: MqttBridge, *args: Any) -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug")
+        return await relay(self, *args)
+
+    monkeypatch.setattr(MqttBridge, "_relay", failing_once)
+    with trio.fail_after(TIMEOUT):
+        async with lamp_server(mosquitto.url) as (server, _lamp):
+            await bridge(server).wait_connected(2)  # the second connection serves
+            async with consumer(mosquitto, "things/lamp/properties/level") as sub:
+                assert json_of(await sub.next()) == 0
+    assert any(r.getMessage() == "MQTT: the binding failed; reconnecting" and r.exc_info
+               for r in caplog.records)

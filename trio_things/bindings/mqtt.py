@@ -42,7 +42,8 @@ more is answered 503. Nothing a message carries can raise out of this module.
 
 The connection and its reconnect loop, owned by :func:`serve_mqtt`, run in the server's
 nursery; HTTP and WebSocket serve while the broker is unreachable, and the log says so
-once, not at every retry.
+once, not at every retry. A bug here is logged with its traceback and the binding starts
+over with a new connection, never taking the server down.
 """
 
 from __future__ import annotations
@@ -281,6 +282,11 @@ class MqttBridge:
                        "status changes behind; reconnecting to resume")
                 delay = self.config.reconnect_delay
                 failures = 0
+            except Exception:
+                # A bug of ours: said in full, and the binding starts over, rather than
+                # taking the whole server (HTTP, WebSocket, the Things) down with it.
+                logger.exception("MQTT: the binding failed; reconnecting")
+                why = "the binding failed (see the traceback above)"
             finally:
                 self.connected = False
                 self._acknowledgements.connection_ended()
@@ -423,18 +429,21 @@ class MqttBridge:
         running = trio.CapacityLimiter(_COMMANDS_RUNNING)
         async with trio.open_nursery() as nursery:
             async for message in messages:
-                await running.acquire_on_behalf_of(message)
-                nursery.start_soon(self._command, connection, message, running)
+                # A token of its own: two identical messages (mosquitto_pub run twice)
+                # are equal, and a limiter refuses a borrower that already holds one.
+                token = object()
+                await running.acquire_on_behalf_of(token)
+                nursery.start_soon(self._command, connection, message, running, token)
 
     async def _command(self, connection: MqttConnection, message: MqttMessage,
-                       running: trio.CapacityLimiter) -> None:
+                       running: trio.CapacityLimiter, token: object) -> None:
         """Run one command and answer it (if it asks for an answer)."""
         ended: c.QueryAction | None = None
         try:
             try:
                 ended = await self._run_command(connection, message)
             finally:
-                running.release_on_behalf_of(message)
+                running.release_on_behalf_of(token)
             if ended is not None:
                 reply = await self._dispatcher.run(ended)
                 assert isinstance(reply, c.InvocationReply)

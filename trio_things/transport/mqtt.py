@@ -254,8 +254,13 @@ class MqttConnection:
     def _handle_message(self, _client: paho.Client, _userdata: Any,
                         message: paho.MQTTMessage) -> None:
         properties = getattr(message, "properties", None)
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:  # MQTT topics are UTF-8; a broker that lets one by
+            logger.info("dropped a message whose topic is not UTF-8: %r", message._topic)
+            return
         self._on_message(MqttMessage(
-            topic=message.topic, payload=bytes(message.payload), qos=message.qos,
+            topic=topic, payload=bytes(message.payload), qos=message.qos,
             retain=bool(message.retain),
             response_topic=getattr(properties, "ResponseTopic", None),
             correlation_data=getattr(properties, "CorrelationData", None),
