@@ -3,6 +3,7 @@ commands it takes, and the faults it survives (``docs/scaling-out.md``)."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import socket
@@ -523,3 +524,25 @@ async def test_a_bug_in_the_binding_restarts_it_and_spares_the_server(
                 assert json_of(await sub.next()) == 0
     assert any(r.getMessage() == "MQTT: the binding failed; reconnecting" and r.exc_info
                for r in caplog.records)
+
+
+async def test_a_broker_that_hangs_up_at_once_is_reported_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Something listens where the broker should be, and hangs up before any CONNACK:
+    each attempt fails, backing off, and the log says so once, not at every attempt."""
+    caplog.set_level(logging.DEBUG, logger="trio_things.mqtt")
+
+    async def hang_up(stream: trio.SocketStream) -> None:
+        await stream.aclose()
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(functools.partial(
+                trio.serve_tcp, hang_up, 0, host="127.0.0.1"))
+            port = listeners[0].socket.getsockname()[1]
+            async with lamp_server(f"mqtt://127.0.0.1:{port}") as (server, _lamp):
+                await bridge(server).wait_attempts(4)
+            nursery.cancel_scope.cancel()
+    warnings = [r.getMessage() for r in caplog.records
+                if r.name == "trio_things.mqtt" and r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings

@@ -275,8 +275,9 @@ class MqttBridge:
                 why = str(error)
             except BrokerConnectionLost as error:
                 why = f"lost the connection to the broker: {error}"
-                delay = self.config.reconnect_delay
-                failures = 0
+                if self.connected:  # it had served: a new outage, said once, backed off anew
+                    delay = self.config.reconnect_delay
+                    failures = 0
             except _Overflowed:
                 why = (f"the broker fell more than {self.config.outbox_size} events or "
                        "status changes behind; reconnecting to resume")
@@ -380,12 +381,14 @@ class MqttBridge:
                     # The first connection: history starts here. Were nothing
                     # acknowledged before it drops, the next resumes from here.
                     self._acknowledgements.resume_from = reply.event_id
+                # Each reply holds its own affordances' notifications (events, one
+                # action's status changes): no two replies hold the same one, only
+                # each its own notice of the same gap.
                 for notification in reply.missed:
-                    if isinstance(notification, c.NotificationsMissed):
-                        if not gap:  # one notice a Thing, however many affordances
-                            gap = True
-                            missed.insert(0, notification)
-                    elif notification not in missed:
+                    if not isinstance(notification, c.NotificationsMissed):
+                        missed.append(notification)
+                    elif not gap:  # one notice a Thing, however many affordances
+                        gap = True
                         missed.append(notification)
         missed.sort(key=_sequence)
         return [self._encoder(notification) for notification in missed]
