@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from trio_things.demo import Counter, Reading, Thermometer
 from trio_things.protocol.mqtt import PROBLEM_JSON, MqttConfig
 from trio_things.protocol.problems import notifications_missed
 from trio_things.server import ThingServer
-from trio_things.transport.mqtt import open_mqtt_connection, publish_properties
+from trio_things.transport.mqtt import MqttMessage, open_mqtt_connection, publish_properties
 
 #: Fast reconnection, and everything through the broker where the TD allows.
 OVER_MQTT = attrs.evolve(FAST, prefer=("mqtt",))
@@ -506,3 +507,116 @@ async def test_credentials_for_a_broker_that_wants_them(tmp_path: Path) -> None:
                     await gate.shut()
                     assert await counter.read("count") == 3
                 nursery.cancel_scope.cancel()
+
+
+# --------------------------------------------------------------------------- odd replies
+
+
+def redirect(td: dict[str, Any], kind: str, name: str, topic: str) -> None:
+    """Point the MQTT forms that publish for ``name`` at ``topic``, where a
+    :func:`responder` answers instead of the server."""
+    for form in td[kind][name]["forms"]:
+        if form["href"].startswith("mqtt") and form.get("mqv:controlPacket") != "subscribe":
+            form["mqv:topic"] = topic
+
+
+@asynccontextmanager
+async def responder(broker: Mosquitto, topic: str,
+                    replies: list[tuple[str | None, bytes]]) -> AsyncIterator[None]:
+    """Another MQTT client answering each request on ``topic`` with ``replies``: (the
+    ``status`` user property, or None for none; the payload), on the request's response
+    topic with its correlation data."""
+    send, receive = trio.open_memory_channel[MqttMessage](10)
+    async with open_mqtt_connection("127.0.0.1", broker.port,
+                                    client_id=f"responder-{uuid.uuid4().hex[:8]}",
+                                    on_message=send.send_nowait) as connection:
+        await connection.subscribe([topic], qos=1)
+
+        async def answer() -> None:
+            async for request in receive:
+                assert request.response_topic is not None
+                for status, payload in replies:
+                    connection.publish(request.response_topic, payload, qos=1,
+                                       properties=publish_properties(
+                                           correlation_data=request.correlation_data,
+                                           user_properties=[] if status is None
+                                           else [("status", status)]))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(answer)
+            yield
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("status", ["²", "1" * 5000, "ok"])
+async def test_a_reply_whose_status_is_no_number_is_a_server_error(
+        served: Served, status: str) -> None:
+    """A status that is no HTTP status ("²" is a digit to str.isdigit, but no int; 5,000
+    digits are too many for int()) is the server's error, not a ValueError, nor a
+    success; the connection serves on."""
+    with trio.fail_after(10):
+        async with ttc.open_client(open_stream=served.network, options=OVER_MQTT) as client:
+            counter = await client.consume(BASE + "counter/")
+            redirect(counter.td, "properties", "count", "fake/write")  # type: ignore[arg-type]
+            async with responder(served.broker, "fake/write", [(status, b"")]):
+                with pytest.raises(ttc.ServerError, match="no HTTP status"):
+                    await counter.write("count", 1)
+            async with responder(served.broker, "fake/write", [("204", b"")]):
+                await counter.write("count", 2)
+
+
+@pytest.mark.parametrize("final", [
+    ("²", b'{"status": "completed", "output": 1}'),
+    ("200", b'{"status": "completed", "href": "http://[oops"}'),
+    ("200", b"not json"),
+])
+async def test_an_odd_final_reply_ends_the_invocation_with_a_server_error(
+        served: Served, final: tuple[str, bytes]) -> None:
+    """Instead of leaving result() waiting for ever (the error lost in a log)."""
+    accepted = b'{"id": "a1", "status": "pending"}'
+    with trio.fail_after(10):
+        async with ttc.open_client(open_stream=served.network, options=OVER_MQTT) as client:
+            counter = await client.consume(BASE + "counter/")
+            redirect(counter.td, "actions", "increment", "fake/invoke")  # type: ignore[arg-type]
+            async with responder(served.broker, "fake/invoke", [("201", accepted), final]):
+                invocation = await counter.invoke("increment")
+                with pytest.raises(ttc.ServerError):
+                    await invocation.result()
+
+
+@pytest.mark.parametrize("accepted", [b'{"id": "a1", "href": "http://[oops"}', b"[1, 2]"])
+async def test_an_odd_first_reply_refuses_the_invocation_with_a_server_error(
+        served: Served, accepted: bytes) -> None:
+    with trio.fail_after(10):
+        async with ttc.open_client(open_stream=served.network, options=OVER_MQTT) as client:
+            counter = await client.consume(BASE + "counter/")
+            redirect(counter.td, "actions", "increment", "fake/invoke")  # type: ignore[arg-type]
+            async with responder(served.broker, "fake/invoke", [("201", accepted)]):
+                with pytest.raises(ttc.ServerError, match="action 'increment'"):
+                    await counter.invoke("increment")
+
+
+async def test_a_deleted_retained_value_is_not_read_from_an_observation(served: Served) -> None:
+    """An empty retained message deletes the value: a read made by an observer then
+    finds none (as a fresh subscription would), not the deleted one."""
+    options = attrs.evolve(OVER_MQTT, timeout=0.5)
+    with trio.fail_after(10):
+        async with ttc.open_client(open_stream=served.network, options=options) as client:
+            counter = await client.consume(BASE + "counter/")
+            lab = await client.consume(BASE + "lab/")
+            async with counter.observe("count") as values, lab.observe("level") as levels:
+                assert await anext(values) == 0
+                async with open_mqtt_connection(
+                        "127.0.0.1", served.broker.port, client_id="tester-delete",
+                        on_message=lambda _message: None) as connection:
+                    connection.publish("things/counter/properties/count", b"", qos=1,
+                                       retain=True)
+                    # After the deletion, on the same connection: once seen, the
+                    # deletion has been routed too.
+                    connection.publish("things/lab/properties/level", b"12345", qos=1)
+                    await connection.wait_unacknowledged_below(1)
+                async for level in levels:
+                    if level == 12345:
+                        break
+                with pytest.raises(ttc.Timeout, match="retains none"):
+                    await counter.read("count")

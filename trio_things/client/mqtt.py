@@ -206,10 +206,21 @@ def reply_problem(message: MqttMessage) -> ProblemDetails | None:
     """The problem a reply carries (user property ``status`` 4xx/5xx, or content type
     ``application/problem+json``), or None for a success."""
     status = message.user_property("status")
-    code = int(status) if status is not None and status.isdigit() else None
+    code = _http_status(status) if status is not None else None
+    if status is not None and code is None:  # not int(): "²" is a digit to isdigit()
+        return problem_from_json(f"a reply whose status {status:.20}{'...' * (len(status) > 20)}"
+                                 " is no HTTP status", 502)
     if (code is None or code < 400) and message.content_type != PROBLEM_JSON:
         return None
     return problem_from_json(_loads(message.payload) if message.payload else None, code)
+
+
+def _http_status(text: str) -> int | None:
+    """A ``status`` user property as an HTTP status (three ASCII digits, 100-599)."""
+    if len(text) != 3 or not text.isascii() or not text.isdigit():
+        return None
+    code = int(text)
+    return code if 100 <= code <= 599 else None
 
 
 def new_correlation() -> bytes:
@@ -250,8 +261,8 @@ class _Subscription:
     """A property's latest value: what a later local observer (or read) starts from."""
 
     def deliver(self, message: MqttMessage) -> None:
-        if self.keep_last and message.payload:
-            self.last = message
+        if self.keep_last:  # an empty (retained) message deletes the value: none now
+            self.last = message if message.payload else None
         for sink in list(self.sinks):
             sink.deliver(message)
 
@@ -852,8 +863,16 @@ class MqttInvocation:
         problem = reply_problem(message)
         if problem is not None:
             raise error_for_problem(problem, operation=operation, what=what)
-        self._invocation.update(ActionStatus.from_invocation(
-            _loads(message.payload), action=self._action, url=self._base))
+        body = _loads(message.payload)
+        if not isinstance(body, dict):
+            raise ServerError(f"{what}: the reply on {message.topic!r} is no JSON object "
+                              f"(an invocation): {body!r:.80}")
+        try:
+            status = ActionStatus.from_invocation(body, action=self._action, url=self._base)
+        except ValueError as error:  # an href urljoin cannot take ("http://[x")
+            raise ServerError(f"{what}: the reply on {message.topic!r} is no invocation: "
+                              f"{error}") from None
+        self._invocation.update(status)
 
     def reply(self, message: MqttMessage) -> None:
         """A later reply: the final status (200), or a problem ending the handle."""
@@ -865,6 +884,11 @@ class MqttInvocation:
                        what=f"invocation {invocation.id} of {self._action!r}")
         except ClientError as error:
             invocation._fail(error)
+        except Exception:  # a bug of ours: end the handle rather than leave it waiting
+            logger.exception("taking a reply for invocation %s of %r failed", invocation.id,
+                             self._action)
+            invocation._fail(ServerError(f"invocation {invocation.id} of {self._action!r}: "
+                                         "its reply could not be taken (see the log)"))
 
     def lost(self) -> None:
         """The connection broke before the final reply, which may be lost with it:
