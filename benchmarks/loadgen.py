@@ -47,7 +47,6 @@ exactly one reply.
 
 from __future__ import annotations
 
-import argparse
 import errno
 import math
 import multiprocessing.connection
@@ -61,8 +60,7 @@ import attrs
 
 from benchmarks import rawsse, rawws
 from benchmarks.messages import PROPERTY, Kind, sent_at, subscribe_request
-from benchmarks.servers.control import raise_open_files_limit
-from benchmarks.workers import WorkerPool
+from benchmarks.workers import Worker, WorkerPool, worker_main
 
 __all__ = ["SSE", "WEBSOCKET", "LoadGenerator", "Mark", "OpenError", "Protocol", "deltas",
            "open_stalled_client"]
@@ -107,13 +105,11 @@ class _Client:
         """Acknowledged or failed: no longer counts against ``_MAX_PENDING``."""
 
 
-class _Worker:
+class _Worker(Worker):
     """The loop of one worker process (see the module docstring)."""
 
     def __init__(self, control: multiprocessing.connection.Connection) -> None:
-        self.control = control
-        self.epoll = select.epoll()
-        self.epoll.register(control.fileno(), _IN)
+        super().__init__(control)
         self.by_fd: dict[int, _Client] = {}
         self.clients: list[_Client] = []
         self.samples: list[float] = []
@@ -121,35 +117,6 @@ class _Worker:
         self.rcvlowat = 0
         self.last_frame = 0.0
         self.pending = 0
-
-    def run(self) -> None:
-        control_fd = self.control.fileno()
-        while True:
-            for fd, events in self.epoll.poll(1.0):
-                if fd == control_fd:
-                    if not self.command():
-                        return
-                else:
-                    self.ready(fd, events)
-
-    def command(self) -> bool:
-        try:
-            command = self.control.recv()
-        except EOFError:
-            self.close_all()
-            return False
-        match command:
-            case ("open", spec):
-                self.control.send(self.open(spec))
-            case ("mark",):
-                self.control.send(self.mark())
-            case ("close",):
-                self.control.send(self.close_all())
-            case ("exit",):
-                self.close_all()
-                self.control.send(None)
-                return False
-        return True
 
     # ------------------------------------------------------------------ opening
 
@@ -414,15 +381,7 @@ class _Worker:
 
 def _worker_main(argv: Sequence[str] | None = None) -> None:
     """A worker process: ``python -m benchmarks.loadgen --control-fd FD``."""
-    parser = argparse.ArgumentParser(description="A load generator worker (internal).")
-    parser.add_argument("--control-fd", type=int, required=True)
-    args = parser.parse_args(argv)
-    raise_open_files_limit()
-    control = multiprocessing.connection.Connection(args.control_fd)
-    try:
-        _Worker(control).run()
-    except KeyboardInterrupt:
-        pass
+    worker_main(_Worker, "A load generator worker (internal).", argv)
 
 
 @attrs.frozen(kw_only=True)

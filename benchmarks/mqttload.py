@@ -40,7 +40,6 @@ connects to the address it is given (127.0.0.1 in the benchmark).
 
 from __future__ import annotations
 
-import argparse
 import errno
 import math
 import multiprocessing.connection
@@ -53,8 +52,7 @@ from typing import Any, Final
 
 import attrs
 
-from benchmarks.servers.control import raise_open_files_limit
-from benchmarks.workers import WorkerPool
+from benchmarks.workers import Worker, WorkerPool, worker_main
 
 __all__ = ["MqttOpenError", "MqttSubscribers", "Scan", "SubscribersMark", "connect_packet",
            "scan", "subscribe_packet"]
@@ -196,48 +194,17 @@ class _Subscriber:
         self.closed = False
 
 
-class _Worker:
+class _Worker(Worker):
     """The loop of one worker process (see the module docstring)."""
 
     def __init__(self, control: multiprocessing.connection.Connection) -> None:
-        self.control = control
-        self.epoll = select.epoll()
-        self.epoll.register(control.fileno(), _IN)
+        super().__init__(control)
         self.by_fd: dict[int, _Subscriber] = {}
         self.subscribers: list[_Subscriber] = []
         self.pending = 0
         self.failures: list[str] = []
         self.serial = 0
         self.last_arrival = 0.0
-
-    def run(self) -> None:
-        control_fd = self.control.fileno()
-        while True:
-            for fd, _events in self.epoll.poll(1.0):
-                if fd == control_fd:
-                    if not self.command():
-                        return
-                else:
-                    self.ready(fd)
-
-    def command(self) -> bool:
-        try:
-            command = self.control.recv()
-        except EOFError:
-            self.close_all()
-            return False
-        match command:
-            case ("open", spec):
-                self.control.send(self.open(spec))
-            case ("mark",):
-                self.control.send(self.mark())
-            case ("close",):
-                self.control.send(self.close_all())
-            case ("exit",):
-                self.close_all()
-                self.control.send(None)
-                return False
-        return True
 
     def open(self, spec: dict[str, Any]) -> dict[str, Any]:
         n: int = spec["n"]
@@ -282,7 +249,7 @@ class _Worker:
         self.epoll.register(sock.fileno(), _OUT)
         return subscriber
 
-    def ready(self, fd: int) -> None:
+    def ready(self, fd: int, events: int = 0) -> None:
         subscriber = self.by_fd.get(fd)
         if subscriber is None:
             return
@@ -408,15 +375,7 @@ class _Worker:
 
 def _worker_main(argv: Sequence[str] | None = None) -> None:
     """A worker process: ``python -m benchmarks.mqttload --control-fd FD``."""
-    parser = argparse.ArgumentParser(description="An MQTT subscriber worker (internal).")
-    parser.add_argument("--control-fd", type=int, required=True)
-    args = parser.parse_args(argv)
-    raise_open_files_limit()
-    control = multiprocessing.connection.Connection(args.control_fd)
-    try:
-        _Worker(control).run()
-    except KeyboardInterrupt:
-        pass
+    worker_main(_Worker, "An MQTT subscriber worker (internal).", argv)
 
 
 # --------------------------------------------------------------------------- the harness

@@ -5,21 +5,100 @@ A load generator (:mod:`benchmarks.loadgen`'s WebSocket and SSE clients,
 so that no single Python process limits what it can receive. Each worker is
 ``python -m <module> --control-fd FD``; the harness sends it commands (tuples) over its
 end of a socket pair and waits for every worker's reply, so it sees a consistent
-snapshot. :class:`WorkerPool` is that harness side, shared by both generators.
+snapshot. :class:`WorkerPool` is that harness side and :class:`Worker` the worker's
+loop, each shared by both generators; :func:`worker_main` starts a worker.
 """
 
 from __future__ import annotations
 
+import argparse
 import multiprocessing.connection
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
-__all__ = ["WorkerPool"]
+from benchmarks.servers.control import raise_open_files_limit
+
+__all__ = ["Worker", "WorkerPool", "worker_main"]
+
+
+class Worker:
+    """One worker process's loop: one ``epoll`` for the harness's socket pair and every
+    client socket, serving commands between socket events.
+
+    A generator's worker says what its commands do (:meth:`open`, :meth:`mark`,
+    :meth:`close_all`) and what a ready socket means (:meth:`ready`); the commands are
+    ``("open", spec)``, ``("mark",)``, ``("close",)`` and ``("exit",)``, each answered
+    with one reply.
+    """
+
+    def __init__(self, control: multiprocessing.connection.Connection) -> None:
+        self.control = control
+        self.epoll = select.epoll()
+        self.epoll.register(control.fileno(), select.EPOLLIN)
+
+    def open(self, spec: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def mark(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def close_all(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def ready(self, fd: int, events: int) -> None:
+        raise NotImplementedError
+
+    def run(self) -> None:
+        control_fd = self.control.fileno()
+        while True:
+            for fd, events in self.epoll.poll(1.0):
+                if fd == control_fd:
+                    if not self.command():
+                        return
+                else:
+                    self.ready(fd, events)
+
+    def command(self) -> bool:
+        """Serve one command; False once the worker is to end."""
+        try:
+            command = self.control.recv()
+        except EOFError:
+            self.close_all()
+            return False
+        match command:
+            case ("open", spec):
+                self.control.send(self.open(spec))
+            case ("mark",):
+                self.control.send(self.mark())
+            case ("close",):
+                self.control.send(self.close_all())
+            case ("exit",):
+                self.close_all()
+                self.control.send(None)
+                return False
+        return True
+
+
+def worker_main(worker: Callable[[multiprocessing.connection.Connection], Worker],
+                description: str, argv: Sequence[str] | None = None) -> None:
+    """A worker process: ``python -m <module> --control-fd FD`` runs ``worker`` on the
+    socket pair's end FD until the harness says ``exit`` (or goes away)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--control-fd", type=int, required=True)
+    args = parser.parse_args(argv)
+    raise_open_files_limit()
+    control = multiprocessing.connection.Connection(args.control_fd)
+    try:
+        worker(control).run()
+    except KeyboardInterrupt:
+        pass
 
 
 class WorkerPool:
