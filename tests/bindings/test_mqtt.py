@@ -330,20 +330,28 @@ async def test_http_serves_while_the_broker_is_unreachable(
                     assert json_of(await sub.next()) == 0
 
 
+async def flash_while_the_broker_stalls(broker: Mosquitto, server: ThingServer, lamp: Lamp,
+                                        sub: Consumer) -> None:
+    """Flash once (seen, so the broker acknowledged something), stall the broker, flash
+    20 times (1 to 20), which overflows a small Outbox, and let the broker go on once
+    the bridge has given up its connection."""
+    await bridge(server).wait_connected()
+    lamp.flashed.emit(0)
+    assert json_of(await sub.next()) == 0
+    broker.pause()
+    for n in range(1, 21):
+        lamp.flashed.emit(n)
+    await bridge(server).wait_attempts(1)  # overflowed: a new connection
+    broker.resume()
+
+
 async def test_a_backed_up_broker_costs_no_history(mosquitto: Mosquitto) -> None:
     """Events emitted while the broker stalls overflow the bridge's Outbox; it
     reconnects and publishes them from the Thing's replay ring."""
     with trio.fail_after(TIMEOUT):
         async with lamp_server(mosquitto.url, outbox_size=4, in_flight=2) as (server, lamp), \
                 consumer(mosquitto, "things/lamp/events/flashed", "things/lamp/missed") as sub:
-            await bridge(server).wait_connected()
-            lamp.flashed.emit(0)
-            assert json_of(await sub.next()) == 0
-            mosquitto.pause()
-            for n in range(1, 21):
-                lamp.flashed.emit(n)
-            await bridge(server).wait_attempts(1)  # overflowed: a new connection
-            mosquitto.resume()
+            await flash_while_the_broker_stalls(mosquitto, server, lamp, sub)
             await bridge(server).wait_connected(2)
             seen: list[int] = []
             while seen[-1:] != [20]:
@@ -361,14 +369,7 @@ async def test_a_gap_beyond_the_replay_ring_is_published(mosquitto: Mosquitto) -
         async with lamp_server(mosquitto.url, outbox_size=4, in_flight=2,
                                replay_size=5) as (server, lamp), \
                 consumer(mosquitto, "things/lamp/events/flashed", "things/lamp/missed") as sub:
-            await bridge(server).wait_connected()
-            lamp.flashed.emit(0)
-            assert json_of(await sub.next()) == 0
-            mosquitto.pause()
-            for n in range(1, 21):
-                lamp.flashed.emit(n)
-            await bridge(server).wait_attempts(1)
-            mosquitto.resume()
+            await flash_while_the_broker_stalls(mosquitto, server, lamp, sub)
             gap = await sub.next("things/lamp/missed")
             assert gap.content_type == PROBLEM_JSON
             problem = json_of(gap)
