@@ -86,7 +86,8 @@ def serve(write_timeout: float | None) -> None:
     import trio
 
     import trio_things as tt
-    from benchmarks.servers.control import raise_open_files_limit, write_line
+    from benchmarks.servers.control import raise_open_files_limit
+    from benchmarks.servers.trio_things_server import serve_under_control
     from trio_things.config import ServerConfig
     from trio_things.fanout.observers import STREAM
     from trio_things.protocol.limits import HttpLimits
@@ -123,26 +124,8 @@ def serve(write_timeout: float | None) -> None:
                 "frame_bytes": statistics.median(len(f) for f in frames),
                 "cpu": time.process_time()}
 
-    async def control() -> None:
-        stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
-        buffer = b""
-        async with stdin:
-            while chunk := await stdin.receive_some(4096):
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    if line.strip():
-                        write_line(stats())
-
-    async def run() -> None:
-        async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(server.serve)
-            write_line({"port": listeners[0].socket.getsockname()[1]})
-            await control()
-            nursery.cancel_scope.cancel()
-
     try:
-        trio.run(run)
+        trio.run(serve_under_control, server, lambda _line: stats())
     except KeyboardInterrupt:
         pass
 

@@ -150,7 +150,8 @@ def serve(broker: str | None, qos: int) -> None:
     import trio
 
     from benchmarks.messages import THING
-    from benchmarks.servers.control import handle, raise_open_files_limit, write_line
+    from benchmarks.servers.control import handle, raise_open_files_limit
+    from benchmarks.servers.trio_things_server import serve_under_control
     from benchmarks.things import BenchThing
     from trio_things.config import ServerConfig
     from trio_things.protocol.mqtt import MqttConfig
@@ -176,26 +177,8 @@ def serve(broker: str | None, qos: int) -> None:
                        **_outboxes(server)}
         return answer
 
-    async def control() -> None:
-        stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
-        buffer = b""
-        async with stdin:
-            while chunk := await stdin.receive_some(4096):
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    if line.strip():
-                        write_line(reply(line))
-
-    async def run_server() -> None:
-        async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(server.serve)
-            write_line({"port": listeners[0].socket.getsockname()[1]})
-            await control()
-            nursery.cancel_scope.cancel()
-
     try:
-        trio.run(run_server)
+        trio.run(serve_under_control, server, reply)
     except KeyboardInterrupt:
         pass
 

@@ -11,13 +11,14 @@ Run by the harness as ``python -m benchmarks.servers.naive_trio``; prints
 
 from __future__ import annotations
 
+import functools
 import time
 
 import trio
 import trio_websocket
 
 from benchmarks.messages import reference_ack, reference_notification
-from benchmarks.servers.control import Plan, raise_open_files_limit, write_line
+from benchmarks.servers.control import Plan, handle, raise_open_files_limit, write_line
 from benchmarks.servers.trio_control import serve_control, wait_for_turn
 
 SUBPROTOCOL = "webthingprotocol"
@@ -85,7 +86,7 @@ async def _serve() -> None:
         listener = await nursery.start(
             trio_websocket.serve_websocket, server.handle, "127.0.0.1", 0, None)
         write_line({"port": listener.port})
-        await serve_control(server)
+        await serve_control(functools.partial(handle, server))
         nursery.cancel_scope.cancel()
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import trio
 
-from benchmarks.servers.control import Plan, Producer, handle, write_line
+from benchmarks.servers.control import Plan, write_line
 
 __all__ = ["serve_control", "wait_for_turn"]
 
@@ -24,8 +26,10 @@ async def wait_for_turn(plan: Plan, start: float, index: int) -> None:
         await trio.sleep_until(deadline)
 
 
-async def serve_control(producer: Producer) -> None:
-    """Answer every request line on stdin until it ends (the harness closed it).
+async def serve_control(answer: Callable[[bytes], dict[str, Any]]) -> None:
+    """Answer every request line on stdin with ``answer(line)`` until the input ends (the
+    harness closed it); ``functools.partial(control.handle, producer)`` answers the
+    requests of :mod:`benchmarks.servers.control`.
 
     Returns:
         At end of input. Replies are written synchronously: they are a few bytes, and
@@ -42,4 +46,4 @@ async def serve_control(producer: Producer) -> None:
             while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)
                 if line.strip():
-                    write_line(handle(producer, line))
+                    write_line(answer(line))

@@ -11,12 +11,15 @@ the isolation scenario shortens so a stalled client is dropped within its window
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import trio
 
 from benchmarks.messages import THING
-from benchmarks.servers.control import raise_open_files_limit, write_line
+from benchmarks.servers.control import handle, raise_open_files_limit, write_line
 from benchmarks.servers.trio_control import serve_control
 from benchmarks.things import BenchThing
 from trio_things.config import ServerConfig
@@ -24,11 +27,15 @@ from trio_things.protocol.limits import WebSocketLimits
 from trio_things.server import ThingServer
 
 
-async def _serve(server: ThingServer, thing: BenchThing) -> None:
+async def serve_under_control(server: ThingServer,
+                              answer: Callable[[bytes], dict[str, Any]]) -> None:
+    """Serve ``server`` on its port, print ``{"port": ...}``, and answer the harness's
+    request lines on stdin with ``answer`` until they end; then stop. What every
+    benchmark that runs a trio-things server in a child process does."""
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(server.serve)
         write_line({"port": listeners[0].socket.getsockname()[1]})
-        await serve_control(thing)
+        await serve_control(answer)
         nursery.cancel_scope.cancel()
 
 
@@ -47,7 +54,7 @@ def main() -> None:
         max_connections_per_client=100_000, max_connections=100_000))
     server.add_thing(THING, thing)
     try:
-        trio.run(_serve, server, thing)
+        trio.run(serve_under_control, server, functools.partial(handle, thing))
     except KeyboardInterrupt:
         pass
 
