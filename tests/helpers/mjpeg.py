@@ -15,15 +15,14 @@ from contextlib import asynccontextmanager
 from typing import Final
 
 import attrs
-import h11
 import trio
 
+from tests.helpers.streamed import TIMEOUT, StreamedResponse
 from trio_things.testing import DEFAULT_HOST, InMemoryServer, StreamPair
 
 __all__ = ["MjpegClient", "Part", "PartParser", "is_jpeg", "open_mjpeg"]
 
 #: Seconds any one wait of the client may take (a hang fails fast, even in real time).
-TIMEOUT: Final = 10.0
 _BOUNDARY: Final = re.compile(r'boundary="?([^";]+)"?')
 
 
@@ -91,29 +90,20 @@ class PartParser:
         return Part(headers=headers, body=buffer[start:start + length])
 
 
-class MjpegClient:
+class MjpegClient(StreamedResponse[Part]):
     """One request on ``stream``, answered (unless refused) by a live image stream."""
+
+    receive_size = 1 << 20
 
     def __init__(self, stream: trio.abc.Stream, *, host: str = DEFAULT_HOST,
                  timeout: float = TIMEOUT) -> None:
-        self.stream = stream
-        self.host = host
-        self.timeout = timeout
-        self.status = 0
-        self.headers: dict[str, str] = {}
-        self.body = b""
-        """The whole body of an answer that is no image stream (a refusal, a HEAD)."""
-        self.parts: list[Part] = []
-        """Every part received so far, in order."""
-        self.wire = bytearray()
-        """Every byte received, as sent (the response head first)."""
-        self.ended = False
-        """The server sent the last chunk: it ended the stream on purpose."""
-        self.closed = False
-        """The connection ended (with or without the last chunk)."""
-        self._h11 = h11.Connection(h11.CLIENT)
+        super().__init__(stream, host=host, timeout=timeout)
         self._parser: PartParser | None = None
-        self._unread = 0
+
+    @property
+    def parts(self) -> list[Part]:
+        """Every part received so far, in order."""
+        return self.received
 
     @property
     def is_stream(self) -> bool:
@@ -126,58 +116,12 @@ class MjpegClient:
         assert match is not None, self.headers
         return match.group(1)
 
-    async def request(self, path: str, headers: Mapping[str, str] | None = None, *,
-                      method: str = "GET") -> None:
-        """Send the request and read the response head; the whole body too, unless it
-        is an image stream answering a GET."""
-        all_headers = {"host": self.host} | {k.lower(): v for k, v in (headers or {}).items()}
-        data = self._h11.send(h11.Request(method=method, target=path,
-                                          headers=list(all_headers.items())))
-        data += self._h11.send(h11.EndOfMessage())
-        with trio.fail_after(self.timeout):
-            await self.stream.send_all(data)
-            while True:
-                event = await self._next_event()
-                if isinstance(event, h11.Response):
-                    break
-            self.status = event.status_code
-            self.headers = {k.decode().lower(): v.decode() for k, v in event.headers}
-            if not self.is_stream or method == "HEAD":
-                body = bytearray()
-                while not isinstance(event := await self._next_event(), h11.EndOfMessage):
-                    if isinstance(event, h11.Data):
-                        body += event.data
-                self.body = bytes(body)
-            else:
-                self._parser = PartParser(self.boundary)
+    def begin(self) -> None:
+        self._parser = PartParser(self.boundary)
 
-    async def _next_event(self) -> h11.Event:
-        while True:
-            event = self._h11.next_event()
-            if event is not h11.NEED_DATA:
-                assert isinstance(event, h11.Event)
-                return event
-            data = bytes(await self.stream.receive_some(1 << 20))
-            self.wire += data
-            self._h11.receive_data(data)
-
-    async def _read(self) -> bool:
-        """Read once more of the body; False once the stream has ended."""
+    def feed(self, data: bytes) -> list[Part]:
         assert self._parser is not None, (self.status, self.headers, self.body)
-        if self.closed:
-            return False
-        try:
-            event = await self._next_event()
-        except (h11.RemoteProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
-            self.closed = True
-            return False
-        if isinstance(event, h11.Data):
-            self.parts.extend(self._parser.feed(bytes(event.data)))
-        elif isinstance(event, h11.EndOfMessage):
-            self.ended = True
-        elif isinstance(event, h11.ConnectionClosed):
-            self.closed = True
-        return True
+        return self._parser.feed(data)
 
     @property
     def close_delimiter_seen(self) -> bool:
@@ -185,20 +129,7 @@ class MjpegClient:
 
     async def next_part(self) -> Part:
         """The next part not yet returned, reading as needed."""
-        with trio.fail_after(self.timeout):
-            while self._unread == len(self.parts):
-                assert await self._read(), f"the stream ended after {len(self.parts)} parts"
-        self._unread += 1
-        return self.parts[self._unread - 1]
-
-    async def read_to_end(self) -> list[Part]:
-        """Read until the connection ends; the parts not yet returned."""
-        with trio.fail_after(self.timeout):
-            while await self._read():
-                pass
-        rest = self.parts[self._unread:]
-        self._unread = len(self.parts)
-        return rest
+        return await self.next_received()
 
 
 @asynccontextmanager

@@ -20,11 +20,11 @@ from contextlib import asynccontextmanager
 from typing import Any, Final
 
 import attrs
-import h11
 import orjson
 import trio
 import trio.testing
 
+from tests.helpers.streamed import TIMEOUT, StreamedResponse
 from trio_things.testing import DEFAULT_HOST, InMemoryServer, StreamPair
 
 __all__ = ["ACCEPT_SSE", "Comment", "Message", "SseClient", "SseParser", "open_sse",
@@ -33,7 +33,6 @@ __all__ = ["ACCEPT_SSE", "Comment", "Message", "SseClient", "SseParser", "open_s
 #: The ``Accept`` header an ``EventSource`` sends.
 ACCEPT_SSE: Final = {"accept": "text/event-stream"}
 #: Seconds any one wait of the client may take (a hang fails fast, even in real time).
-TIMEOUT: Final = 10.0
 
 
 @attrs.frozen
@@ -113,89 +112,28 @@ class SseParser:
 _EOL: Final = re.compile(r"\r\n|\r|\n")
 
 
-class SseClient:
+class SseClient(StreamedResponse[Item]):
     """One request on ``stream``, answered (unless refused) by an event stream."""
 
     def __init__(self, stream: trio.abc.Stream, *, host: str = DEFAULT_HOST,
                  timeout: float = TIMEOUT) -> None:
-        self.stream = stream
-        self.host = host
-        self.timeout = timeout
-        self.status = 0
-        self.headers: dict[str, str] = {}
-        self.body = b""
-        """The whole body of an answer that is no event stream (a refusal)."""
-        self.items: list[Item] = []
-        """Every message and comment received so far, in order."""
-        self.wire = bytearray()
-        """Every byte received, as sent (the response head first)."""
-        self.ended = False
-        """The server sent the last chunk: it ended the stream on purpose."""
-        self.closed = False
-        """The connection ended (with or without the last chunk)."""
-        self._h11 = h11.Connection(h11.CLIENT)
+        super().__init__(stream, host=host, timeout=timeout)
         self._parser = SseParser()
-        self._unread = 0
+
+    @property
+    def items(self) -> list[Item]:
+        """Every message and comment received so far, in order."""
+        return self.received
 
     @property
     def is_stream(self) -> bool:
         return self.status == 200 and self.headers.get("content-type") == "text/event-stream"
 
-    async def request(self, path: str, headers: Mapping[str, str] | None = None, *,
-                      method: str = "GET") -> None:
-        """Send the request and read the response head; the whole body too, unless it
-        is an event stream."""
-        all_headers = {"host": self.host} | {k.lower(): v for k, v in (headers or {}).items()}
-        data = self._h11.send(h11.Request(method=method, target=path,
-                                          headers=list(all_headers.items())))
-        data += self._h11.send(h11.EndOfMessage())
-        with trio.fail_after(self.timeout):
-            await self.stream.send_all(data)
-            while True:
-                event = await self._next_event()
-                if isinstance(event, h11.Response):
-                    break
-            self.status = event.status_code
-            self.headers = {k.decode().lower(): v.decode() for k, v in event.headers}
-            if not self.is_stream or method == "HEAD":
-                body = bytearray()
-                while not isinstance(event := await self._next_event(), h11.EndOfMessage):
-                    if isinstance(event, h11.Data):
-                        body += event.data
-                self.body = bytes(body)
+    def feed(self, data: bytes) -> list[Item]:
+        return self._parser.feed(data)
 
     def json(self) -> Any:
         return orjson.loads(self.body)
-
-    async def _next_event(self) -> h11.Event:
-        while True:
-            event = self._h11.next_event()
-            if event is not h11.NEED_DATA:
-                assert isinstance(event, h11.Event)
-                return event
-            data = bytes(await self.stream.receive_some(65536))
-            self.wire += data
-            self._h11.receive_data(data)
-
-    async def _read(self) -> bool:
-        """Read once more of the body; False once the stream has ended."""
-        if self.closed:
-            return False
-        try:
-            event = await self._next_event()
-        except h11.RemoteProtocolError:  # closed before the last chunk
-            self.closed = True
-            return False
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self.closed = True
-            return False
-        if isinstance(event, h11.Data):
-            self.items.extend(self._parser.feed(bytes(event.data)))
-        elif isinstance(event, h11.EndOfMessage):
-            self.ended = True
-        elif isinstance(event, h11.ConnectionClosed):
-            self.closed = True
-        return True
 
     @property
     def last_event_id(self) -> str | None:
@@ -213,11 +151,7 @@ class SseClient:
     async def next_item(self) -> Item:
         """The next message or comment not yet returned, reading as needed."""
         assert self.is_stream, (self.status, self.body)
-        with trio.fail_after(self.timeout):
-            while self._unread == len(self.items):
-                assert await self._read(), f"the stream ended; received {self.items}"
-        self._unread += 1
-        return self.items[self._unread - 1]
+        return await self.next_received()
 
     async def next_message(self) -> Message:
         """The next message not yet returned, passing over comments."""
@@ -229,15 +163,6 @@ class SseClient:
     async def messages(self, n: int) -> list[Message]:
         """The next ``n`` messages."""
         return [await self.next_message() for _ in range(n)]
-
-    async def read_to_end(self) -> list[Item]:
-        """Read until the connection ends; the items not yet returned."""
-        with trio.fail_after(self.timeout):
-            while await self._read():
-                pass
-        rest = self.items[self._unread:]
-        self._unread = len(self.items)
-        return rest
 
 
 @asynccontextmanager
