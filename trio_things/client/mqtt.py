@@ -115,7 +115,7 @@ from trio_things.client.session import Sink
 from trio_things.client.shared import join
 from trio_things.client.values import JsonValue
 from trio_things.client.wtp import Message
-from trio_things.protocol.mqtt import JSON, PROBLEM_JSON, BrokerUrl, Topics
+from trio_things.protocol.mqtt import DEFAULT_PORTS, JSON, PROBLEM_JSON, BrokerUrl, Topics
 from trio_things.protocol.problems import ProblemDetails
 from trio_things.transport.mqtt import (
     BrokerConnectionLost,
@@ -144,7 +144,6 @@ logger = logging.getLogger("trio_things.client")
 CLOSE_TIMEOUT: Final = 1.0
 #: Event ids remembered per subscription, to drop a duplicate delivery.
 _RECENT_EVENT_IDS: Final = 256
-_DEFAULT_PORTS: Final = {"mqtt": 1883, "mqtts": 8883}
 
 
 # ---------------------------------------------------------------------------- sans-IO
@@ -162,7 +161,7 @@ def broker_url(href: str) -> BrokerUrl:
     except ValueError:
         raise ValueError(f"{href!r} has no valid port") from None
     return BrokerUrl(scheme="mqtts" if scheme == "mqtts" else "mqtt", host=parts.hostname,
-                     port=port if port is not None else _DEFAULT_PORTS[scheme])
+                     port=port if port is not None else DEFAULT_PORTS[scheme])
 
 
 def topic_matches(topic_filter: str, topic: str) -> bool:

@@ -39,9 +39,10 @@ import orjson
 from trio_things.errors import BadRequest, LocalProtocolError
 from trio_things.protocol import commands as c
 from trio_things.protocol.invocation_json import invocation_json, status_change_json
-from trio_things.protocol.problems import ProblemDetails, notifications_missed
+from trio_things.protocol.problems import notifications_missed
 
 __all__ = [
+    "DEFAULT_PORTS",
     "JSON",
     "MQTT_CONTEXT",
     "PASSWORD_VARIABLE",
@@ -55,7 +56,6 @@ __all__ = [
     "encode",
     "invocation_payload",
     "pack",
-    "problem_payload",
     "unpack",
 ]
 
@@ -66,7 +66,8 @@ JSON: Final = "application/json"
 PROBLEM_JSON: Final = "application/problem+json"
 #: The environment variable that holds the broker password, so that the file need not.
 PASSWORD_VARIABLE: Final = "TRIO_THINGS_MQTT_PASSWORD"
-_DEFAULT_PORTS: Final = {"mqtt": 1883, "mqtts": 8883}
+#: The brokers' ports when a URL names none (IANA: 1883 for MQTT, 8883 over TLS).
+DEFAULT_PORTS: Final = {"mqtt": 1883, "mqtts": 8883}
 
 
 @attrs.frozen(kw_only=True)
@@ -81,7 +82,7 @@ class BrokerUrl:
     def parse(cls, url: str) -> BrokerUrl:
         """Raises :exc:`ValueError` with a sentence for anything but a broker's URL."""
         parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in _DEFAULT_PORTS:
+        if parts.scheme not in DEFAULT_PORTS:
             raise ValueError(f"broker must be an mqtt:// or mqtts:// URL, not {url!r}")
         if parts.username is not None or parts.password is not None:
             raise ValueError("put the broker's credentials in username and password "
@@ -97,7 +98,7 @@ class BrokerUrl:
             raise ValueError(f"broker {url!r} names no host")
         scheme: Literal["mqtt", "mqtts"] = "mqtts" if parts.scheme == "mqtts" else "mqtt"
         return cls(scheme=scheme, host=parts.hostname,
-                   port=port if port is not None else _DEFAULT_PORTS[scheme])
+                   port=port if port is not None else DEFAULT_PORTS[scheme])
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -351,11 +352,6 @@ def decode_command(command: CommandTopic, payload: bytes
     if command.kind == "writeproperty":
         return c.WriteProperty(thing=command.thing, name=command.name, value=value)
     return c.InvokeAction(thing=command.thing, name=command.name, input=value)
-
-
-def problem_payload(problem: ProblemDetails) -> bytes:
-    """An error reply's payload (content type :data:`PROBLEM_JSON`)."""
-    return problem.to_bytes()
 
 
 def invocation_payload(invocation: Any) -> bytes:

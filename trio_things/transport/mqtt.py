@@ -57,7 +57,6 @@ __all__ = [
     "BrokerUnavailable",
     "MqttConnection",
     "MqttMessage",
-    "Will",
     "open_mqtt_connection",
 ]
 
@@ -100,16 +99,6 @@ class MqttMessage:
             if key == name:
                 return value
         return None
-
-
-@attrs.frozen(kw_only=True)
-class Will:
-    """The message the broker publishes for us if we vanish without a DISCONNECT."""
-
-    topic: str
-    payload: bytes
-    qos: int = 1
-    retain: bool = True
 
 
 def publish_properties(*, content_type: str | None = None, response_topic: str | None = None,
@@ -402,7 +391,6 @@ async def open_mqtt_connection(
     tls: ssl.SSLContext | None = None,
     username: str | None = None, password: str | None = None,
     keepalive: int = 30, connect_timeout: float = 5.0,
-    will: Will | None = None,
 ) -> AsyncIterator[MqttConnection]:
     """Connect to the broker at ``host:port`` (MQTT 5, a clean start) and serve the
     connection while the block runs.
@@ -421,8 +409,6 @@ async def open_mqtt_connection(
         client.tls_set_context(tls)
     if username is not None:
         client.username_pw_set(username, password)
-    if will is not None:
-        client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
     connection = MqttConnection(client, on_message, on_acknowledged)
     sock = await _connect(client, host, port, keepalive, connect_timeout)
     connection._install_callbacks()
