@@ -7,16 +7,15 @@ C >= 100 the kernel's loopback write is most of a delivery's cost, the same for 
 server; the Python around it is what a change to the core can win or lose, and it is
 lost in that benchmark's noise. This one takes the kernel out: it builds ``--observers``
 real connections' writing sides (a socket pair each, an :class:`UpgradeStream`, a
-trio-websocket connection, a :class:`SocketWriter`, an :class:`Outbox` made with it, and
-the relay task, running), then points
+trio-websocket connection, a :class:`SocketWriter`, an :class:`Outbox` whose fast path
+is the stream, and the relay task, running), then points
 each server-side descriptor at ``/dev/null`` with ``dup2``, so a write costs a small,
 steady amount. It then delivers one frame to every observer through each layer in turn,
 interleaved round by round, and reports the median cost per delivery:
 
 ===============  =========================================================
 ``os.write``     the floor: a bare loop of writes to the same descriptors
-``write_nowait`` :meth:`UpgradeStream.write_nowait` (the socket's fast path)
-``write_now``    :meth:`SocketWriter.write_now`, the Outbox's writer (closing check, join)
+``write_now``    :meth:`UpgradeStream.write_now`, the Outbox's writer (join, checks)
 ``put_latest``   :meth:`Outbox.put_latest` (a property's coalescing put)
 ``publish``      :meth:`ObserverSet.publish`: what one property change costs
 ===============  =========================================================
@@ -53,7 +52,7 @@ from trio_things.websockets import SocketWriter, relay_notifications_to_websocke
 
 __all__ = ["LAYERS", "main", "measure"]
 
-LAYERS = ("os.write", "write_nowait", "write_now", "put_latest", "publish")
+LAYERS = ("os.write", "write_now", "put_latest", "publish")
 _KEY = ("bench", "property", "tick")
 
 
@@ -66,7 +65,6 @@ async def measure(observers: int, rounds: int) -> dict[str, float]:
             streams: list[UpgradeStream] = []
             outboxes: list[Outbox] = []
             observer_set = ObserverSet(key=_KEY, coalesce=True)
-            writers: list[SocketWriter] = []
             for ours, _peer in pairs:
                 stream = UpgradeStream(trio.SocketStream(trio.socket.from_stdlib_socket(ours)),
                                        b"")
@@ -74,11 +72,10 @@ async def measure(observers: int, rounds: int) -> dict[str, float]:
                     stream, wsproto.WSConnection(wsproto.ConnectionType.SERVER))
                 writer = SocketWriter(websocket=websocket, stream=stream,
                                       limits=WebSocketLimits())
-                outbox = Outbox(WebSocketLimits().outbox_size, writer=writer)
+                outbox = Outbox(WebSocketLimits().outbox_size, writer=stream)
                 nursery.start_soon(relay_notifications_to_websocket, writer, outbox)
                 observer_set.add(Observer(outbox=outbox, encoder=encode_notification))
                 streams.append(stream)
-                writers.append(writer)
                 outboxes.append(outbox)
                 os.dup2(sink, ours.fileno())  # the kernel's share is out of the figures
             await trio.testing.wait_all_tasks_blocked()  # every relay waits for a frame
@@ -94,13 +91,9 @@ async def measure(observers: int, rounds: int) -> dict[str, float]:
                 for fd in descriptors:
                     os.write(fd, data)
 
-            def write_nowait() -> None:
-                for stream in streams:
-                    stream.write_nowait(data)
-
             def write_now() -> None:
-                for writer in writers:
-                    writer.write_now(frame)
+                for stream in streams:
+                    stream.write_now(frame)
 
             def put_latest() -> None:
                 for outbox in outboxes:
@@ -110,7 +103,7 @@ async def measure(observers: int, rounds: int) -> dict[str, float]:
                 observer_set.publish(notification)
 
             layers: dict[str, Callable[[], None]] = dict(zip(LAYERS, (
-                bare, write_nowait, write_now, put_latest, publish), strict=True))
+                bare, write_now, put_latest, publish), strict=True))
             samples: dict[str, list[float]] = {name: [] for name in LAYERS}
             for _ in range(rounds):
                 for name, deliver in layers.items():

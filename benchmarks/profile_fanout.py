@@ -115,7 +115,7 @@ _GC_NAMES: Final = ("gc_collect_main", "gc_collect_with_callback", "gc_collect_g
                     "gc_collect_impl", "collect")
 _FAST_PATH_FUNCTIONS: Final = frozenset({
     "ObserverSet.publish", "ObserverSet._deliver", "Outbox.put_latest", "Outbox.put",
-    "SocketWriter.write_now", "UpgradeStream.write_nowait", "UpgradeStream._with_ping",
+    "UpgradeStream.write_now", "UpgradeStream.write_nowait", "UpgradeStream._with_ping",
     "LimitServer.publish",  # the pure-Python limit's whole fan-out loop
 })
 _RELAY_FUNCTIONS: Final = frozenset({
@@ -193,11 +193,12 @@ class Rules:
     def from_source(cls) -> Rules:
         from trio_things import websockets
         from trio_things.fanout import observers
+        from trio_things.transport import upgrade
 
         found: set[tuple[str, int]] = set()
         for function, patterns in (
                 (observers.ObserverSet._deliver, ("size = ", "header", "frame: Frame =")),
-                (websockets.SocketWriter.write_now, ('b"".join',)),
+                (upgrade.UpgradeStream.write_now, ('b"".join',)),
                 (websockets.relay_notifications_to_websocket, ('b"".join',))):
             lines, first = inspect.getsourcelines(function)
             path = _relative(inspect.getsourcefile(function) or "")

@@ -489,8 +489,14 @@ def _raw(*stacks: tuple[str, int]) -> str:
 
 PUBLISH = ("ObserverSet.publish (trio_things/fanout/observers.py:187);"
            "ObserverSet._deliver (trio_things/fanout/observers.py:210)")
-WRITE_NOW = (f"{PUBLISH};Outbox.put_latest (trio_things/fanout/outbox.py:214);"
-             "SocketWriter.write_now (trio_things/websockets.py:313)")
+PUT_LATEST = f"{PUBLISH};Outbox.put_latest (trio_things/fanout/outbox.py:214)"
+
+
+def write_now(line: int) -> str:
+    return f"{PUT_LATEST};UpgradeStream.write_now (trio_things/transport/upgrade.py:{line})"
+
+
+WRITE_NOW = write_now(250)  # the join's line
 RELAY_SEND = ("relay_notifications_to_websocket (trio_things/websockets.py:276);"
               "SocketWriter.write (trio_things/websockets.py:335);"
               "UpgradeStream.send_all_while (trio_things/transport/upgrade.py:419);"
@@ -501,14 +507,11 @@ def test_profile_puts_each_sample_in_its_bucket() -> None:
     from benchmarks import profile_fanout as p
 
     rules = p.Rules(splice_lines=frozenset({("trio_things/fanout/observers.py", 202),
-                                            ("trio_things/websockets.py", 313)}))
+                                            ("trio_things/transport/upgrade.py", 250)}))
     raw = _raw(
-        (f"{WRITE_NOW};UpgradeStream.write_nowait (trio_things/transport/upgrade.py:163);"
-         "os_write (libpython3.11.so.1.0);write (libc.so.6)", 50),          # syscall
-        (f"{WRITE_NOW};UpgradeStream.write_nowait (trio_things/transport/upgrade.py:163);"
-         "os_write (libpython3.11.so.1.0)", 4),                              # fast path
-        (f"{WRITE_NOW};UpgradeStream.write_nowait (trio_things/transport/upgrade.py:153);"
-         "_SocketType.fileno (trio/_socket.py:843)", 6),                     # fast path
+        (f"{write_now(263)};os_write (libpython3.11.so.1.0);write (libc.so.6)", 50),  # syscall
+        (f"{write_now(263)};os_write (libpython3.11.so.1.0)", 4),            # fast path
+        (f"{write_now(255)};_SocketType.fileno (trio/_socket.py:843)", 6),   # fast path
         (f"{WRITE_NOW};stringlib_bytes_join (libpython3.11.so.1.0)", 3),     # splicing
         (f"{WRITE_NOW}", 2),                                # splicing: the join's line
         ("ObserverSet.publish (trio_things/fanout/observers.py:187);"
@@ -561,7 +564,8 @@ def test_profile_rules_find_the_splicing_lines_in_the_source() -> None:
 
     rules = p.Rules.from_source()
     files = {file for file, _line in rules.splice_lines}
-    assert files == {"trio_things/fanout/observers.py", "trio_things/websockets.py"}
+    assert files == {"trio_things/fanout/observers.py", "trio_things/websockets.py",
+                     "trio_things/transport/upgrade.py"}
     # Each rule names a line that really joins or builds a frame.
     root = Path(__file__).resolve().parents[1]
     for file, line in rules.splice_lines:

@@ -13,11 +13,11 @@ handshake::
                                         pings a silent peer, closes one that stays silent
 
 and the fast path beside the relay: a frame put into an empty Outbox is offered to the
-connection's :class:`SocketWriter` first, which writes it at once when the socket is
-idle and takes it; the relay is woken only for what is left (``docs/design.md``, "The
-fan-out path")::
+connection's :class:`~trio_things.transport.upgrade.UpgradeStream` first, which writes
+it at once when the socket is idle and takes it; the relay is woken only for what is
+left (``docs/design.md``, "The fan-out path")::
 
-    ObserverSet.publish -> Outbox.put_latest / put -> SocketWriter.write_now -> socket
+    ObserverSet.publish -> Outbox.put_latest / put -> UpgradeStream.write_now -> socket
                                                 \-> (queued) -> relay -> send_all -> socket
 
 When the processor ends (the client left, or the server is shutting down), a
@@ -41,7 +41,7 @@ import trio_websocket
 
 from trio_things.errors import RemoteProtocolError
 from trio_things.fanout.observers import PROPERTY, Observer
-from trio_things.fanout.outbox import Frame, Outbox, Written
+from trio_things.fanout.outbox import Outbox, Written
 from trio_things.protocol.access import ANONYMOUS, Caller, check_role
 from trio_things.protocol.commands import PropertyChanged, SubscribedReply
 from trio_things.protocol.dialects import Dialect, MessageError
@@ -98,13 +98,13 @@ async def websocket_endpoint(
 
     Resource handling:
         Owns the connection's Outbox and its :class:`SocketWriter`, made together: the
-        writer is the Outbox's fast path and the relay's way to the socket. On the way
+        stream is the Outbox's fast path, the writer the relay's way to the socket. On the way
         out the connection leaves every observer set, and closing the Outbox ends the
         relay, which never outlives ``nursery``. The caller owns ``websocket``,
         ``stream`` and ``nursery``, and closes them.
     """
     writer = SocketWriter(websocket=websocket, stream=stream, limits=limits)
-    outbox = Outbox(limits.outbox_size, writer=writer)
+    outbox = Outbox(limits.outbox_size, writer=stream)
     # A client that floods frames or breaks the framing (the stream's frame guard, which
     # then stops reading it) is closed as every close the server decides on: through
     # the Outbox, so the relay, the only writer, writes the close frame after what was
@@ -256,7 +256,7 @@ async def relay_notifications_to_websocket(
     Single writer: an Outbox has at most one relay (a second raises
     :class:`~trio_things.errors.LocalProtocolError`), so frames leave in queue order.
     Beside it runs the fast path: a frame put into an empty Outbox goes to
-    ``writer.write_now`` first, and the relay is woken only for what that leaves: a
+    ``writer.stream.write_now`` first, and the relay is woken only for what that leaves: a
     backlog, a broken stream, or a queue that built up while the socket was busy.
     """
     try:
@@ -303,9 +303,9 @@ async def relay_notifications_to_websocket(
 
 @attrs.define
 class SocketWriter:
-    """How one WebSocket connection's frames reach its socket: the Outbox's fast path
-    (:meth:`write_now`, a :class:`~trio_things.fanout.outbox.FrameWriter`) and the
-    relay's writes and close.
+    """How the relay writes one WebSocket connection's frames to its socket, and closes
+    it. (The Outbox's fast path is the stream's own
+    :meth:`~trio_things.transport.upgrade.UpgradeStream.write_now`.)
 
     A class rather than closures in the relay: an idle connection's memory is mostly
     what its waiting tasks hold, and four closures cost more than one small object.
@@ -317,16 +317,6 @@ class SocketWriter:
 
     def still_open(self) -> bool:
         return self.websocket.closed is None
-
-    def write_now(self, frame: Frame) -> Written:
-        """Write ``frame`` at once if the socket is idle and takes it; see
-        :meth:`UpgradeStream.write_nowait` for the answer.
-
-        Run once per delivery: no call here that can be saved (hence no ``still_open``).
-        """
-        if self.websocket.closed is not None:
-            return _WHOLE  # closing: dropped, as the relay drops it
-        return self.stream.write_nowait(b"".join(frame))
 
     async def write(self, data: bytes) -> bool:
         """Write ``data`` (after any backlog); False when the connection is to end.

@@ -310,6 +310,34 @@ def test_a_closed_outbox_offers_nothing_to_its_writer() -> None:
     assert writer.written == []
 
 
+def test_the_fast_path_opens_again_once_the_relay_took_everything() -> None:
+    writer = Writer(answer=Written.NOTHING)
+    outbox = Outbox(4, writer=writer)
+    outbox.put_latest("k", frame("1"))  # the socket was busy: queued
+    writer.answer = Written.WHOLE
+    outbox.put(frame("2"))  # behind "1": queued too, never written ahead of it
+    assert writer.written == []
+    assert outbox.take() == [frame("1"), frame("2")]
+    outbox.put_latest("k", frame("3"))  # nothing pending: written at once again
+    assert writer.written == [frame("3")]
+    assert outbox.take() == []
+
+
+def test_a_closing_outbox_offers_nothing_to_its_writer_even_once_taken() -> None:
+    """Once a close is requested, the relay writes what was queued and then the close
+    frame: nothing may reach the socket past it, not even after the relay's take."""
+    writer = Writer(answer=Written.NOTHING)
+    outbox = Outbox(4, writer=writer)
+    outbox.put(frame("1"))
+    outbox.request_close(1008, "policy")
+    writer.answer = Written.WHOLE
+    assert outbox.take() == [frame("1")]
+    outbox.put_latest("k", frame("2"))
+    outbox.put(frame("3"))
+    assert writer.written == []
+    assert outbox.take() == []
+
+
 def test_attribute_writes_on_the_fan_out_path_are_plain() -> None:
     """attrs runs validators on every attribute write unless told not to: a Python
     ``__setattr__`` that cost each delivery ~0.4 us per counter update (a third of the

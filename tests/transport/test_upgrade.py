@@ -263,6 +263,50 @@ async def test_no_fast_path_without_a_socket_or_after_close() -> None:
     assert stream.write_nowait(b"frame") is Written.NOTHING  # never a reused descriptor
 
 
+async def test_write_now_joins_the_parts_of_a_frame() -> None:
+    ours, peer = await socket_pair()
+    stream = UpgradeStream(ours, b"")
+    with trio.fail_after(5):
+        assert stream.write_now((b"head", b"body", b"tail")) is Written.WHOLE
+        assert await read_exactly(peer, 12) == b"headbodytail"
+
+
+async def test_no_fast_write_follows_a_close_frame() -> None:
+    """RFC 6455 section 5.5.1: no data frame after a close frame. trio-websocket writes
+    its close frame through send_all; from then on the fast path writes nothing, even
+    once the write lock is free again."""
+    ours, peer = await socket_pair()
+    stream = UpgradeStream(ours, b"")
+    close = bytes(FrameProtocol(client=False, extensions=[]).close(1000, "bye"))
+    with trio.fail_after(5):
+        await stream.send_all(text_frame("last"))
+        assert stream.write_now((text_frame("fast"),)) is Written.WHOLE
+        await stream.send_all(close)
+        assert stream.write_now((text_frame("late"),)) is Written.NOTHING
+        assert stream.write_nowait(text_frame("late")) is Written.NOTHING
+        expected = text_frame("last") + text_frame("fast") + close
+        assert await read_exactly(peer, len(expected)) == expected
+
+
+async def test_the_connection_closes_the_upgrade_stream_it_handed_over() -> None:
+    """serve_http_connection closes the UpgradeStream itself, not only the socket under
+    it, when the handler returns: the stream forgets its descriptor, so a fast write
+    that came late could never reach a number the kernel gave another connection."""
+    handed: list[UpgradeStream] = []
+
+    async def keep(request: HttpRequest, stream: UpgradeStream) -> None:
+        handed.append(stream)
+
+    ours, peer = await socket_pair()
+    with trio.fail_after(5):
+        await peer.send_all(b"GET /things/ws HTTP/1.1\r\nHost: localhost\r\n"
+                            b"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        await serve_http_connection(ours, handle_request=not_found, handle_upgrade=keep)
+    [stream] = handed
+    assert ours.socket.fileno() == -1
+    assert stream.write_now((b"frame",)) is Written.NOTHING
+
+
 async def test_write_nowait_to_a_vanished_peer_breaks_the_stream() -> None:
     ours, peer = await socket_pair()
     stream = UpgradeStream(ours, b"")

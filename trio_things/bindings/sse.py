@@ -58,7 +58,7 @@ import trio
 
 from trio_things.errors import RemoteProtocolError
 from trio_things.fanout.observers import PROPERTY, STREAM, Encoder, Observer
-from trio_things.fanout.outbox import Frame, Outbox, Written
+from trio_things.fanout.outbox import Outbox, Written
 from trio_things.protocol import commands as c
 from trio_things.protocol import multipart, sse
 from trio_things.protocol.access import Caller
@@ -144,18 +144,13 @@ IMAGE_STREAM: Final = StreamFormat(kind="image stream", heartbeat=None,
 
 @attrs.define
 class StreamWriter:
-    """How one stream's chunks reach its socket: the Outbox's fast path
-    (:meth:`write_now`) and the relay's writes."""
+    """How the relay writes one stream's chunks to its socket. (The Outbox's fast path
+    is the stream's own :meth:`~trio_things.transport.upgrade.UpgradeStream.write_now`.)"""
 
     stream: UpgradeStream
     write_timeout: float
     kind: str = attrs.field(default=EVENT_STREAM.kind, kw_only=True)
     """What the logs call the stream (:attr:`StreamFormat.kind`)."""
-
-    def write_now(self, frame: Frame) -> Written:
-        """Write ``frame`` at once if the socket is idle and takes it
-        (:meth:`~trio_things.transport.upgrade.UpgradeStream.write_nowait`)."""
-        return self.stream.write_nowait(b"".join(frame))
 
     async def write(self, data: bytes) -> bool:
         """Write ``data`` after any backlog; False when the stream is to end: the
@@ -211,7 +206,7 @@ class EventStream:
 
     async def __call__(self, stream: UpgradeStream) -> None:
         writer = StreamWriter(stream, self.limits.stream_write_timeout, kind=self.format.kind)
-        outbox = Outbox(self.limits.stream_outbox_size, writer=writer)
+        outbox = Outbox(self.limits.stream_outbox_size, writer=stream)
         observer = Observer(outbox=outbox, encoder=self.encoder, framer=sse.chunk)
         try:
             async with trio.open_nursery() as nursery:

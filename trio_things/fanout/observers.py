@@ -195,6 +195,8 @@ class ObserverSet:
     def _deliver(self, body: bytes, members: dict[Outbox, bytes], framer: Framer) -> None:
         shared: Frame | None = None
         headers: dict[int, bytes] = {}
+        key = self.key
+        coalesce = self.coalesce
         for outbox, tail in members.items():
             if tail:
                 size = len(body) + len(tail)
@@ -206,8 +208,8 @@ class ObserverSet:
                 if shared is None:
                     shared = (framer(body),)
                 frame = shared
-            if self.coalesce:
-                outbox.put_latest(self.key, frame)
+            if coalesce:
+                outbox.put_latest(key, frame)
             else:
                 outbox.put(frame)
         self._delivered += len(members)

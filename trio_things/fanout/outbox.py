@@ -257,10 +257,16 @@ class Outbox:
     _closed: bool = attrs.field(init=False, default=False)
     _relay_claimed: bool = attrs.field(init=False, default=False)
     _written_now: int = attrs.field(init=False, default=0)
+    _fast: FrameWriter | None = attrs.field(init=False, default=None)
+    """``writer`` while the fast path is open (nothing pending, not closing, not closed),
+    else None: one field for a delivery to read, where there were four."""
     receive_channel: Doorbell = attrs.field(init=False, factory=Doorbell)
     """What the relay waits on (``await outbox.receive_channel.receive()``): a ring
     arrives when frames are pending, the queue overflowed, or a fast-path write left
     work; :exc:`trio.EndOfChannel` once the Outbox is closed."""
+
+    def __attrs_post_init__(self) -> None:
+        self._fast = self.writer
 
     @property
     def overflowed(self) -> bool:
@@ -282,19 +288,21 @@ class Outbox:
 
         Never blocks. Ignored once the Outbox has overflowed, is closing or is closed.
         """
-        if self._close_request is not None or self._closed:
-            return
         # The fast path, inline (it runs once per delivery: no call that can be saved).
-        if not self._pending and self.writer is not None:
-            written = self.writer.write_now(frame)
+        writer = self._fast
+        if writer is not None:
+            written = writer.write_now(frame)
             if written:
                 self._written_now += 1
                 if written is _PART:
                     self._ring()
                 return
+        elif self._close_request is not None or self._closed:
+            return
         if self._pending.pop(key, None) is not None:
             self._coalesced += 1
         self._pending[key] = frame
+        self._fast = None
         self._ring()
 
     def put(self, frame: Frame) -> None:
@@ -314,8 +322,9 @@ class Outbox:
             self.request_close(OVERFLOW_CLOSE_CODE,
                                f"too slow: more than {self.size} messages pending")
             return
-        if not self._pending and self.writer is not None:
-            written = self.writer.write_now(frame)
+        writer = self._fast
+        if writer is not None:
+            written = writer.write_now(frame)
             if written:
                 self._written_now += 1
                 if written is _PART:
@@ -323,6 +332,7 @@ class Outbox:
                 return
         self._queued += 1
         self._pending[next(self._sequence)] = frame
+        self._fast = None
         self._ring()
 
     def request_close(self, code: int, reason: str) -> None:
@@ -331,6 +341,7 @@ class Outbox:
         if self._close_request is not None or self._closed:
             return
         self._close_request = CloseRequest(code=code, reason=reason)
+        self._fast = None
         self._ring()
 
     def discard_latest(self, key: Hashable) -> None:
@@ -343,6 +354,8 @@ class Outbox:
         self._pending.clear()
         self._queued = 0
         self._rung = False
+        if self._close_request is None and not self._closed:
+            self._fast = self.writer
         self._taken += len(frames)
         return frames
 
@@ -359,6 +372,7 @@ class Outbox:
         Idempotent; call it when the connection ends, after it left every observer set
         (:meth:`~trio_things.fanout.observers.ObserverRegistry.leave_all`)."""
         self._closed = True
+        self._fast = None
         self._pending.clear()
         self._queued = 0
         self.receive_channel.close()

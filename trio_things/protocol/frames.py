@@ -32,12 +32,15 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-__all__ = ["MAX_PAYLOAD", "ping_frame", "text_frame", "text_frame_header"]
+__all__ = ["CLOSE_FRAME_START", "MAX_PAYLOAD", "ping_frame", "text_frame", "text_frame_header"]
 
 #: FIN set, RSV1-3 clear, opcode 0x1 (text frame).
 _FIN_TEXT: Final = 0x81
 #: FIN set, RSV1-3 clear, opcode 0x9 (ping).
 _FIN_PING: Final = 0x89
+#: The first byte of every close frame with no extension negotiated: FIN set (control
+#: frames are never fragmented), RSV1-3 clear, opcode 0x8.
+CLOSE_FRAME_START: Final = bytes((0x88,))
 #: RFC 6455 section 5.5: "All control frames MUST have a payload length of 125 bytes or
 #: less and MUST NOT be fragmented."
 MAX_CONTROL_PAYLOAD: Final = 125

@@ -289,16 +289,22 @@ async def serve_http_connection(
       Log lines never carry payloads.
     """
     connection = _Connection(stream, limits)
+    # What is closed at the end: the UpgradeStream once there is one, which closes
+    # ``stream`` and forgets the descriptor its fast path writes to, so that no write can
+    # ever reach a descriptor number the kernel has given to another connection.
+    closing: trio.abc.Stream = stream
     try:
         request = await connection.serve(handle_request, upgrade=handle_upgrade is not None)
         if request is not None and handle_upgrade is not None:
-            upgraded = handle_upgrade(request, connection.upgrade_stream())
+            closing = connection.upgrade_stream()
+            upgraded = handle_upgrade(request, closing)
             # h11's state and buffers, and the request, are done with: the handler holds
             # the request only as long as it needs it, for the long life of a WebSocket.
             del connection, request
             await upgraded
         elif connection.stream_body is not None:
-            streamed = connection.stream_body(connection.body_stream())
+            closing = connection.body_stream()
+            streamed = connection.stream_body(closing)
             del connection  # as above: a stream lives long, h11's buffers need not
             await streamed
     except _NORMAL_ENDINGS as exc:
@@ -306,7 +312,7 @@ async def serve_http_connection(
     except Exception:
         logger.exception("HTTP connection failed")
     finally:
-        await trio.aclose_forcefully(stream)
+        await trio.aclose_forcefully(closing)
 
 
 async def refuse_http_connection(

@@ -50,7 +50,7 @@ import attrs
 import trio
 
 from trio_things.errors import LocalProtocolError
-from trio_things.fanout.outbox import Written
+from trio_things.fanout.outbox import Frame, Written
 from trio_things.protocol.credit import (
     INITIAL_SIZE,
     PING_PAYLOAD_SIZE,
@@ -59,7 +59,7 @@ from trio_things.protocol.credit import (
     ponged_position,
 )
 from trio_things.protocol.frame_guard import FrameGuard, Violation
-from trio_things.protocol.frames import ping_frame
+from trio_things.protocol.frames import CLOSE_FRAME_START, ping_frame
 
 __all__ = ["PROGRESS_CHUNK", "UpgradeStream", "UpgradeStreamStatistics", "socket_read",
            "socket_receive", "socket_write"]
@@ -174,9 +174,9 @@ class UpgradeStream(trio.abc.Stream):
 
     __slots__ = (
         "_backlog", "_broken", "_bytes_sent", "_credit", "_credit_mark", "_credit_target",
-        "_credited", "_fileno", "_guard", "_head_left", "_next_ping", "_on_violation",
-        "_replay", "_replay_read", "_stream", "_write_limit", "_write_lock", "_writers",
-        "_writes", "bytes_received", "over_socket", "received_at",
+        "_credited", "_fast_fd", "_fileno", "_guard", "_head_left", "_next_ping",
+        "_on_violation", "_replay", "_replay_read", "_sealed", "_stream", "_write_limit",
+        "_write_lock", "_writers", "_writes", "bytes_received", "over_socket", "received_at",
     )
 
     def __init__(self, stream: trio.abc.Stream, replay: bytes) -> None:
@@ -217,47 +217,82 @@ class UpgradeStream(trio.abc.Stream):
         self._head_left = 0  # bytes of the request head still ahead in the replay: not frames
         self._replay_read = False
         self._on_violation: Callable[[int, str], None] | None = None
+        # Whether a close frame went into send_all: no frame may follow it.
+        self._sealed = False
+        # The descriptor the fast path writes to, or -1 when it may not write now: the
+        # one field a delivery reads before os.write (see _refresh_fast).
+        self._fast_fd = -1
+        self._refresh_fast()
 
     @property
     def needs_flush(self) -> bool:
         """Whether bytes from :meth:`write_nowait` wait for the next ``send_all``."""
         return bool(self._backlog)
 
-    def write_nowait(self, data: bytes) -> Written:
-        """Write ``data`` now, without blocking, if nobody else is writing.
+    def write_now(self, frame: Frame) -> Written:
+        """Write the parts of ``frame``, joined, now and without blocking, if nobody else
+        is writing: the Outbox's fast path (a
+        :class:`~trio_things.fanout.outbox.FrameWriter`), run once per delivery.
 
         Returns :attr:`~Written.NOTHING`, having written nothing, when a ``send_all`` holds
-        or awaits the write lock, a backlog is waiting, the stream is no socket, or the
-        socket's buffer is full: then queue ``data`` for the relay. Returns
-        :attr:`~Written.WHOLE` when all of it is written. Returns :attr:`~Written.PART`
-        when ``data`` is taken care of but a writer has work left: the rest is kept as
-        :attr:`needs_flush` backlog, or the stream broke (the peer is gone) and ``data``
-        was dropped; either way the next ``send_all`` (the relay's) must run.
+        or awaits the write lock, a backlog is waiting, the stream is no socket, a close
+        frame was sent, or the socket's buffer is full: then queue the frame for the
+        relay. Returns :attr:`~Written.WHOLE` when all of it is written. Returns
+        :attr:`~Written.PART` when the frame is taken care of but a writer has work left:
+        the rest is kept as :attr:`needs_flush` backlog, or the stream broke (the peer is
+        gone) and the frame was dropped; either way the next ``send_all`` (the relay's)
+        must run.
 
-        Synchronous, so it can never be interrupted mid-frame by a cancellation.
+        Synchronous, so it can never be interrupted mid-frame by a cancellation. Every
+        condition above is folded into one field, the descriptor to write to or -1
+        (:meth:`_refresh_fast`), so that a delivery reads one field of one object before
+        its ``os.write``: with a thousand connections, each delivery's first touch of an
+        object is a cache miss, and they were most of its cost.
         """
-        if self._writers or self._backlog or self._broken or self._fileno is None:
-            return _NOTHING
-        if self._bytes_sent >= self._credit_mark:  # rarely: see enable_credit
-            if self._bytes_sent >= self._write_limit:
-                return _NOTHING  # the client has not read enough yet: the Outbox coalesces
-            data = self._with_ping(data, self._bytes_sent)
-        fd = self._fileno()
-        if fd < 0:  # closed: never write to a descriptor number that may be reused
-            return _NOTHING
+        fd = self._fast_fd
+        data = b"".join(frame)  # one part (a shared frame): that very bytes object
+        if fd < 0:
+            # Not now, or a credit ping is due with this write (see enable_credit).
+            if (self._writers or self._backlog or self._broken or self._sealed
+                    or self._fileno is None or self._bytes_sent >= self._write_limit):
+                return _NOTHING
+            fd = self._fileno()
+            if fd < 0:  # closed: never write to a descriptor number that may be reused
+                return _NOTHING
+            if self._bytes_sent >= self._credit_mark:
+                data = self._with_ping(data, self._bytes_sent)
         try:
             sent = os.write(fd, data)
         except BlockingIOError:
             return _NOTHING
         except OSError:  # the peer is gone (EPIPE, ECONNRESET): the relay will end
             self._broken = True
+            self._fast_fd = -1
             return _PART
         self._bytes_sent += sent
         self._writes += 1
         if sent < len(data):
             self._backlog = data[sent:]
+            self._fast_fd = -1
             return _PART
+        if self._bytes_sent >= self._credit_mark:
+            self._fast_fd = -1  # the next write takes the way above, and a ping
         return _WHOLE
+
+    def write_nowait(self, data: bytes) -> Written:
+        """:meth:`write_now` of the bytes ``data``: the relay's first try at a write."""
+        return self.write_now((data,))
+
+    def _refresh_fast(self) -> None:
+        """Recompute :meth:`write_now`'s descriptor: the socket's while no ``send_all``
+        holds or awaits the write lock, no backlog waits, the stream is not broken, no
+        close frame was sent, and no credit ping is due; -1 otherwise. Called after
+        every change to one of those (the rare ones set -1 directly)."""
+        fileno = self._fileno
+        self._fast_fd = (
+            fileno() if fileno is not None and not (
+                self._writers or self._backlog or self._broken or self._sealed)
+            and self._bytes_sent < self._credit_mark else -1)
 
     # ------------------------------------------------------------------ flow credit
 
@@ -292,6 +327,7 @@ class UpgradeStream(trio.abc.Stream):
 
     def _mark(self) -> None:
         self._credit_mark = min(self._write_limit, self._next_ping)
+        self._refresh_fast()
 
     def _unpinged(self, backlog: bytes | bytearray) -> bool:
         """Whether bytes written (or about to be: ``backlog``) lie beyond every ping."""
@@ -452,6 +488,13 @@ class UpgradeStream(trio.abc.Stream):
         exception propagates. Cancelled while waiting for the lock, nothing was written
         and the stream stays usable.
         """
+        if data[:1] == CLOSE_FRAME_START:
+            # RFC 6455 section 5.5.1: "The application MUST NOT send any more data frames
+            # after sending a Close frame." trio-websocket writes each frame in a
+            # send_all of its own, so this is its close frame: the fast path ends here,
+            # before the frame waits for the lock (the relay checks for itself).
+            self._sealed = True
+            self._fast_fd = -1
         await self.send_all_while(data, _always)
 
     async def send_all_while(self, data: bytes | bytearray | memoryview,
@@ -480,6 +523,7 @@ class UpgradeStream(trio.abc.Stream):
         """
         self._raise_if_broken()
         self._writers += 1
+        self._fast_fd = -1
         try:
             # Not StrictFIFOLock.acquire() when the lock is free: it would yield to the
             # scheduler even then, and a handshake's answer would wait a whole round
@@ -529,6 +573,7 @@ class UpgradeStream(trio.abc.Stream):
                 self._write_lock.release()
         finally:
             self._writers -= 1
+            self._refresh_fast()
 
     async def wait_send_all_might_not_block(self) -> None:
         """Wait until the underlying stream might accept data, taking the write lock meanwhile.
@@ -537,12 +582,14 @@ class UpgradeStream(trio.abc.Stream):
         treat as a conflict.
         """
         self._writers += 1
+        self._fast_fd = -1
         try:
             async with self._write_lock:
                 self._raise_if_broken()
                 await self._stream.wait_send_all_might_not_block()
         finally:
             self._writers -= 1
+            self._refresh_fast()
 
     def _raise_if_broken(self) -> None:
         if self._broken:
@@ -553,4 +600,5 @@ class UpgradeStream(trio.abc.Stream):
         self._replay = b""
         self._backlog = b""
         self._fileno = None
+        self._fast_fd = -1
         await self._stream.aclose()
