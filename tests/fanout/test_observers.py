@@ -107,6 +107,31 @@ def test_equal_length_tails_share_the_header() -> None:
         assert joined(frame) == text_frame(frame[1] + frame[2])
 
 
+def test_observers_leave_their_tail_length_group_and_the_rest_still_receive() -> None:
+    """Observers are grouped by tail length (one header per group): leaving, or coming
+    back with a tail of another length, moves only that observer."""
+    observers = ObserverSet(key=KEY, coalesce=False)
+    encoder = CountingEncoder()
+    short, short_too, long_, plain = outbox(), outbox(), outbox(), outbox()
+    observers.add(Observer(outbox=short, encoder=encoder, tail=b',"c":"1"}'))
+    observers.add(Observer(outbox=short_too, encoder=encoder, tail=b',"c":"2"}'))
+    observers.add(Observer(outbox=long_, encoder=encoder, tail=b',"c":"long one"}'))
+    observers.add(Observer(outbox=plain, encoder=encoder))
+    observers.discard(short)
+    observers.discard(long_)  # the last of its length
+    observers.add(Observer(outbox=short_too, encoder=encoder, tail=b',"c":"now longer"}'))
+    assert len(observers) == 2 and short not in observers and long_ not in observers
+    observers.publish(changed())
+    assert short.take() == [] and long_.take() == []
+    assert [joined(f) for f in short_too.take()] == [text_frame(b'{"a":1,"c":"now longer"}')]
+    assert plain.take() == [(text_frame(encoder.body),)]
+    observers.discard(short_too)
+    observers.discard(plain)
+    assert not observers and len(observers) == 0
+    observers.publish(changed())
+    assert len(encoder.calls) == 1  # nobody left: nothing encoded
+
+
 def test_coalescing_set_keeps_the_latest_under_its_key() -> None:
     observers = ObserverSet(key=KEY, coalesce=True)
     box = outbox()

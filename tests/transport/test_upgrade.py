@@ -196,7 +196,8 @@ async def test_write_nowait_writes_at_once_on_an_idle_socket() -> None:
         assert stream.write_nowait(b"frame") is Written.WHOLE  # nothing left: nobody is woken
         assert not stream.needs_flush
         assert await read_exactly(peer, 5) == b"frame"
-        assert stream.statistics().writes == 1
+        assert stream.statistics() == UpgradeStreamStatistics(bytes_sent=5, writes=0,
+                                                              broken=False)
 
 
 async def test_write_nowait_keeps_the_rest_and_send_all_writes_it_first() -> None:

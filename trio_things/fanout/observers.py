@@ -123,8 +123,11 @@ class ObserverSet:
     coalesce: bool
     _memberships: Memberships = attrs.field(factory=dict, kw_only=True, repr=False)
     """Shared by every set of a registry (a set made alone keeps its own)."""
-    # encoder -> outbox -> tail. Grouping by encoder makes "encode once per dialect" a loop.
-    _groups: dict[Encoder, dict[Outbox, bytes]] = attrs.field(init=False, factory=dict)
+    # encoder -> tail length -> outbox -> tail. Grouping by encoder makes "encode once per
+    # dialect" a loop, and by tail length "one header per frame size" (0: no tail, one
+    # whole frame shared).
+    _groups: dict[Encoder, dict[int, dict[Outbox, bytes]]] = attrs.field(init=False,
+                                                                         factory=dict)
     _framers: dict[Encoder, Framer] = attrs.field(init=False, factory=dict)
     _published: int = attrs.field(init=False, default=0)
     _delivered: int = attrs.field(init=False, default=0)
@@ -134,30 +137,38 @@ class ObserverSet:
     once rather than after the next one (``bindings/sse.py``). None elsewhere."""
 
     def __len__(self) -> int:
-        return sum(len(members) for members in self._groups.values())
+        return sum(len(members) for lengths in self._groups.values()
+                   for members in lengths.values())
 
     def __bool__(self) -> bool:
         return bool(self._groups)
 
     def __contains__(self, outbox: object) -> bool:
-        return any(outbox in members for members in self._groups.values())
+        return any(outbox in members for lengths in self._groups.values()
+                   for members in lengths.values())
 
     def add(self, observer: Observer) -> None:
         """Add (or re-add, with a new encoder or tail) ``observer.outbox``."""
         if observer.tail and observer.framer is not text_frame:
             raise ValueError("only observers framed as WebSocket text frames take a tail")
         self.discard(observer.outbox)
-        self._groups.setdefault(observer.encoder, {})[observer.outbox] = observer.tail
+        lengths = self._groups.setdefault(observer.encoder, {})
+        lengths.setdefault(len(observer.tail), {})[observer.outbox] = observer.tail
         self._framers[observer.encoder] = observer.framer
         self._memberships.setdefault(observer.outbox, set()).add(self)
 
     def discard(self, outbox: Outbox) -> None:
         """Remove ``outbox`` if present, and its pending coalesced frame for this key."""
-        for encoder, members in list(self._groups.items()):
-            if members.pop(outbox, None) is not None:
+        for encoder, lengths in self._groups.items():
+            length = next((n for n, members in lengths.items() if outbox in members), None)
+            if length is not None:
+                members = lengths[length]
+                del members[outbox]
                 if not members:
-                    del self._groups[encoder]
-                    del self._framers[encoder]
+                    del lengths[length]
+                    if not lengths:
+                        del self._groups[encoder]
+                        del self._framers[encoder]
                 break
         sets = self._memberships.get(outbox)
         if sets is not None:
@@ -169,7 +180,8 @@ class ObserverSet:
 
     def clear(self) -> None:
         """Remove every observer."""
-        for outbox in [o for members in self._groups.values() for o in members]:
+        for outbox in [o for lengths in self._groups.values() for members in lengths.values()
+                       for o in members]:
             self.discard(outbox)
 
     def publish(self, notification: Notification) -> None:
@@ -183,36 +195,35 @@ class ObserverSet:
             return
         self._published += 1
         framers = self._framers
-        for encoder, members in self._groups.items():
-            self._deliver(encoder(notification), members, framers[encoder])
+        for encoder, lengths in self._groups.items():
+            self._deliver(encoder(notification), lengths, framers[encoder])
 
     def deliver_to(self, observer: Observer, notification: Notification) -> None:
         """Queue ``notification`` for one observer only (its current value, right after
         it started observing), under this set's key."""
-        self._deliver(observer.encoder(notification), {observer.outbox: observer.tail},
-                      observer.framer)
+        self._deliver(observer.encoder(notification),
+                      {len(observer.tail): {observer.outbox: observer.tail}}, observer.framer)
 
-    def _deliver(self, body: bytes, members: dict[Outbox, bytes], framer: Framer) -> None:
-        shared: Frame | None = None
-        headers: dict[int, bytes] = {}
+    def _deliver(self, body: bytes, lengths: dict[int, dict[Outbox, bytes]],
+                 framer: Framer) -> None:
         key = self.key
         coalesce = self.coalesce
-        for outbox, tail in members.items():
-            if tail:
-                size = len(body) + len(tail)
-                header = headers.get(size)
-                if header is None:
-                    header = headers[size] = text_frame_header(size)
-                frame: Frame = (header, body, tail)
-            else:
-                if shared is None:
-                    shared = (framer(body),)
-                frame = shared
-            if coalesce:
-                outbox.put_latest(key, frame)
-            else:
-                outbox.put(frame)
-        self._delivered += len(members)
+        for length, members in lengths.items():
+            if length:  # each observer's own tail, after a header and body they share
+                header = text_frame_header(len(body) + length)
+                for outbox, tail in members.items():
+                    if coalesce:
+                        outbox.put_latest(key, (header, body, tail))
+                    else:
+                        outbox.put((header, body, tail))
+            else:  # no tail: one whole frame, shared
+                frame = (framer(body),)
+                for outbox in members:
+                    if coalesce:
+                        outbox.put_latest(key, frame)
+                    else:
+                        outbox.put(frame)
+            self._delivered += len(members)
 
     def statistics(self) -> ObserverSetStatistics:
         """A frozen snapshot of this set."""

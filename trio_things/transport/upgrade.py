@@ -142,9 +142,11 @@ class UpgradeStreamStatistics:
     """A snapshot of an :class:`UpgradeStream`'s writes."""
 
     bytes_sent: int
-    """Bytes passed to ``send_all`` calls that completed."""
+    """Bytes written so far, by ``send_all`` and by the fast path
+    (:meth:`UpgradeStream.write_now`)."""
     writes: int
-    """``send_all`` calls that completed."""
+    """``send_all`` calls that completed (the fast path's writes are not counted here,
+    but by the Outbox that made them: ``written_now``)."""
     broken: bool
     """Whether a write was interrupted, so that no write will be attempted again."""
 
@@ -270,7 +272,6 @@ class UpgradeStream(trio.abc.Stream):
             self._fast_fd = -1
             return _PART
         self._bytes_sent += sent
-        self._writes += 1
         if sent < len(data):
             self._backlog = data[sent:]
             self._fast_fd = -1
