@@ -195,11 +195,10 @@ def _outboxes(server: Any) -> dict[str, int]:
         return {"coalesced": 0, "written_now": 0}
     observers = dispatcher.observers.get(THING, PROPERTY, PROPERTY_NAME)
     coalesced = written_now = 0
-    for members in observers._groups.values():
-        for outbox in members:
-            statistics = outbox.statistics()
-            coalesced += statistics.coalesced
-            written_now += statistics.written_now
+    for outbox in observers:
+        statistics = outbox.statistics()
+        coalesced += statistics.coalesced
+        written_now += statistics.written_now
     return {"coalesced": coalesced, "written_now": written_now}
 
 

@@ -155,5 +155,4 @@ async def test_a_stalled_viewer_is_dropped_within_the_write_timeout_and_others_g
 def outboxes(server: ThingServer) -> set[Any]:
     """Every Outbox any observer set holds."""
     assert server._dispatcher is not None
-    return {outbox for s in server._dispatcher.observers
-            for members in s._groups.values() for outbox in members}
+    return {outbox for observers in server._dispatcher.observers for outbox in observers}

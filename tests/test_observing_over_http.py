@@ -96,8 +96,7 @@ async def sse_client(port: int, path: str, *, receive_buffer: int | None = None,
 def outboxes(server: ThingServer) -> set[Outbox]:
     """Every Outbox any observer set holds."""
     assert server._dispatcher is not None
-    return {outbox for s in server._dispatcher.observers
-            for members in s._groups.values() for outbox in members}
+    return {outbox for observers in server._dispatcher.observers for outbox in observers}
 
 
 # ------------------------------------------------------------------ SSE consumers

@@ -176,8 +176,7 @@ async def client_and_server(*, loopback: bool
 def observed_outboxes(server: ThingServer) -> set[Outbox]:
     """Every Outbox any observer set holds."""
     assert server._dispatcher is not None
-    return {outbox for s in server._dispatcher.observers
-            for members in s._groups.values() for outbox in members}
+    return {outbox for observers in server._dispatcher.observers for outbox in observers}
 
 
 def assert_forgotten(server: ThingServer, outbox: Outbox) -> None:

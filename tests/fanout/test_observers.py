@@ -275,6 +275,7 @@ def test_contains_len_bool() -> None:
     assert len(observers) == 2
     assert box in observers
     assert stranger not in observers
+    assert box in list(observers) and len(list(observers)) == 2
 
 
 # --------------------------------------------------------------------------- registry

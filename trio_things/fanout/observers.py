@@ -143,6 +143,12 @@ class ObserverSet:
     def __bool__(self) -> bool:
         return bool(self._groups)
 
+    def __iter__(self) -> Iterator[Outbox]:
+        """The Outbox of every observer (for inspection: statistics, tests)."""
+        for lengths in self._groups.values():
+            for members in lengths.values():
+                yield from members
+
     def __contains__(self, outbox: object) -> bool:
         return any(outbox in members for lengths in self._groups.values()
                    for members in lengths.values())
@@ -180,8 +186,7 @@ class ObserverSet:
 
     def clear(self) -> None:
         """Remove every observer."""
-        for outbox in [o for lengths in self._groups.values() for members in lengths.values()
-                       for o in members]:
+        for outbox in list(self):
             self.discard(outbox)
 
     def publish(self, notification: Notification) -> None:
