@@ -308,6 +308,47 @@ async def test_the_connection_closes_the_upgrade_stream_it_handed_over() -> None
     assert stream.write_now((b"frame",)) is Written.NOTHING
 
 
+async def test_reads_of_nothing_but_credit_pongs_stay_in_the_stream() -> None:
+    """A client answers credit pings a few times a second: those pongs are the stream's
+    business (flow credit), so a read holding only them does not reach the reader; any
+    other frame, or a pong of someone else's, does, and the credit is taken either way."""
+    from tests.helpers.rawframes import frame
+    from trio_things.protocol.credit import PING_PAYLOAD_SIZE, PING_PREFIX
+    from trio_things.protocol.frame_guard import FrameGuard
+
+    ours, peer = await socket_pair()
+    stream = UpgradeStream(ours, b"")
+    stream.guard_frames(FrameGuard(max_frames_per_second=1000, frame_burst=100,
+                                   max_fragments_per_message=8))
+    stream.enable_credit(1.0)
+    with trio.fail_after(5):
+        # Write until a credit ping is due, and past it: the credit then runs out.
+        while stream.has_credit:
+            assert stream.write_now((b"x" * 1000,))
+        written = await read_exactly(peer, stream.statistics().bytes_sent)
+        at = written.rindex(PING_PREFIX)  # the last credit ping: its position
+        credit_pong = frame(0xA, written[at:at + PING_PAYLOAD_SIZE])
+        text = frame(0x1, b'{"a":1}')
+        received: list[bytes | bytearray] = []
+
+        async def read_one() -> None:
+            received.append(await stream.receive_some())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_one)
+            await peer.send_all(credit_pong + credit_pong)
+            await trio.testing.wait_all_tasks_blocked()
+            assert received == []  # the pongs alone were not passed on...
+            assert stream.has_credit  # ...but taken: the client read everything
+            await peer.send_all(text)
+        assert received == [text]
+        other = frame(0xA, b"someone else's")
+        await peer.send_all(credit_pong + other)
+        assert await stream.receive_some() == credit_pong + other
+        assert stream.bytes_received == 2 * len(credit_pong) + len(text) + len(
+            credit_pong + other)
+
+
 async def test_write_nowait_to_a_vanished_peer_breaks_the_stream() -> None:
     ours, peer = await socket_pair()
     stream = UpgradeStream(ours, b"")

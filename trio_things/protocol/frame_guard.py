@@ -210,6 +210,12 @@ class FrameGuard:
                 break
         return True
 
+    @property
+    def between_frames(self) -> bool:
+        """Whether the bytes fed so far end where a frame ends: no header or payload is
+        half read."""
+        return not self._head and not self._left
+
     def _fail(self, code: int, reason: str) -> bool:
         self.violation = Violation(code=code, reason=reason)
         return False
