@@ -421,7 +421,9 @@ def _summary(server: str, group: Sequence[Profile]) -> str:
         f"{figure('deliveries_per_s', 'plain'):,.0f} measured just before without it), "
         f"server CPU {figure('server_cpu_share', 'profiled') * 100:.0f} %, "
         f"{figure('server_cpu_per_delivery_us', 'profiled'):.2f} us per delivery "
-        f"({figure('server_cpu_per_delivery_us', 'plain'):.2f} us without py-spy); "
+        f"({figure('server_cpu_per_delivery_us', 'plain'):.2f} us without py-spy: "
+        f"{figure('server_user_per_delivery_us', 'plain'):.2f} us in user space, "
+        f"{figure('server_system_per_delivery_us', 'plain'):.2f} us in the kernel); "
         "system calls: " + (", ".join(f"{name} {n / samples * 100:.1f} %"
                                       for name, n in calls.most_common()) or "none")
         + "; hottest lines outside them: "

@@ -154,6 +154,11 @@ def _throughput(first: Snapshot, last: Snapshot) -> Record:
         "miss_max": max(misses) if misses else None,
         "server_cpu_share": server_share,
         "server_cpu_per_delivery_us": server_cpu / deliveries * 1e6 if deliveries else None,
+        # The same split into the kernel's share and the rest (None from the C limit).
+        **{f"server_{kind}_per_delivery_us": (
+            (last.stats[kind] - first.stats[kind]) / deliveries * 1e6
+            if deliveries and kind in last.stats and kind in first.stats else None)
+           for kind in ("user", "system")},
         "loadgen_workers": len(workers_cpu),
         "loadgen_cpu_share": loadgen_share,
         "loadgen_cpu_per_delivery_us": (

@@ -195,6 +195,7 @@ QUICK_ARGS = ["--quick", "--workers", "1", "--clients", "2", "--sse-clients", "2
 COMMON_KEYS = {"scenario", "server", "clients", "run", "time"}
 THROUGHPUT_KEYS = {"deliveries", "deliveries_per_s", "updates", "updates_per_s", "miss_mean",
                    "server_cpu_share", "server_cpu_per_delivery_us", "loadgen_cpu_share",
+                   "server_user_per_delivery_us", "server_system_per_delivery_us",
                    "loadgen_saturated", "other_cpu_share", "closed"}
 KEYS = {
     "max-rate": COMMON_KEYS | THROUGHPUT_KEYS,
@@ -582,7 +583,8 @@ def test_profile_tables_give_medians_over_runs_and_every_bucket() -> None:
                                 syscalls={"write (fast path)": syscalls}, other=[],
                                 lines=[("Outbox.put_latest outbox.py:213", 100 - syscalls)])
         window = {"deliveries_per_s": 1000.0, "server_cpu_share": 1.0,
-                  "server_cpu_per_delivery_us": cost}
+                  "server_cpu_per_delivery_us": cost, "server_user_per_delivery_us": cost / 4,
+                  "server_system_per_delivery_us": cost * 3 / 4}
         return p.Profile(server=server, clients=100, breakdown=breakdown, plain=window,
                          profiled=window)
 
@@ -594,6 +596,7 @@ def test_profile_tables_give_medians_over_runs_and_every_bucket() -> None:
     assert "| GC | 0.0 % | 0.0 % | 0.00 us | 0.00 us |" in page  # shown, with no sample
     assert "| **total** | 300 samples | 300 samples | **7.00 us** | **5.00 us** |" in page
     assert "system calls: write (fast path) 80.0 %" in page
+    assert "7.00 us without py-spy: 1.75 us in user space, 5.25 us in the kernel" in page
     assert "`Outbox.put_latest outbox.py:213` 20.0 %" in page
     assert page.rstrip().endswith("```sh\ncmd\n```")
 

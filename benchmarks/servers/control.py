@@ -9,17 +9,20 @@ Protocol (one request line, then exactly one reply line; nothing else on stdout)
     -> {"op": "start", "plan": {"kind": "property", "rate": null, "count": null}}
     <- {"ok": true}
     -> {"op": "stats"}
-    <- {"updates": 123456, "producing": true, "cpu": 12.5, "time": 1700000000.0}
+    <- {"updates": 123456, "producing": true, "cpu": 12.5, "user": 9.5, "system": 3.0,
+        "time": 1700000000.0}
     -> {"op": "stop"}
     <- {"updates": 130000, "producing": false, "cpu": 13.0, "time": 1700000001.0}
 
 End of input (the harness closed the pipe) shuts the server down; so does SIGINT.
 ``updates`` counts every update the producer made since the process started;
-``cpu`` is the process's CPU time in seconds (user + system, all threads).
+``cpu`` is the process's CPU time in seconds (user + system, all threads); ``user`` and
+``system`` split it (the Python servers give them; the C limit gives ``cpu`` only).
 """
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 import time
@@ -88,8 +91,10 @@ def handle(producer: Producer, line: bytes) -> dict[str, Any]:
             return {"error": f"unknown op {op!r}"}
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         return {"error": f"{type(error).__name__}: {error}"}
+    times = os.times()
     return {"updates": producer.updates, "producing": producer.producing,
-            "cpu": time.process_time(), "time": time.time()}
+            "cpu": time.process_time(), "user": times.user, "system": times.system,
+            "time": time.time()}
 
 
 def write_line(message: dict[str, Any]) -> None:
