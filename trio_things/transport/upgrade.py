@@ -13,7 +13,7 @@ from interleaving mid-frame with public APIs only. That holds while trio-websock
 one whole frame per ``send_all`` and negotiates no extensions (pinned to 0.12.x;
 ``tests/transport/test_upgrade.py`` interleaves pings, relay frames and a close).
 
-The fast path, :meth:`UpgradeStream.write_nowait`: when nobody is writing and the socket
+The fast path, :meth:`UpgradeStream.write_now`: when nobody is writing and the socket
 takes the bytes at once, a publisher writes a frame itself, synchronously, as asyncio's
 transports do, instead of waking the connection's relay task for it: with the relay
 alone, each delivery of a coalesced property costs a task wake-up, a lock and a
@@ -228,7 +228,7 @@ class UpgradeStream(trio.abc.Stream):
 
     @property
     def needs_flush(self) -> bool:
-        """Whether bytes from :meth:`write_nowait` wait for the next ``send_all``."""
+        """Whether bytes from :meth:`write_now` wait for the next ``send_all``."""
         return bool(self._backlog)
 
     def write_now(self, frame: Frame) -> Written:
@@ -252,15 +252,16 @@ class UpgradeStream(trio.abc.Stream):
         object is a cache miss, and they were most of its cost.
         """
         fd = self._fast_fd
-        data = b"".join(frame)  # one part (a shared frame): that very bytes object
-        if fd < 0:
+        if fd >= 0:
+            data = b"".join(frame)  # one part (a shared frame): that very bytes object
+        else:
             # Not now, or a credit ping is due with this write (see enable_credit).
-            if (self._writers or self._backlog or self._broken or self._sealed
-                    or self._fileno is None or self._bytes_sent >= self._write_limit):
+            if self._bytes_sent >= self._write_limit:
+                return _NOTHING  # the client has not read enough yet: the Outbox coalesces
+            fd = self._idle_fd()
+            if fd < 0:
                 return _NOTHING
-            fd = self._fileno()
-            if fd < 0:  # closed: never write to a descriptor number that may be reused
-                return _NOTHING
+            data = b"".join(frame)
             if self._bytes_sent >= self._credit_mark:
                 data = self._with_ping(data, self._bytes_sent)
         try:
@@ -284,16 +285,21 @@ class UpgradeStream(trio.abc.Stream):
         """:meth:`write_now` of the bytes ``data``: the relay's first try at a write."""
         return self.write_now((data,))
 
-    def _refresh_fast(self) -> None:
-        """Recompute :meth:`write_now`'s descriptor: the socket's while no ``send_all``
-        holds or awaits the write lock, no backlog waits, the stream is not broken, no
-        close frame was sent, and no credit ping is due; -1 otherwise. Called after
-        every change to one of those (the rare ones set -1 directly)."""
+    def _idle_fd(self) -> int:
+        """The socket's descriptor while nothing but flow credit stands in a write's way
+        (no ``send_all`` holds or awaits the write lock, no backlog waits, the stream is
+        not broken, no close frame was sent); -1 otherwise, and once the socket is
+        closed: never a descriptor number that may have been reused."""
         fileno = self._fileno
-        self._fast_fd = (
-            fileno() if fileno is not None and not (
-                self._writers or self._backlog or self._broken or self._sealed)
-            and self._bytes_sent < self._credit_mark else -1)
+        if fileno is None or self._writers or self._backlog or self._broken or self._sealed:
+            return -1
+        return fileno()
+
+    def _refresh_fast(self) -> None:
+        """Recompute :meth:`write_now`'s descriptor: :meth:`_idle_fd` while no credit ping
+        is due, -1 otherwise. Called after every change to one of those conditions (the
+        rare ones set -1 directly)."""
+        self._fast_fd = self._idle_fd() if self._bytes_sent < self._credit_mark else -1
 
     # ------------------------------------------------------------------ flow credit
 
